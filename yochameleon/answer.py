@@ -1,0 +1,74 @@
+"""Ask a personalized model about your concept from the shell.
+
+    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/best --image photo.jpg
+        -> Is <corgi> in this photo?  Yes  (P(Yes) = 0.91)
+    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/best --question "Describe <corgi>."
+    python -m yochameleon.answer --adapter A --adapter B --image x.jpg --question "What is <a> doing here?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from yochameleon.errors import YoChameleonError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m yochameleon.answer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", action="append", required=True,
+                        help="concept adapter directory (repeat to load several concepts)")
+    parser.add_argument("--image", action="append", default=[], help="photo(s) to ask about")
+    parser.add_argument("--question", default=None,
+                        help="free-form question; without it, each --image gets 'Is <concept> in this photo?'")
+    parser.add_argument("--concept", default=None, help="which loaded concept to recognize (default: the first)")
+    parser.add_argument("--model-path", default=None, help="local backbone directory (default: the adapter's record)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    args = parser.parse_args(argv)
+    if args.question is None and not args.image:
+        parser.error("give --image (recognition) and/or --question (free-form answer)")
+    if args.max_new_tokens <= 0:
+        parser.error("--max-new-tokens must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    from yochameleon.inference import PersonalizedModel
+
+    try:
+        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device)
+        results = []
+        if args.question is None:
+            for image in args.image:
+                verdict = pm.recognize(image, concept=args.concept)
+                results.append({"image": image, "question": f"Is <{verdict.concept}> in this photo?",
+                                "answer": verdict.answer, "p_yes": round(verdict.probability, 4)})
+        else:
+            for image in args.image or [None]:
+                text = pm.answer(args.question, image=image, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, seed=args.seed, concept=args.concept)
+                results.append({"image": image, "question": args.question, "answer": text})
+    except YoChameleonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            where = f"[{result['image']}] " if result["image"] else ""
+            extra = f"  (P(Yes) = {result['p_yes']:.3f})" if "p_yes" in result else ""
+            print(f"{where}{result['question']}  {result['answer']}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Personalized tokens (identifier + generation + understanding tokens) and the adapter file format."""

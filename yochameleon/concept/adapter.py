@@ -1,0 +1,121 @@
+"""The concept adapter: a small directory a user can share and inspect.
+
+    adapter_config.json   concept name, base model (name, path, shapes, checksum),
+                          token names/ids, k_g / k_u, recipe facts
+    adapter.safetensors   input_rows (n, hidden), output_rows (n, hidden)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError, reserved_token_names
+from yochameleon.errors import YoChameleonError
+from yochameleon.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter.safetensors"
+
+
+class AdapterError(YoChameleonError):
+    """An adapter directory is unreadable or does not fit the loaded backbone."""
+
+
+def save_adapter(directory: str | Path, tokens: PersonalizedTokens, backbone_fingerprint: dict,
+                 extra: dict | None = None) -> Path:
+    """Write `tokens` as an adapter directory (atomically)."""
+    config = {
+        "format_version": FORMAT_VERSION,
+        "concept": tokens.name,
+        "base_model": backbone_fingerprint,
+        "token_names": tokens.token_names,
+        "token_ids": tokens.token_ids.tolist(),
+        "k_g": tokens.k_g,
+        "k_u": tokens.k_u,
+        **(extra or {}),
+    }
+    with atomic_dir(directory) as staging:
+        save_file({"input_rows": tokens.input_rows.detach().float().cpu().contiguous(),
+                   "output_rows": tokens.output_rows.detach().float().cpu().contiguous()},
+                  str(staging / WEIGHTS_NAME))
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return Path(directory)
+
+
+def read_adapter_config(directory: str | Path) -> dict:
+    """The adapter's JSON config, with a clear error when the directory is not an adapter."""
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise AdapterError(f"{directory} is not a concept adapter (no {CONFIG_NAME}). Point at the 'adapter' or "
+                           "'best' folder inside a training run, e.g. outputs/<concept>/<run>/best")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise AdapterError(f"{path} is not valid JSON ({err}); re-save the adapter from its training run") from err
+    if config.get("format_version") != FORMAT_VERSION:
+        raise AdapterError(f"{path} has format_version {config.get('format_version')}, this yochameleon reads "
+                           f"{FORMAT_VERSION}; upgrade yochameleon or re-train the adapter")
+    return config
+
+
+def check_backbone_match(config: dict, fingerprint: dict, where: str) -> None:
+    """Raise when an adapter (or checkpoint) was trained on a different backbone."""
+    base = config["base_model"]
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers"):
+        if base.get(key) != fingerprint.get(key):
+            raise AdapterError(
+                f"{where} was trained on backbone {base.get('name')!r} ({key}={base.get(key)}) but the loaded "
+                f"backbone {fingerprint.get('name')!r} has {key}={fingerprint.get(key)}. Load it with the backbone "
+                "it was trained on (model=... model.path=...).")
+    a, b = base.get("embedding_checksum"), fingerprint.get("embedding_checksum")
+    if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-2):
+        raise AdapterError(
+            f"{where} was trained on backbone {base.get('name')!r} whose weights differ from the loaded "
+            f"{fingerprint.get('name')!r} (embedding checksum {a:.4g} vs {b:.4g}). Load it with the backbone it "
+            "was trained on.")
+
+
+def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = None) -> PersonalizedTokens:
+    """Load an adapter for `backbone`; if its ids collide with `taken_ids`, move it to free reserved ids."""
+    directory = Path(directory)
+    config = read_adapter_config(directory)
+    check_backbone_match(config, backbone.fingerprint(), f"adapter {directory}")
+    weights_path = directory / WEIGHTS_NAME
+    if not weights_path.exists():
+        raise AdapterError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; copy the whole adapter folder")
+    weights = load_file(str(weights_path))
+    names, ids = config["token_names"], config["token_ids"]
+    n = 1 + config["k_g"] + config["k_u"]
+    if weights["input_rows"].shape != (n, backbone.config.hidden_size):
+        raise AdapterError(f"{weights_path} holds rows of shape {tuple(weights['input_rows'].shape)}, "
+                           f"expected ({n}, {backbone.config.hidden_size}); the adapter is damaged")
+    taken = taken_ids or set()
+    if taken & set(ids):
+        names, ids = _free_reserved_run(backbone.config.vocabulary_map, n, taken)
+        log.warning("adapter %s: token ids collide with an already loaded concept; moved to %s..%s",
+                    directory, names[0], names[-1])
+    return PersonalizedTokens(config["concept"], names, ids, config["k_g"], config["k_u"],
+                              weights["input_rows"], weights["output_rows"])
+
+
+def _free_reserved_run(vocabulary_map: dict[str, int], count: int, taken: set[int]):
+    """First run of `count` consecutive reserved tokens from <reserved16200> upward that avoids `taken`."""
+    start = 16200
+    while start < 100000:
+        try:
+            names = reserved_token_names(vocabulary_map, f"<reserved{start:05d}>", count)
+        except TokenLayoutError:
+            break
+        ids = [int(vocabulary_map[x]) for x in names]
+        if not taken & set(ids):
+            return names, ids
+        start += count
+    raise AdapterError(f"no {count} free reserved tokens left for another concept; load fewer adapters")

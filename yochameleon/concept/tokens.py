@@ -1,0 +1,111 @@
+"""The concept's personalized tokens and the only weights training touches.
+
+A concept is `<sks>` (its identifier) plus `k_g` generation tokens and `k_u`
+understanding tokens, all placed on reserved vocabulary ids so the tokenizer and
+the embedding/output matrices never change size. Their input-embedding rows and
+output-head rows live here as two small tensors; the backbone's own matrices
+stay frozen and get neither gradients nor optimizer state.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from yochameleon.errors import YoChameleonError
+
+RESERVED = re.compile(r"<reserved(\d+)>")
+
+
+class TokenLayoutError(YoChameleonError):
+    """Token ids requested for a concept are unavailable or collide."""
+
+
+def reserved_token_names(vocabulary_map: dict[str, int], first: str, count: int) -> list[str]:
+    """`count` consecutive reserved token names starting at `first` (e.g. <reserved16200>)."""
+    match = RESERVED.fullmatch(first)
+    if not match:
+        raise TokenLayoutError(f"recipe.first_token={first!r} must look like <reservedNNNNN>")
+    start, width = int(match.group(1)), len(match.group(1))
+    names = [f"<reserved{start + i:0{width}d}>" for i in range(count)]
+    missing = [n for n in names if n not in vocabulary_map]
+    if missing:
+        raise TokenLayoutError(
+            f"the backbone's vocabulary has no {missing[0]} (needed {count} reserved tokens from {first}); "
+            "choose another recipe.first_token")
+    return names
+
+
+class PersonalizedTokens(nn.Module):
+    """Trainable rows for one concept: ids = [sks, g_1..g_kg, u_1..u_ku]."""
+
+    def __init__(self, name: str, token_names: list[str], token_ids: list[int], k_g: int, k_u: int,
+                 input_rows: torch.Tensor, output_rows: torch.Tensor):
+        super().__init__()
+        if len(token_ids) != 1 + k_g + k_u or len(token_names) != len(token_ids):
+            raise TokenLayoutError(f"{len(token_ids)} token ids do not match 1 + k_g({k_g}) + k_u({k_u})")
+        self.name, self.k_g, self.k_u = name, k_g, k_u
+        self.token_names = list(token_names)
+        self.input_rows = nn.Parameter(input_rows.detach().clone().float())  # (n, hidden)
+        self.output_rows = nn.Parameter(output_rows.detach().clone().float())  # (n, hidden)
+        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
+
+    @classmethod
+    def from_backbone(cls, model, vocabulary_map: dict[str, int], name: str, k_g: int, k_u: int,
+                      first_token: str = "<reserved16200>") -> "PersonalizedTokens":
+        """New tokens initialised from the backbone's current rows of those reserved ids."""
+        names = reserved_token_names(vocabulary_map, first_token, 1 + k_g + k_u)
+        ids = [int(vocabulary_map[n]) for n in names]
+        index = torch.tensor(ids, device=model.lm_head.weight.device)
+        return cls(name, names, ids, k_g, k_u,
+                   model.get_input_embeddings().weight[index].float().cpu(),
+                   model.lm_head.weight[index].float().cpu())
+
+    # ---- the strings prompts are made of -------------------------------------------------
+    @property
+    def identifier(self) -> str:
+        """The token string that stands for `<name>` in prompts."""
+        return self.token_names[0]
+
+    @property
+    def g_tokens(self) -> str:
+        return "".join(self.token_names[1:1 + self.k_g])
+
+    @property
+    def u_tokens(self) -> str:
+        return "".join(self.token_names[1 + self.k_g:])
+
+    def g_token_ids(self, count: int | None = None) -> list[int]:
+        """Ids of the first `count` generation tokens (all by default)."""
+        ids = self.token_ids[1:1 + self.k_g].tolist()
+        return ids if count is None else ids[:count]
+
+    def u_token_ids(self) -> list[int]:
+        return self.token_ids[1 + self.k_g:].tolist()
+
+    def system_prefix(self) -> str:
+        """The soft prompt: `<sks> is <g-tokens><u-tokens>.`"""
+        return f"{self.identifier} is {self.g_tokens}{self.u_tokens}."
+
+    # ---- the math ---------------------------------------------------------------------------
+    def inject(self, input_ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Replace the embeddings at this concept's ids with the trainable rows."""
+        slot = _slots(input_ids, self.token_ids)  # (B, T), -1 where not ours
+        mine = slot >= 0
+        if not bool(mine.any()):
+            return embeds
+        rows = self.input_rows.to(embeds.dtype)[slot.clamp(min=0)]  # (B, T, hidden)
+        return torch.where(mine.unsqueeze(-1), rows, embeds)
+
+    def patch_logits(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Overwrite this concept's logit columns with `hidden @ output_rows.T`."""
+        ours = hidden @ self.output_rows.to(hidden.dtype).T  # (..., n)
+        return logits.index_copy(-1, self.token_ids, ours.to(logits.dtype))
+
+
+def _slots(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """For each position, the index of its id within `token_ids`, or -1."""
+    match = input_ids.unsqueeze(-1) == token_ids  # (B, T, n)
+    return torch.where(match.any(-1), match.float().argmax(-1), torch.full_like(input_ids, -1))

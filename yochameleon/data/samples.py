@@ -1,0 +1,178 @@
+"""Training samples for the three task families, and the deterministic order they are seen in.
+
+Chat layout (all ids; loss only on the answer):
+
+    <s> <sks> is <g..><u..>.\\n [<racm3:break> image <eoss>] question <eot> | [group] answer <eot>
+
+`[group]` is the self-prompt: `<u-tokens>` before a text answer and `<g-tokens>`
+before an image, present at training *and* inference when self-prompting is on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from yochameleon.data import templates
+from yochameleon.model.personalized import IGNORE_INDEX
+
+TASKS = ("recognition", "vqa", "text_qa", "generation")
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What one sample is, before tokenization: cheap to plan, store and shuffle."""
+
+    task: str
+    image: str | None = None  # path of the photo shown (recognition, vqa) or drawn (generation)
+    flip: bool = False
+    question: str = ""
+    answer: str = ""  # text answer; empty for generation
+    positive: bool = True
+
+
+class SampleBuilder:
+    """Turns `SampleSpec`s into token ids and labels for one concept on one backbone."""
+
+    def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = ()):
+        # `tokens` is the concept `<sks>` refers to; `others` are further loaded concepts,
+        # each named by its own `<name>` in text and introduced in the system prefix too.
+        self.backbone, self.tokens, self.cache = backbone, tokens, code_cache
+        self.concepts = [tokens, *others]
+        self.self_prompting = self_prompting
+        self._text_cache: dict[str, list[int]] = {}
+
+    def text_ids(self, text: str) -> list[int]:
+        """Tokenize text; `<sks>` and each concept's `<name>` become its identifier token."""
+        text = text.replace("<sks>", self.tokens.identifier)
+        for concept in self.concepts:
+            text = text.replace(f"<{concept.name}>", concept.identifier)
+        if text not in self._text_cache:
+            self._text_cache[text] = self.backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._text_cache[text]
+
+    def image_ids(self, image, flip: bool = False) -> list[int]:
+        """<racm3:break> + the image's codes + <eoss>; a path is cached, a PIL image encoded now."""
+        if isinstance(image, (str, Path)):
+            codes = self.cache.codes(image)[int(flip)].tolist()
+        else:
+            pixels = self.backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
+            codes = self.backbone.encode_images(pixels)[0].tolist()
+        return [self.backbone.boi_id, *codes, self.backbone.eoi_id]
+
+    def prompt_ids(self, question: str, image=None, flip: bool = False) -> list[int]:
+        """The prompt up to and including the end-of-turn token."""
+        prefix = "".join(concept.system_prefix() + "\n" for concept in self.concepts)
+        ids = [self.backbone.bos_id, *self.text_ids(prefix)]
+        if image is not None:
+            ids += self.image_ids(image, flip)
+        return ids + self.text_ids(question) + [self.backbone.end_of_turn_id]
+
+    def answer_prefix(self, task: str) -> list[int]:
+        """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""
+        if not self.self_prompting:
+            return []
+        return self.tokens.g_token_ids() if task == "generation" else self.tokens.u_token_ids()
+
+    def build(self, spec: SampleSpec) -> dict:
+        """input_ids and labels (prompt masked with -100) for one sample."""
+        if spec.task == "generation":
+            prompt = self.prompt_ids(spec.question)
+            answer = self.answer_prefix("generation") + self.image_ids(spec.image, spec.flip)
+        else:
+            shown = spec.image if spec.task in ("recognition", "vqa") else None
+            prompt = self.prompt_ids(spec.question, shown, spec.flip)
+            answer = self.answer_prefix(spec.task) + self.text_ids(spec.answer)
+        answer = answer + [self.backbone.end_of_turn_id]
+        return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer, "task": spec.task}
+
+
+class EpochPlan:
+    """The samples of every epoch, fixed by (seed, epoch): resuming at step s replays exactly."""
+
+    def __init__(self, concept, tasks: dict, seed: int, negatives_per_photo: int = 2):
+        self.concept, self.tasks, self.seed = concept, tasks, seed
+        self.negatives_per_photo = negatives_per_photo
+        self.size = len(self.epoch(0))
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
+    def epoch(self, epoch: int) -> list[SampleSpec]:
+        """The shuffled sample list of one epoch."""
+        g = self._generator(epoch)
+
+        def pick(options):
+            return options[int(torch.randint(len(options), (1,), generator=g))]
+
+        def flip():
+            return bool(torch.randint(2, (1,), generator=g))
+
+        photos = [str(p) for p in self.concept.photos]
+        specs: list[SampleSpec] = []
+        if self.tasks.get("recognition", True):
+            for photo in photos:
+                specs.append(SampleSpec("recognition", photo, flip(), pick(templates.RECOGNITION_QUESTIONS),
+                                        pick(templates.POSITIVE_ANSWERS), True))
+            pool = self.concept.negatives
+            count = min(len(pool), self.negatives_per_photo * len(photos))
+            for index in torch.randperm(len(pool), generator=g)[:count].tolist():
+                specs.append(SampleSpec("recognition", str(pool[index]), flip(),
+                                        pick(templates.RECOGNITION_QUESTIONS), pick(templates.NEGATIVE_ANSWERS),
+                                        False))
+        conversations = self.concept.conversations
+        if self.tasks.get("vqa", True):
+            for turn in (c for c in conversations if c["image"] is not None):
+                specs.append(SampleSpec("vqa", turn["image"], False, turn["question"], turn["answer"]))
+        if self.tasks.get("text_qa", True):
+            text_turns = [c for c in conversations if c["image"] is None]
+            pairs = [(c["question"], c["answer"]) for c in text_turns] or list(templates.FALLBACK_TEXT_QA)
+            order = torch.randperm(len(pairs), generator=g).tolist()
+            # Without a conversation file, cap the generic questions so they do not swamp the photos.
+            keep = order if text_turns else order[: max(2, len(photos))]
+            for index in keep:
+                specs.append(SampleSpec("text_qa", None, False, *pairs[index]))
+        if self.tasks.get("generation", True):
+            for photo in photos:
+                specs.append(SampleSpec("generation", photo, flip(), templates.GENERATION_PROMPTS[0]))
+        if not specs:
+            raise ValueError("every task is switched off in recipe.tasks; enable at least one")
+        return [specs[i] for i in torch.randperm(len(specs), generator=g).tolist()]
+
+    def batch(self, step: int, batch_size: int) -> list[SampleSpec]:
+        """The samples of global step `step` (0-based); epochs are consecutive, the last batch may be short."""
+        per_epoch = math.ceil(self.size / batch_size)
+        epoch, index = divmod(step, per_epoch)
+        return self.epoch(epoch)[index * batch_size:(index + 1) * batch_size]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(self.size / batch_size)
+
+
+def collate(samples: list[dict], pad_id: int) -> dict:
+    """Right-pad a batch to its longest sample (dynamic padding, never a fixed length)."""
+    longest = max(len(s["input_ids"]) for s in samples)
+    input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(samples), longest), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        n = len(sample["input_ids"])
+        input_ids[row, :n] = torch.tensor(sample["input_ids"])
+        labels[row, :n] = torch.tensor(sample["labels"])
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention,
+            "tasks": [s["task"] for s in samples]}
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts so their last tokens line up (for scoring and generation)."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt):] = torch.tensor(prompt)
+        mask[row, longest - len(prompt):] = 1
+    return ids, mask

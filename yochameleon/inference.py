@@ -1,0 +1,121 @@
+"""Use trained concepts from Python: recognize, answer questions, chat about `<name>`.
+
+    from yochameleon import PersonalizedModel
+    pm = PersonalizedModel.load(["outputs/corgi/yochameleon/best"])
+    pm.recognize("photo.jpg")            # Recognition(answer='Yes', probability=0.93, concept='corgi')
+    pm.answer("Describe <corgi>.")       # free text, KV cache, never image tokens
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from yochameleon.concept.adapter import load_adapter, read_adapter_config
+from yochameleon.data.images import load_image
+from yochameleon.data.samples import SampleBuilder, left_pad
+from yochameleon.errors import YoChameleonError
+from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
+from yochameleon.model.backbone import load_backbone
+from yochameleon.model.personalized import PersonalizedChameleon, decode_text
+from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recognition:
+    """A Yes/No verdict with P(Yes) from the answer logits."""
+
+    concept: str
+    answer: str
+    probability: float
+
+
+def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
+    """The backbone an adapter names, unless the caller gives one."""
+    if model_path is not None:
+        return Path(model_path)
+    base = read_adapter_config(adapter_dir)["base_model"]
+    if base.get("model_config") == "tiny":
+        return ensure_tiny_checkpoint(Path(cache_dir or default_cache_dir()) / "models")
+    recorded = Path(base.get("path", ""))
+    if not recorded.is_dir():
+        raise YoChameleonError(f"adapter {adapter_dir} was trained on {base.get('name')!r} at {recorded}, which is "
+                               "not here; pass the local checkpoint directory with --model-path / model_path=")
+    return recorded
+
+
+class PersonalizedModel:
+    """A backbone with one or more concept adapters loaded (each on its own reserved ids)."""
+
+    def __init__(self, backbone, concepts, self_prompting: dict[str, bool]):
+        self.backbone = backbone
+        self.concepts = {c.name: c for c in concepts}
+        self.self_prompting = self_prompting
+        self.model = PersonalizedChameleon(backbone.model, list(concepts)).to(backbone.device).eval()
+
+    @classmethod
+    def load(cls, adapters, model_path=None, device: str | None = None, dtype: str = "float32",
+             cache_dir=None) -> "PersonalizedModel":
+        """Load the backbone (from the first adapter's record unless `model_path`) and every adapter."""
+        adapters = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters)]
+        if not adapters:
+            raise YoChameleonError("give at least one adapter directory")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        path = _base_model_path(adapters[0], model_path, cache_dir)
+        backbone = load_backbone(path, name=read_adapter_config(adapters[0])["base_model"].get("name"),
+                                 dtype=dtype, device=device)
+        concepts, taken, self_prompting = [], set(), {}
+        for directory in adapters:
+            tokens = load_adapter(directory, backbone, taken)
+            if tokens.name in {c.name for c in concepts}:
+                raise YoChameleonError(f"two adapters are both named <{tokens.name}> ({directory}); rename one")
+            taken |= set(tokens.token_ids.tolist())
+            concepts.append(tokens.to(device))
+            self_prompting[tokens.name] = bool(read_adapter_config(directory).get("self_prompting", True))
+        return cls(backbone, concepts, self_prompting)
+
+    def _builder(self, concept: str | None) -> SampleBuilder:
+        name = self._pick(concept)
+        main = self.concepts[name]
+        others = tuple(c for n, c in self.concepts.items() if n != name)
+        return SampleBuilder(self.backbone, main, None, self.self_prompting[name], others)
+
+    def _pick(self, concept: str | None, text: str = "") -> str:
+        if concept is not None:
+            name = concept.strip("<>")
+            if name not in self.concepts:
+                raise YoChameleonError(f"unknown concept <{name}>; loaded: "
+                                       + ", ".join(f"<{n}>" for n in self.concepts))
+            return name
+        named = [n for n in self.concepts if f"<{n}>" in text]
+        return named[0] if named else next(iter(self.concepts))
+
+    @staticmethod
+    def _image(image):
+        return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
+
+    def recognize(self, image, concept: str | None = None, question: str = DEFAULT_QUESTION) -> Recognition:
+        """Is `<concept>` in this photo? Scored from the Yes/No logits in one forward pass."""
+        name = self._pick(concept)
+        p_yes = float(yes_probabilities(self.model, self._builder(name), [self._image(image)], question)[0])
+        return Recognition(concept=name, answer="Yes" if p_yes > 0.5 else "No", probability=p_yes)
+
+    def answer(self, question: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
+               seed: int = 0, concept: str | None = None) -> str:
+        """Free-form answer, with or without a photo; text only (image tokens are banned)."""
+        builder = self._builder(self._pick(concept, question))
+        shown = self._image(image) if image is not None else None
+        prompt = builder.prompt_ids(question, shown) + builder.answer_prefix("text_qa")
+        ids, mask = left_pad([prompt], self.backbone.tokenizer.pad_token_id)
+        generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
+        out = self.model.generate_text(
+            ids.to(self.backbone.device), mask.to(self.backbone.device), max_new_tokens,
+            self.backbone.text_banned_ids(), self.backbone.text_stop_ids(),
+            temperature=temperature, generator=generator)[0]
+        return decode_text(self.backbone, list(self.concepts.values()), out)

@@ -1,0 +1,1 @@
+"""Metrics computed from logits: recognition accuracy (more in the evaluation harness)."""

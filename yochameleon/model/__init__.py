@@ -1,0 +1,1 @@
+"""Backbone loading, the tiny test model, the VQ image decoder and image-token helpers."""

@@ -1,0 +1,124 @@
+"""A frozen Chameleon plus one or more concepts' trainable rows: one forward for training and inference.
+
+Logits come from the frozen `lm_head` on hidden states (never from upstream
+`ChameleonForConditionalGeneration.forward`, which sets every image-token logit
+to the dtype minimum), with each concept's columns patched in. The loss is
+computed only at target positions, so the 65536-wide head runs over a few
+hundred rows instead of batch x length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError
+
+IGNORE_INDEX = -100
+
+
+class PersonalizedChameleon(nn.Module):
+    """Frozen backbone + `PersonalizedTokens` modules (only those have parameters that train)."""
+
+    def __init__(self, backbone_model, concepts: list[PersonalizedTokens]):
+        super().__init__()
+        self.backbone = backbone_model
+        self.concepts = nn.ModuleList(concepts)
+        ids = [int(i) for c in concepts for i in c.token_ids]
+        if len(ids) != len(set(ids)):
+            raise TokenLayoutError("two loaded concepts use the same token ids; load them with remapping")
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with every concept's rows injected."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        for concept in self.concepts:
+            embeds = concept.inject(input_ids, embeds)
+        return embeds
+
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                      use_cache: bool = False):
+        """Last hidden states (B, T, hidden) and the KV cache."""
+        out = self.backbone.model(
+            inputs_embeds=self.embed(input_ids), attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, use_cache=use_cache,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits (image tokens included) for the given hidden states."""
+        logits = self.backbone.lm_head(hidden)
+        for concept in self.concepts:
+            logits = concept.patch_logits(hidden, logits)
+        return logits
+
+    def forward(self, input_ids, attention_mask, labels) -> dict:
+        """Next-token loss on `labels` != -100: mean per sample, then over the batch."""
+        hidden, _ = self.hidden_states(input_ids, attention_mask)
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        picked = hidden[:, :-1][mask]  # (N, hidden) rows that predict a target
+        token_loss = F.cross_entropy(self.logits(picked).float(), targets[mask], reduction="none")
+        sample_index = mask.nonzero()[:, 0]
+        counts = mask.sum(1).clamp(min=1)
+        per_sample = torch.zeros(len(labels), device=token_loss.device).index_add(0, sample_index, token_loss)
+        per_sample = per_sample / counts
+        return {"loss": per_sample.mean(), "per_sample": per_sample.detach()}
+
+    @torch.no_grad()
+    def last_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits at the last position of left-padded prompts: (B, vocab)."""
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden, _ = self.hidden_states(input_ids, attention_mask, position_ids)
+        return self.logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def generate_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                      banned: torch.Tensor, stop_ids: list[int], temperature: float = 0.0,
+                      generator: torch.Generator | None = None, progress=None) -> list[list[int]]:
+        """Sample text after left-padded prompts with a KV cache; `banned` (vocab,) bool ids never appear."""
+        cache = DynamicCache(config=self.backbone.config)
+        mask = attention_mask
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden, cache = self.hidden_states(input_ids, mask, position_ids, cache, use_cache=True)
+        finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        stops = torch.tensor(stop_ids, device=input_ids.device)
+        outputs: list[list[int]] = [[] for _ in range(len(input_ids))]
+        for _ in range(max_new_tokens):
+            logits = self.logits(hidden[:, -1]).float()
+            logits = logits.masked_fill(banned.to(logits.device), float("-inf"))
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            else:
+                next_ids = logits.argmax(-1)
+            for row, token in enumerate(next_ids.tolist()):
+                if not finished[row]:
+                    outputs[row].append(token)
+            finished |= torch.isin(next_ids, stops)
+            if progress is not None:
+                progress.update(1)
+            if bool(finished.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position_ids = position_ids[:, -1:] + 1
+            hidden, cache = self.hidden_states(next_ids[:, None], mask, position_ids, cache, use_cache=True)
+        return [[t for t in out if t not in stop_ids] for out in outputs]
+
+
+def decode_text(backbone, concepts, ids: list[int]) -> str:
+    """Token ids -> text, with identifiers shown as `<name>` and latent tokens dropped."""
+    latent = {int(i) for c in concepts for i in c.token_ids[1:]}
+    names = {int(c.token_ids[0]): f"<{c.name}>" for c in concepts}
+    pieces, run = [], []
+    for token in ids:
+        if token in latent:
+            continue
+        if token in names:
+            pieces += [backbone.tokenizer.decode(run), names[token]]
+            run = []
+        else:
+            run.append(token)
+    pieces.append(backbone.tokenizer.decode(run))
+    return "".join(pieces).strip()

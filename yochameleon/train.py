@@ -1,0 +1,69 @@
+"""Train a concept adapter: `python -m yochameleon.train +concept=bo`.
+
+Every option has a default that runs; see conf/ and the README. Examples:
+    python -m yochameleon.train +concept=demo
+    python -m yochameleon.train +concept=bo model=anole-7b model.path=/data/Anole-7b-v0.1-hf
+    python -m yochameleon.train +concept=demo trainer.resume=true
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from yochameleon.config import CONFIG_DIR, register_resolvers
+from yochameleon.errors import YoChameleonError
+
+log = logging.getLogger("yochameleon.train")
+register_resolvers()
+
+
+def _print_summary(summary: dict) -> None:
+    final = summary["final"]
+    lines = [
+        "",
+        f"done: {summary['steps']} steps in {summary['wall_seconds']} s",
+        f"  adapter       {summary['adapter']}",
+        f"  best adapter  {summary['best_adapter']}",
+        f"  metrics       {summary['metrics']}",
+        f"  W&B run       {summary['wandb'] or 'off (logger=none)'}",
+        f"  loss          {summary.get('loss_first_10pct', float('nan')):.4f} (first 10% of steps) -> "
+        f"{summary.get('loss_last_10pct', float('nan')):.4f} (last 10%)",
+        f"  recognition   positive {final['eval/recognition/positive']:.3f}  negative "
+        f"{final['eval/recognition/negative']:.3f}  weighted {final['eval/recognition/weighted']:.3f}"
+        f"  ({'held-out' if final['eval/split_is_heldout'] else 'training'} photos)",
+        f"  sample answer {summary['sample_answer']!r}",
+    ]
+    print("\n".join(lines))
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    """Hydra entry point."""
+    if "concept" not in cfg:
+        print("error: no concept given. Run `python -m yochameleon.train +concept=<name>` with a file from "
+              f"{CONFIG_DIR / 'concept'} (for example +concept=demo).", file=sys.stderr)
+        sys.exit(2)
+    from yochameleon.training.loop import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = train(cfg, run_dir)
+    except YoChameleonError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The training loop: only the concept's rows learn; everything else is frozen and cached.
+
+    compose config -> load backbone -> validate concept -> cache VQ codes ->
+    plan samples -> AdamW on the rows (accelerate) -> evaluate, keep best -> write adapter
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from yochameleon.concept.adapter import save_adapter
+from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.data import templates
+from yochameleon.data.concept import ConceptData
+from yochameleon.data.samples import EpochPlan, SampleBuilder, collate, left_pad
+from yochameleon.data.vq_cache import VQCodeCache
+from yochameleon.errors import YoChameleonError
+from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
+from yochameleon.model.loading import load_configured_backbone
+from yochameleon.model.personalized import PersonalizedChameleon, decode_text
+from yochameleon.training.checkpoint import has_checkpoint, load_checkpoint, read_state, save_checkpoint
+from yochameleon.training.logging import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(YoChameleonError):
+    """The run directory already holds a run that this command would overwrite."""
+
+
+def evaluate(model, builder, concept: ConceptData, batch_size: int) -> dict:
+    """Recognition accuracy on held-out photos (logits of Yes vs No, one forward pass each)."""
+    positives, negatives, split = concept.eval_split()
+    p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size)
+    p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size)
+    acc = recognition_accuracy(p_pos, p_neg)
+    return {f"eval/recognition/{k}": v for k, v in acc.items()} | {
+        "eval/recognition/mean_p_yes_positive": float(p_pos.mean()),
+        "eval/recognition/mean_p_yes_negative": float(p_neg.mean()),
+        "eval/split_is_heldout": float(split == "held-out"),
+    }
+
+
+def sample_answer(model, builder, question: str, max_new_tokens: int = 24) -> str:
+    """Greedy text answer to a text-only question (used to show progress in the logs)."""
+    backbone = builder.backbone
+    prompt = builder.prompt_ids(question) + builder.answer_prefix("text_qa")
+    ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
+    out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
+                              backbone.text_banned_ids(), backbone.text_stop_ids())
+    return decode_text(backbone, builder.concepts, out[0])
+
+
+def _run_facts(cfg: DictConfig, backbone, tokens) -> dict:
+    """Settings a checkpoint must share with the run that resumes it."""
+    return {
+        "concept": tokens.name, "model": cfg.model.name, "k_g": tokens.k_g, "k_u": tokens.k_u,
+        "first_token": tokens.token_names[0], "self_prompting": bool(cfg.recipe.self_prompting),
+        "batch_size": int(cfg.trainer.batch_size), "grad_accum": int(cfg.trainer.grad_accum), "seed": int(cfg.seed),
+    }
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> bool:
+    """True when we continue a checkpoint; refuses to clobber an existing run otherwise."""
+    if has_checkpoint(run_dir):
+        if resume:
+            return True
+        state = read_state(run_dir)
+        raise RunDirError(
+            f"{run_dir} already holds a run (step {state['step']} of {state['total_steps']}). Continue it with "
+            "trainer.resume=true, or start another with run_name=<new name>. Nothing was changed.")
+    if resume:
+        log.warning("trainer.resume=true but %s has no checkpoint: starting from step 0", run_dir)
+    return False
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Personalize one concept; returns a summary (paths, steps, losses, accuracies)."""
+    started = time.time()
+    tcfg = cfg.trainer
+    run_dir = Path(run_dir)
+    resuming = _check_run_dir(run_dir, bool(tcfg.resume))
+    concept = ConceptData.from_config(cfg.concept)  # validate data before loading a large model
+
+    precision = str(tcfg.precision)
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and tcfg.device != "cpu" else "no"
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        cpu=tcfg.device == "cpu", gradient_accumulation_steps=int(tcfg.grad_accum),
+    )
+    torch.manual_seed(int(cfg.seed))
+    backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
+    recipe = cfg.recipe
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, concept.name,
+                                              int(recipe.k_g), int(recipe.k_u), str(recipe.first_token))
+    tokens.to(accelerator.device)
+    cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
+    eval_pos, eval_neg, _ = concept.eval_split()
+    all_images = [*concept.photos, *concept.negatives, *eval_pos, *eval_neg]
+    with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not tcfg.progress) as bar:
+        cache.warm(all_images, bar)
+    builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting))
+    plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo))
+
+    batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
+    micro_per_epoch = plan.steps_per_epoch(batch_size)
+    total_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else math.ceil(tcfg.epochs * micro_per_epoch / accum)
+
+    model = PersonalizedChameleon(backbone.model, [tokens])
+    optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)  # evaluation and sampling bypass any DDP wrapper
+    facts = _run_facts(cfg, backbone, tokens)
+    fingerprint = backbone.fingerprint() | {"path": str(backbone.path), "model_config": cfg.model.name}
+    adapter_extra = {**facts, "system_prefix": tokens.system_prefix(),
+                     "recipe": OmegaConf.to_container(recipe, resolve=True)}
+
+    start_step, best, wandb_id = 0, -math.inf, None
+    if resuming:
+        state = load_checkpoint(run_dir, backbone, tokens, optimizer, facts)
+        start_step, best, wandb_id = state["step"], state["best"], state.get("wandb_id")
+        log.info("resuming %s from step %d", run_dir, start_step)
+
+    run_config = OmegaConf.to_container(cfg, resolve=True) | {"run_dir": str(run_dir)}
+    logger = RunLogger(cfg.logger, run_dir, run_config, wandb_id, start_step if resuming else None)
+    select_by = str(tcfg.select_best_by)
+    losses: list[float] = []
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"train <{concept.name}>", disable=not tcfg.progress)
+    model.train()
+    for step in range(start_step, total_steps):
+        task_losses = defaultdict(list)
+        for micro in range(accum):
+            specs = plan.batch(step * accum + micro, batch_size)
+            batch = collate([builder.build(s) for s in specs], backbone.tokenizer.pad_token_id)
+            with accelerator.accumulate(model):
+                out = model(batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
+                            batch["labels"].to(accelerator.device))
+                accelerator.backward(out["loss"])
+                if accelerator.sync_gradients and tcfg.grad_clip:
+                    accelerator.clip_grad_norm_(tokens.parameters(), float(tcfg.grad_clip))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            for task, value in zip(batch["tasks"], out["per_sample"].tolist()):
+                task_losses[task].append(value)
+        step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
+        losses.append(step_loss)
+        record = {"train/loss": step_loss, "train/epoch": (step * accum) / micro_per_epoch}
+        record |= {f"train/loss/{task}": sum(v) / len(v) for task, v in task_losses.items()}
+        done = step + 1
+        if done % int(tcfg.eval_every) == 0 or done == total_steps:
+            model.eval()
+            metrics = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
+            model.train()
+            record |= metrics
+            score = metrics.get(select_by, -math.inf)
+            if score > best:
+                best = score
+                save_adapter(run_dir / "best", tokens, fingerprint, adapter_extra | {"step": done, select_by: score})
+            bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
+        logger.log(record, step=done)
+        bar.update(1)
+        if done % int(tcfg.checkpoint_every) == 0 or done == total_steps:
+            save_checkpoint(run_dir, tokens, optimizer,
+                            {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
+                            fingerprint, facts)
+    bar.close()
+
+    save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
+    model.eval()
+    final = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
+    answer = sample_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0])
+    logger.log_text("samples/answers", ["question", "answer"], [[templates.FALLBACK_TEXT_QA[0][0], answer]],
+                    step=total_steps)
+    summary = {
+        "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"), "best_adapter": str(run_dir / "best"),
+        "metrics": str(run_dir / "metrics.jsonl"), "wandb": logger.wandb_dir, "steps": total_steps,
+        "resumed_from": start_step if resuming else None, "wall_seconds": round(time.time() - started, 1),
+        "final": final, "best": {select_by: best}, "sample_answer": answer,
+        "vq_images_encoded_this_run": cache.encoded,
+    }
+    if losses:
+        tenth = max(1, len(losses) // 10)
+        summary["loss_first_10pct"] = sum(losses[:tenth]) / tenth
+        summary["loss_last_10pct"] = sum(losses[-tenth:]) / tenth
+    logger.finish()
+    return summary
