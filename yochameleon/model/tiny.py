@@ -168,7 +168,9 @@ def image_tokens_per_image(vq_config) -> int:
 
 
 def _spec_key(spec: dict) -> str:
-    blob = json.dumps({"version": TINY_BUILD_VERSION, **spec}, sort_keys=True).encode()
+    # The tokenizer is trained on our templates, so editing them must rebuild the model too.
+    corpus = hashlib.sha256("\n".join(_training_corpus()).encode()).hexdigest()
+    blob = json.dumps({"version": TINY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -31,7 +31,7 @@ class RunLogger:
                 project=logger_cfg.project, entity=logger_cfg.get("entity"), group=logger_cfg.get("group"),
                 tags=[str(t) for t in logger_cfg.get("tags") or []], name=run_config.get("run_name"),
                 dir=str(run_dir), mode=mode, config=run_config, id=resume_id, resume="allow" if resume_id else None,
-                settings=wandb.Settings(console="off", silent=True),
+                settings=wandb.Settings(console="off", silent=True, disable_git=True),
             )
 
     @property

@@ -1,0 +1,29 @@
+# The commands the README shows. `make demo` and `make test` create the
+# environment on first use (.venv, CPU-friendly pinned torch) and reuse it after.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned together in every install command: an unpinned
+# dependency (open_clip needs torchvision) would otherwise pull another torch build.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test lint clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[dev]" $(TORCH_PIN)
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m yochameleon.train +concept=demo run_name=demo-$$(date +%Y%m%d-%H%M%S)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check yochameleon evaluation tests

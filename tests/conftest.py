@@ -1,0 +1,54 @@
+"""Shared fixtures: one tiny Chameleon per test session, built into a temporary cache."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "yochameleon" / "assets" / "demo"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("yc-cache")
+    os.environ["YOCHAMELEON_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_path(cache_dir) -> Path:
+    from yochameleon.model.tiny import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint(cache_dir / "models")
+
+
+@pytest.fixture(scope="session")
+def backbone(tiny_path):
+    from yochameleon.model.backbone import load_backbone
+
+    return load_backbone(tiny_path, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def demo_photos() -> list[Path]:
+    return sorted((DEMO / "corgi" / "train").glob("*.jpg"))
+
+
+def compose(overrides: list[str], cache: Path):
+    """The training config exactly as `python -m yochameleon.train` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from yochameleon.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose("train", overrides=[f"cache_dir={cache}", "trainer.progress=false", *overrides])

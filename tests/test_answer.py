@@ -1,0 +1,87 @@
+"""Answering from Python and the shell, with one or several adapters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DEMO, compose
+from yochameleon.concept.adapter import save_adapter
+from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.errors import YoChameleonError
+from yochameleon.inference import PersonalizedModel
+from yochameleon.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("run")
+    train(compose(["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=4"], cache_dir), run_dir)
+    return run_dir / "adapter"
+
+
+def test_recognize_and_answer_from_python(trained, cache_dir):
+    pm = PersonalizedModel.load([trained], cache_dir=cache_dir)
+    photo = sorted((DEMO / "corgi" / "test").glob("*.jpg"))[0]
+    verdict = pm.recognize(photo)
+    assert verdict.concept == "corgi" and verdict.answer in ("Yes", "No") and 0.0 <= verdict.probability <= 1.0
+    from PIL import Image
+
+    assert pm.recognize(Image.open(photo)).probability == pytest.approx(verdict.probability, abs=1e-5)
+    text = pm.answer("Describe <corgi>.", max_new_tokens=8)
+    assert isinstance(text, str)
+    assert pm.answer("Describe <corgi>.", max_new_tokens=8) == text  # greedy is deterministic
+    pm.answer("What is <corgi> doing here?", image=photo, max_new_tokens=4)
+    with pytest.raises(YoChameleonError, match="loaded: <corgi>"):
+        pm.recognize(photo, concept="mam")
+
+
+def test_generated_text_never_contains_image_tokens(trained, cache_dir):
+    pm = PersonalizedModel.load([trained], cache_dir=cache_dir)
+    backbone = pm.backbone
+    # Make image tokens the model's favourite continuation; the sampler must still avoid them.
+    with torch.no_grad():
+        pm.concepts["corgi"].output_rows.zero_()
+    builder = pm._builder("corgi")
+    from yochameleon.data.samples import left_pad
+
+    ids, mask = left_pad([builder.prompt_ids("Describe <corgi>.")], backbone.tokenizer.pad_token_id)
+    lm = backbone.model.lm_head.weight
+    saved = lm.data[backbone.image_map.image_token_ids].clone()
+    lm.data[backbone.image_map.image_token_ids] = lm.data.abs().max() * 50 * torch.randn_like(saved).sign()
+    try:
+        out = pm.model.generate_text(ids, mask, 12, backbone.text_banned_ids(), backbone.text_stop_ids())[0]
+    finally:
+        lm.data[backbone.image_map.image_token_ids] = saved
+    assert out and not any(backbone.image_map.is_image_token[t] for t in out)
+
+
+def test_two_concepts_in_one_prompt(trained, tmp_path, cache_dir):
+    pm = PersonalizedModel.load([trained], cache_dir=cache_dir)
+    other = PersonalizedTokens.from_backbone(pm.backbone.model, pm.backbone.config.vocabulary_map, "mam", 16, 16)
+    save_adapter(tmp_path / "mam", other, pm.backbone.fingerprint(), {"self_prompting": True})
+    both = PersonalizedModel.load([trained, tmp_path / "mam"], cache_dir=cache_dir)
+    ids = [set(c.token_ids.tolist()) for c in both.concepts.values()]
+    assert ids[0].isdisjoint(ids[1])  # same reserved ids on disk, remapped on load
+    prompt = both._builder("corgi").prompt_ids("Are <corgi> and <mam> friends?")
+    assert int(both.concepts["mam"].token_ids[0]) in prompt and int(both.concepts["corgi"].token_ids[0]) in prompt
+
+
+def test_answer_cli(trained, cache_dir):
+    photo = sorted((DEMO / "corgi" / "test").glob("*.jpg"))[0]
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir)}
+    result = subprocess.run([sys.executable, "-m", "yochameleon.answer", "--adapter", str(trained),
+                             "--image", str(photo)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Is <corgi> in this photo?" in result.stdout and "P(Yes)" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "yochameleon.answer", "--adapter", str(trained), "--question",
+                             "Describe <corgi>.", "--max-new-tokens", "4", "--json"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and '"answer"' in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "yochameleon.answer", "--adapter", str(trained.parent)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode != 0

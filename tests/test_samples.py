@@ -1,0 +1,87 @@
+"""Samples: prompt masking, self-prompting groups, dynamic padding, deterministic order, VQ cache."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.data.samples import EpochPlan, SampleBuilder, SampleSpec, collate
+from yochameleon.data.vq_cache import VQCodeCache
+
+
+@pytest.fixture
+def tokens(backbone):
+    return PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 4, 3)
+
+
+@pytest.fixture
+def cache(backbone, tmp_path):
+    return VQCodeCache(backbone, tmp_path / "vq")
+
+
+def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(backbone, tokens, cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    sample = builder.build(SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?",
+                                      "Yes, <sks> is here."))
+    ids, labels = sample["input_ids"], sample["labels"]
+    first = next(i for i, x in enumerate(labels) if x != -100)
+    assert ids[first:first + 3] == tokens.u_token_ids()
+    assert labels[first:] == ids[first:] and ids[-1] == backbone.end_of_turn_id
+    assert ids[first - 1] == backbone.end_of_turn_id  # prompt ends with the end-of-turn token
+    assert ids[0] == backbone.bos_id and int(tokens.token_ids[0]) in ids[:3]
+    assert ids.count(backbone.boi_id) == 1 and ids.count(backbone.eoi_id) == 1
+    no_sp = SampleBuilder(backbone, tokens, cache, self_prompting=False).build(
+        SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> here?", "Yes."))
+    first = next(i for i, x in enumerate(no_sp["labels"]) if x != -100)
+    assert no_sp["input_ids"][first] not in tokens.token_ids.tolist()
+
+
+def test_generation_sample_targets_g_tokens_then_the_image(backbone, tokens, cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    sample = builder.build(SampleSpec("generation", str(demo_photos[0]), True, "A photo of <sks>."))
+    target = [x for x in sample["labels"] if x != -100]
+    assert target[:4] == tokens.g_token_ids()
+    assert target[4] == backbone.boi_id and target[5 + 256] == backbone.eoi_id
+    assert target[5:5 + 256] == cache.codes(demo_photos[0])[1].tolist()  # the flipped photo's codes
+    assert target[-1] == backbone.end_of_turn_id
+
+
+def test_collate_pads_to_the_longest_sample_only(backbone, tokens, cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    samples = [builder.build(SampleSpec("text_qa", None, False, "What is <sks>?", "A dog.")),
+               builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>."))]
+    batch = collate(samples, backbone.tokenizer.pad_token_id)
+    longest = max(len(s["input_ids"]) for s in samples)
+    assert batch["input_ids"].shape == (2, longest) and longest < 1500
+    assert int(batch["attention_mask"][0].sum()) == len(samples[0]["input_ids"])
+    assert (batch["labels"][0, len(samples[0]["input_ids"]):] == -100).all()
+
+
+def test_vq_codes_are_computed_once_and_invalidated_when_a_photo_changes(backbone, tmp_path, demo_photos):
+    photo = tmp_path / "p.jpg"
+    shutil.copy(demo_photos[0], photo)
+    first = VQCodeCache(backbone, tmp_path / "vq")
+    codes = first.codes(photo)
+    first.codes(photo)
+    assert first.encoded == 1 and codes.shape == (2, 256)
+    second = VQCodeCache(backbone, tmp_path / "vq")
+    assert (second.codes(photo) == codes).all() and second.encoded == 0
+    shutil.copy(demo_photos[1], photo)
+    assert second.codes(photo).tolist() != codes.tolist() and second.encoded == 1
+
+
+def test_epoch_plan_is_a_pure_function_of_seed_and_step(demo_photos):
+    concept = SimpleNamespace(photos=demo_photos, negatives=[f"neg{i}.jpg" for i in range(10)], conversations=[])
+    tasks = {"recognition": True, "vqa": True, "text_qa": True, "generation": True}
+    a, b = EpochPlan(concept, tasks, seed=3), EpochPlan(concept, tasks, seed=3)
+    assert [a.batch(s, 4) for s in range(12)] == [b.batch(s, 4) for s in range(12)]
+    assert a.epoch(0) != a.epoch(1)
+    epoch = a.epoch(0)
+    assert sum(s.task == "recognition" and s.positive for s in epoch) == len(demo_photos)
+    assert sum(s.task == "recognition" and not s.positive for s in epoch) == 2 * len(demo_photos)
+    assert sum(s.task == "generation" for s in epoch) == len(demo_photos)
+    only_gen = EpochPlan(concept, {**{k: False for k in tasks}, "generation": True}, seed=0)
+    assert {s.task for s in only_gen.epoch(0)} == {"generation"}

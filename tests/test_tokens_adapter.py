@@ -1,0 +1,106 @@
+"""Personalized tokens: only their rows learn; adapters round-trip, remap on collision, refuse wrong backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yochameleon.concept.adapter import AdapterError, load_adapter, save_adapter
+from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError
+from yochameleon.model.personalized import PersonalizedChameleon
+
+
+def make_tokens(backbone, name="bo", first="<reserved16200>", k_g=4, k_u=3):
+    return PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, name, k_g, k_u, first)
+
+
+def test_layout_and_system_prefix(backbone):
+    tokens = make_tokens(backbone)
+    assert tokens.token_names[0] == "<reserved16200>" and tokens.token_names[-1] == "<reserved16207>"
+    assert tokens.system_prefix() == "<reserved16200> is " + "".join(tokens.token_names[1:]) + "."
+    assert len(tokens.g_token_ids()) == 4 and len(tokens.u_token_ids()) == 3
+    assert set(tokens.g_token_ids()).isdisjoint(tokens.u_token_ids())
+    with pytest.raises(TokenLayoutError, match="reserved"):
+        make_tokens(backbone, first="<s>")
+
+
+def test_only_the_concept_rows_get_gradients(backbone):
+    tokens = make_tokens(backbone)
+    model = PersonalizedChameleon(backbone.model, [tokens])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["concepts.0.input_rows", "concepts.0.output_rows"]
+    ids = torch.tensor([[0, *tokens.token_ids.tolist(), 9000, 9001]])
+    labels = torch.full_like(ids, -100)
+    labels[0, -3:] = ids[0, -3:]
+    labels[0, 5] = tokens.token_ids[4]  # one target is a concept token, so output_rows get gradient too
+    out = model(ids, torch.ones_like(ids), labels)
+    out["loss"].backward()
+    assert tokens.input_rows.grad is not None and tokens.input_rows.grad.abs().sum() > 0
+    assert tokens.output_rows.grad is not None and tokens.output_rows.grad.abs().sum() > 0
+    assert all(p.grad is None for p in backbone.model.parameters())
+
+
+def test_injection_and_logit_patch_touch_only_concept_ids(backbone):
+    tokens = make_tokens(backbone)
+    with torch.no_grad():
+        tokens.input_rows.add_(1.0)
+        tokens.output_rows.mul_(-3.0)
+    model = PersonalizedChameleon(backbone.model, [tokens])
+    ids = torch.tensor([[0, 9000, int(tokens.token_ids[0]), 9001]])
+    base = backbone.model.get_input_embeddings()(ids)
+    mixed = model.embed(ids)
+    assert torch.equal(mixed[0, [0, 1, 3]], base[0, [0, 1, 3]])
+    assert torch.allclose(mixed[0, 2], tokens.input_rows[0])
+    hidden = torch.randn(2, backbone.config.hidden_size)
+    logits = model.logits(hidden)
+    plain = backbone.model.lm_head(hidden)
+    others = torch.ones(logits.shape[-1], dtype=torch.bool)
+    others[tokens.token_ids] = False
+    assert torch.equal(logits[:, others], plain[:, others])
+    assert torch.allclose(logits[:, tokens.token_ids], hidden @ tokens.output_rows.T, atol=1e-5)
+    # Image-token logits are real numbers here (upstream forward sets them to the dtype minimum).
+    assert torch.isfinite(logits[:, backbone.image_map.image_token_ids]).all()
+
+
+def test_adapter_round_trip_is_exact(tmp_path, backbone):
+    tokens = make_tokens(backbone)
+    with torch.no_grad():
+        tokens.input_rows.normal_()
+        tokens.output_rows.normal_()
+    save_adapter(tmp_path / "a", tokens, backbone.fingerprint(), {"self_prompting": True})
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+    loaded = load_adapter(tmp_path / "a", backbone)
+    assert loaded.name == "bo" and loaded.token_names == tokens.token_names
+    assert torch.equal(loaded.input_rows, tokens.input_rows) and torch.equal(loaded.output_rows, tokens.output_rows)
+
+
+def test_colliding_adapters_are_remapped_to_free_ids(tmp_path, backbone):
+    first, second = make_tokens(backbone, "bo"), make_tokens(backbone, "mam")
+    save_adapter(tmp_path / "bo", first, backbone.fingerprint())
+    save_adapter(tmp_path / "mam", second, backbone.fingerprint())
+    bo = load_adapter(tmp_path / "bo", backbone)
+    mam = load_adapter(tmp_path / "mam", backbone, taken_ids=set(bo.token_ids.tolist()))
+    assert set(bo.token_ids.tolist()).isdisjoint(mam.token_ids.tolist())
+    assert torch.equal(mam.input_rows, second.input_rows)
+    PersonalizedChameleon(backbone.model, [bo, mam])  # no collision error
+    with pytest.raises(TokenLayoutError):
+        PersonalizedChameleon(backbone.model, [bo, load_adapter(tmp_path / "mam", backbone)])
+
+
+def test_adapter_refuses_another_backbone(tmp_path, backbone, cache_dir):
+    from yochameleon.model.backbone import load_backbone
+    from yochameleon.model.tiny import ensure_tiny_checkpoint
+
+    save_adapter(tmp_path / "a", make_tokens(backbone), backbone.fingerprint())
+    other = load_backbone(ensure_tiny_checkpoint(cache_dir / "models", {"seed": 1}), name="tiny-seed1")
+    with pytest.raises(AdapterError, match="trained on backbone"):
+        load_adapter(tmp_path / "a", other)
+    wider = load_backbone(ensure_tiny_checkpoint(cache_dir / "models", {"hidden_size": 64, "intermediate_size": 176}),
+                          name="tiny-64")
+    with pytest.raises(AdapterError, match="hidden_size"):
+        load_adapter(tmp_path / "a", wider)
+
+
+def test_not_an_adapter_directory(tmp_path, backbone):
+    with pytest.raises(AdapterError, match="not a concept adapter"):
+        load_adapter(tmp_path, backbone)

@@ -1,0 +1,113 @@
+"""End to end: the user's command, outputs, refusing to clobber a run, exact resume, bad resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, compose
+from yochameleon.training import loop
+from yochameleon.training.checkpoint import ResumeError
+from yochameleon.training.loop import RunDirError, train
+
+SHORT = ["+concept=demo", "logger=none", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3"]
+
+
+def run_cli(args: list[str], cache_dir, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "yochameleon.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_user_command_writes_adapter_metrics_and_wandb_run(tmp_path, cache_dir, tiny_path):
+    result = run_cli(["+concept=demo", "trainer.max_steps=8", "trainer.eval_every=4", "trainer.progress=false"],
+                     cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "outputs" / "corgi" / "yochameleon"
+    assert "adapter" in result.stdout and str(run_dir / "adapter") in result.stdout
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["concept"] == "corgi" and config["k_g"] == 16 and config["k_u"] == 16
+    assert config["base_model"]["name"] == "tiny" and config["self_prompting"] is True
+    weights = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
+    assert weights["input_rows"].shape == (33, 128)
+    assert (run_dir / "best" / "adapter.safetensors").exists()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert "eval/recognition/weighted" in records[3] and "train/loss" in records[0]
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # Running the same command again must not overwrite the finished run.
+    again = run_cli(["+concept=demo", "trainer.max_steps=8", "trainer.progress=false"], cache_dir, tmp_path)
+    assert again.returncode == 1 and "trainer.resume=true" in again.stderr
+    assert load_file(str(run_dir / "adapter" / "adapter.safetensors"))["input_rows"].equal(weights["input_rows"])
+
+
+def test_missing_concept_says_how_to_add_one(tmp_path, cache_dir):
+    result = run_cli([], cache_dir, tmp_path)
+    assert result.returncode == 2 and "+concept=" in result.stderr
+
+
+def test_missing_7b_path_fails_before_any_work(tmp_path, cache_dir):
+    result = run_cli(["+concept=demo", "model=anole-7b", f"model.path={tmp_path / 'nowhere'}", "logger=none"],
+                     cache_dir, tmp_path)
+    assert result.returncode == 1 and "does not exist" in result.stderr and "config.json" in result.stderr
+
+
+def test_interrupted_then_resumed_run_ends_with_the_same_adapter(tmp_path, cache_dir, monkeypatch):
+    straight = tmp_path / "straight"
+    train(compose(SHORT, cache_dir), straight)
+
+    real_save = loop.save_checkpoint
+
+    def crash_after_first_checkpoint(run_dir, tokens, optimizer, state, *args):
+        real_save(run_dir, tokens, optimizer, state, *args)
+        if state["step"] == 3:
+            raise KeyboardInterrupt  # as if the job were killed here
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose(SHORT, cache_dir), interrupted)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert not (interrupted / "adapter").exists()
+    with pytest.raises(RunDirError, match="trainer.resume=true"):
+        train(compose(SHORT, cache_dir), interrupted)
+    summary = train(compose([*SHORT, "trainer.resume=true"], cache_dir), interrupted)
+    assert summary["resumed_from"] == 3
+    a = load_file(str(straight / "adapter" / "adapter.safetensors"))
+    b = load_file(str(interrupted / "adapter" / "adapter.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_resume_with_other_token_counts_or_backbone_is_refused(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    train(compose([*SHORT, "trainer.max_steps=3"], cache_dir), run_dir)
+    with pytest.raises(ResumeError, match="k_g"):
+        train(compose([*SHORT, "trainer.resume=true", "recipe.k_g=8"], cache_dir), run_dir)
+    with pytest.raises(ResumeError, match="model"):
+        train(compose([*SHORT, "trainer.resume=true", "model.name=tiny-other"], cache_dir), run_dir)
+
+
+def test_loss_falls_on_the_demo_concept(tmp_path, cache_dir):
+    summary = train(compose(["+concept=demo", "logger=none", "trainer.max_steps=40", "trainer.eval_every=40"],
+                            cache_dir), tmp_path / "run")
+    assert summary["loss_last_10pct"] < summary["loss_first_10pct"]
+
+
+def test_bad_concept_name_is_rejected_before_loading_the_model(tmp_path, cache_dir):
+    from yochameleon.errors import ConceptDataError
+
+    with pytest.raises(ConceptDataError, match="my_dog"):
+        train(compose([*SHORT, "concept.name=my/dog"], cache_dir), tmp_path / "run")
+
+
+def test_readme_mentions_the_user_command():
+    assert "python -m yochameleon.train +concept=bo" in (REPO / "README.md").read_text()

@@ -1,0 +1,1 @@
+"""Concept data: image loading and validation, prompt templates, conversations, samples, VQ-code cache."""

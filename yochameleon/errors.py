@@ -1,0 +1,13 @@
+"""User-facing errors: each message names the file or setting at fault and the fix."""
+
+
+class YoChameleonError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ConceptDataError(YoChameleonError):
+    """A concept's photos, pools or conversation files are missing or malformed."""
+
+
+class ImageError(YoChameleonError):
+    """An image file cannot be read."""
