@@ -35,7 +35,7 @@ def test_real_transformers_class_and_anole_weight_names(backbone, tiny_path):
         keys = set(handle.keys())
     for name in ("model.vqmodel.decoder.conv_in.weight", "model.vqmodel.decoder.mid.attn_1.q.weight",
                  "model.vqmodel.decoder.up.0.block.1.conv2.weight", "model.vqmodel.decoder.up.1.upsample.conv.weight",
-                 "model.vqmodel.decoder.up.2.block.0.nin_shortcut.weight", "model.vqmodel.decoder.norm_out.weight",
+                 "model.vqmodel.decoder.up.0.block.0.nin_shortcut.weight", "model.vqmodel.decoder.norm_out.weight",
                  "model.vqmodel.post_quant_conv.weight", "model.vqmodel.quantize.embedding.weight",
                  "model.vqmodel.encoder.down.0.block.0.conv1.weight"):
         assert name in keys, name

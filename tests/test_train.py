@@ -16,7 +16,8 @@ from yochameleon.training import loop
 from yochameleon.training.checkpoint import ResumeError
 from yochameleon.training.loop import RunDirError, train
 
-SHORT = ["+concept=demo", "logger=none", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3"]
+SHORT = ["+concept=demo", "logger=none", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3",
+         "trainer.deterministic=true"]
 
 
 def run_cli(args: list[str], cache_dir, cwd) -> subprocess.CompletedProcess:

@@ -193,7 +193,6 @@ def build_tiny_checkpoint(out_dir: str | Path, spec: dict | None = None) -> Path
     torch.manual_seed(spec["seed"])
     model = YoChameleonForConditionalGeneration(config)
     _spread_codebook(model, spec["image_resolution"])
-    model.config.architectures = ["ChameleonForConditionalGeneration"]
 
     res = spec["image_resolution"]
     image_processor = ChameleonImageProcessor(size={"shortest_edge": res}, crop_size={"height": res, "width": res})
@@ -205,6 +204,11 @@ def build_tiny_checkpoint(out_dir: str | Path, spec: dict | None = None) -> Path
     staging.chmod(0o755)
     try:
         model.save_pretrained(staging)
+        # Record the upstream class, as the 7B checkpoints do; our subclass only adds the decoder module.
+        config_path = staging / "config.json"
+        config_json = json.loads(config_path.read_text())
+        config_json["architectures"] = ["ChameleonForConditionalGeneration"]
+        config_path.write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         processor.save_pretrained(staging)
         (staging / "yochameleon_tiny.json").write_text(json.dumps({"spec": spec, "key": _spec_key(spec)}, indent=2))
         if out_dir.exists():

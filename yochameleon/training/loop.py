@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -85,11 +86,24 @@ def _check_run_dir(run_dir: Path, resume: bool) -> bool:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Personalize one concept; returns a summary (paths, steps, losses, accuracies)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if cfg.trainer.get("deterministic"):
+        # Bit-exact reruns and resumes: multi-threaded index backward otherwise differs at ~1e-7.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(cfg, run_dir)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     tcfg = cfg.trainer
     run_dir = Path(run_dir)
     resuming = _check_run_dir(run_dir, bool(tcfg.resume))
     concept = ConceptData.from_config(cfg.concept)  # validate data before loading a large model
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     precision = str(tcfg.precision)
     if precision == "auto":
