@@ -1,14 +1,16 @@
 """Use trained concepts from Python: recognize, answer questions, chat about `<name>`.
 
-    from yochameleon import PersonalizedModel
+    from yochameleon.inference import PersonalizedModel
     pm = PersonalizedModel.load(["outputs/corgi/yochameleon/best"])
     pm.recognize("photo.jpg")            # Recognition(answer='Yes', probability=0.93, concept='corgi')
     pm.answer("Describe <corgi>.")       # free text, KV cache, never image tokens
+    pm.generate_images("A photo of <corgi> on the beach.", n=4, seed=0)   # list of PIL images
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from yochameleon.data.samples import SampleBuilder, left_pad
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
 from yochameleon.model.backbone import load_backbone
+from yochameleon.model.image_generation import (
+    SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
+)
 from yochameleon.model.personalized import PersonalizedChameleon, decode_text
 from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
 
@@ -119,3 +124,61 @@ class PersonalizedModel:
             self.backbone.text_banned_ids(), self.backbone.text_stop_ids(),
             temperature=temperature, generator=generator)[0]
         return decode_text(self.backbone, list(self.concepts.values()), out)
+
+    def check_prompt(self, prompt: str) -> None:
+        """Every `<name>` in a prompt must be a loaded concept."""
+        unknown = [n for n in re.findall(r"<([A-Za-z0-9_-]+)>", prompt) if n not in self.concepts and n != "sks"]
+        if unknown:
+            raise YoChameleonError(f"unknown concept <{unknown[0]}> in the prompt; loaded: "
+                                   + ", ".join(f"<{n}>" for n in self.concepts))
+
+    def image_prompts(self, prompt: str, concept: str | None = None) -> tuple[list[int], list[int]]:
+        """(conditional, unconditional) prompt ids, both ending with begin-of-image.
+
+        The conditional prompt carries the concepts' soft prompts and, under self-prompting, the
+        `<g-tokens>` group; the unconditional one is an empty turn without any concept.
+        """
+        self.check_prompt(prompt)
+        builder = self._builder(self._pick(concept, prompt))
+        cond = builder.prompt_ids(prompt) + builder.answer_prefix("generation") + [self.backbone.boi_id]
+        bb = self.backbone
+        uncond = [bb.bos_id, *bb.tokenizer("", add_special_tokens=False)["input_ids"], bb.end_of_turn_id, bb.boi_id]
+        limit = int(bb.config.max_position_embeddings)
+        if len(cond) + bb.image_seq_length + 1 > limit:
+            raise YoChameleonError(f"prompt is {len(cond)} tokens; with one image ({bb.image_seq_length} tokens) it "
+                                   f"exceeds the context window of {limit}. Shorten the prompt.")
+        return cond, uncond
+
+    def generate_images(self, prompt: str, n: int = 1, guidance_scale: float = 1.0, temperature: float = 1.0,
+                        top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 4,
+                        concept: str | None = None, progress: bool = False) -> list[Image.Image]:
+        """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images."""
+        if n <= 0:
+            raise YoChameleonError(f"number of images must be positive, got {n}")
+        sampling = SamplingConfig(temperature, top_k, top_p, guidance_scale)
+        sampling.validate()
+        require_decoder(self.backbone)
+        cond, uncond = self.image_prompts(prompt, concept)
+        generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
+        images: list[Image.Image] = []
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n * self.backbone.image_seq_length, desc="image tokens", unit="tok",
+                  disable=not progress) as bar:
+            for start in range(0, n, batch_size):
+                rows = min(batch_size, n - start)
+                tokens = sample_image_tokens(self.model, self.backbone, [cond] * rows, sampling,
+                                             [uncond] * rows, generator, progress=_Scaled(bar, rows))
+                pixels = decode_image_tokens(self.backbone, tokens)
+                images += to_pil(pixels, self.backbone.processor.image_processor.rescale_factor)
+        return images
+
+
+class _Scaled:
+    """Counts one sampling step of a batch as `rows` tokens on a tqdm bar."""
+
+    def __init__(self, bar, rows: int):
+        self.bar, self.rows = bar, rows
+
+    def update(self, steps: int) -> None:
+        self.bar.update(steps * self.rows)

@@ -1,0 +1,86 @@
+"""Draw your concept: `python -m yochameleon.generate --adapter <dir> --prompt "A photo of <bo> on the beach."`.
+
+    python -m yochameleon.generate --adapter outputs/corgi/yochameleon/best \\
+        --prompt "A photo of <corgi> on the beach." -n 4 --guidance 3.0 --seed 0 --out samples/
+    # several concepts in one prompt:
+    python -m yochameleon.generate --adapter runs/bo/best --adapter runs/mam/best --prompt "<bo> and <mam> playing."
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from yochameleon.errors import YoChameleonError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m yochameleon.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", action="append", required=True, help="concept adapter dir (repeatable)")
+    parser.add_argument("--prompt", required=True, help='e.g. "A photo of <bo> on the beach."')
+    parser.add_argument("-n", "--num-images", type=int, default=1)
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=4, help="images sampled together")
+    parser.add_argument("--out", default="samples", help="output directory for the PNG files")
+    parser.add_argument("--model-path", default=None, help="local backbone directory (default: the adapter's record)")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    args = parser.parse_args(argv)
+    if args.num_images <= 0:
+        parser.error(f"-n must be positive, got {args.num_images}")
+    if args.guidance < 0:
+        parser.error(f"--guidance must be >= 0 (1 = off), got {args.guidance}")
+    if args.batch_size <= 0:
+        parser.error("--batch-size must be positive")
+    return args
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before sampling when the output directory cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise YoChameleonError(f"cannot write to output directory {directory} ({err.strerror}); "
+                               "choose another with --out") from err
+
+
+def slug(prompt: str) -> str:
+    """A short file-name-safe version of a prompt."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", prompt).strip("_")[:60] or "image"
+
+
+def main(argv=None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    from yochameleon.inference import PersonalizedModel
+
+    out = Path(args.out)
+    try:
+        check_writable(out)
+        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device)
+        pm.check_prompt(args.prompt)
+        images = pm.generate_images(args.prompt, n=args.num_images, guidance_scale=args.guidance,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    seed=args.seed, batch_size=args.batch_size, progress=True)
+    except YoChameleonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for index, image in enumerate(images):
+        path = out / f"{slug(args.prompt)}_seed{args.seed}_{index:02d}.png"
+        image.save(path)
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
