@@ -140,9 +140,8 @@ class PersonalizedModel:
         """
         self.check_prompt(prompt)
         builder = self._builder(self._pick(concept, prompt))
-        cond = builder.prompt_ids(prompt) + builder.answer_prefix("generation") + [self.backbone.boi_id]
+        cond, uncond = builder.image_prompt_ids(prompt), builder.unconditional_image_prompt_ids()
         bb = self.backbone
-        uncond = [bb.bos_id, *bb.tokenizer("", add_special_tokens=False)["input_ids"], bb.end_of_turn_id, bb.boi_id]
         limit = int(bb.config.max_position_embeddings)
         if len(cond) + bb.image_seq_length + 1 > limit:
             raise YoChameleonError(f"prompt is {len(cond)} tokens; with one image ({bb.image_seq_length} tokens) it "

@@ -33,6 +33,7 @@ def _print_summary(summary: dict) -> None:
         f"  best adapter  {summary['best_adapter']}",
         f"  metrics       {summary['metrics']}",
         f"  W&B run       {summary['wandb'] or 'off (logger=none)'}",
+        f"  image samples {summary['samples'] or 'off'}",
         f"  loss          {summary.get('loss_first_10pct', float('nan')):.4f} (first 10% of steps) -> "
         f"{summary.get('loss_last_10pct', float('nan')):.4f} (last 10%)",
         f"  recognition   positive {final['eval/recognition/positive']:.3f}  negative "

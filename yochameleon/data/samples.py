@@ -71,6 +71,15 @@ class SampleBuilder:
             ids += self.image_ids(image, flip)
         return ids + self.text_ids(question) + [self.backbone.end_of_turn_id]
 
+    def image_prompt_ids(self, text: str) -> list[int]:
+        """A generation prompt: the chat prompt, the `<g-tokens>` group under self-prompting, begin-of-image."""
+        return self.prompt_ids(text) + self.answer_prefix("generation") + [self.backbone.boi_id]
+
+    def unconditional_image_prompt_ids(self) -> list[int]:
+        """The classifier-free-guidance prompt: an empty turn, no system prefix, no concept."""
+        empty = self.backbone.tokenizer("", add_special_tokens=False)["input_ids"]
+        return [self.backbone.bos_id, *empty, self.backbone.end_of_turn_id, self.backbone.boi_id]
+
     def answer_prefix(self, task: str) -> list[int]:
         """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""
         if not self.self_prompting:

@@ -64,6 +64,13 @@ class RunLogger:
 
             self.wandb_run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
 
+    def log_image(self, key: str, image, caption: str, step: int) -> None:
+        """A generated sample for W&B (the PNG itself is saved by the caller)."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Image(image, caption=caption)}, step=step)
+
     def finish(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tqdm.auto import tqdm
 
 from yochameleon.concept.adapter import save_adapter
@@ -26,6 +27,7 @@ from yochameleon.data.samples import EpochPlan, SampleBuilder, collate, left_pad
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
+from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.loading import load_configured_backbone
 from yochameleon.model.personalized import PersonalizedChameleon, decode_text
 from yochameleon.training.checkpoint import has_checkpoint, load_checkpoint, read_state, save_checkpoint
@@ -59,6 +61,16 @@ def sample_answer(model, builder, question: str, max_new_tokens: int = 24) -> st
     out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
                               backbone.text_banned_ids(), backbone.text_stop_ids())
     return decode_text(backbone, builder.concepts, out[0])
+
+
+def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
+    """One image for "A photo of <sks>." (seeded), to watch generation improve during training."""
+    backbone = builder.backbone
+    generator = torch.Generator(device=backbone.device).manual_seed(seed)
+    tokens = sample_image_tokens(model, backbone, [builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])],
+                                 SamplingConfig(guidance_scale=guidance_scale),
+                                 [builder.unconditional_image_prompt_ids()], generator)
+    return to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)[0]
 
 
 def _run_facts(cfg: DictConfig, backbone, tokens) -> dict:
@@ -148,6 +160,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     run_config = OmegaConf.to_container(cfg, resolve=True) | {"run_dir": str(run_dir)}
     logger = RunLogger(cfg.logger, run_dir, run_config, wandb_id, start_step if resuming else None)
     select_by = str(tcfg.select_best_by)
+    draw_samples = bool(tcfg.sample_images) and backbone.has_decoder and bool(recipe.tasks.generation)
     losses: list[float] = []
     bar = tqdm(total=total_steps, initial=start_step, desc=f"train <{concept.name}>", disable=not tcfg.progress)
     model.train()
@@ -176,6 +189,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             metrics = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
             model.train()
             record |= metrics
+            if draw_samples:
+                image = sample_image(inner, builder, int(cfg.seed), float(tcfg.sample_guidance))
+                path = run_dir / "samples" / f"step_{done:06d}.png"
+                path.parent.mkdir(exist_ok=True)
+                image.save(path)
+                logger.log_image("samples/image", image, f"A photo of <{concept.name}>. (step {done})", step=done)
             score = metrics.get(select_by, -math.inf)
             if score > best:
                 best = score
@@ -197,7 +216,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     step=total_steps)
     summary = {
         "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"), "best_adapter": str(run_dir / "best"),
-        "metrics": str(run_dir / "metrics.jsonl"), "wandb": logger.wandb_dir, "steps": total_steps,
+        "metrics": str(run_dir / "metrics.jsonl"), "wandb": logger.wandb_dir,
+        "samples": str(run_dir / "samples") if draw_samples else None, "steps": total_steps,
         "resumed_from": start_step if resuming else None, "wall_seconds": round(time.time() - started, 1),
         "final": final, "best": {select_by: best}, "sample_answer": answer,
         "vq_images_encoded_this_run": cache.encoded,
