@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test bench lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/image_sampling.py
 
 lint: setup
 	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check yochameleon evaluation tests
