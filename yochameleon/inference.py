@@ -21,7 +21,7 @@ from yochameleon.concept.adapter import load_adapter, read_adapter_config
 from yochameleon.data.images import load_image
 from yochameleon.data.samples import SampleBuilder, left_pad
 from yochameleon.errors import YoChameleonError
-from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
+from yochameleon.metrics.recognition import DEFAULT_QUESTION, answer_prompts, yes_probabilities
 from yochameleon.model.backbone import load_backbone
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
@@ -58,10 +58,11 @@ def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
 class PersonalizedModel:
     """A backbone with one or more concept adapters loaded (each on its own reserved ids)."""
 
-    def __init__(self, backbone, concepts, self_prompting: dict[str, bool]):
+    def __init__(self, backbone, concepts, self_prompting: dict[str, bool], self_prompt_mode: dict[str, str]):
         self.backbone = backbone
         self.concepts = {c.name: c for c in concepts}
         self.self_prompting = self_prompting
+        self.self_prompt_mode = self_prompt_mode  # forced | emitted, per concept
         self.model = PersonalizedChameleon(backbone.model, list(concepts)).to(backbone.device).eval()
 
     @classmethod
@@ -75,15 +76,17 @@ class PersonalizedModel:
         path = _base_model_path(adapters[0], model_path, cache_dir)
         backbone = load_backbone(path, name=read_adapter_config(adapters[0])["base_model"].get("name"),
                                  dtype=dtype, device=device)
-        concepts, taken, self_prompting = [], set(), {}
+        concepts, taken, self_prompting, modes = [], set(), {}, {}
         for directory in adapters:
             tokens = load_adapter(directory, backbone, taken)
             if tokens.name in {c.name for c in concepts}:
                 raise YoChameleonError(f"two adapters are both named <{tokens.name}> ({directory}); rename one")
             taken |= set(tokens.token_ids.tolist())
             concepts.append(tokens.to(device))
-            self_prompting[tokens.name] = bool(read_adapter_config(directory).get("self_prompting", True))
-        return cls(backbone, concepts, self_prompting)
+            config = read_adapter_config(directory)
+            self_prompting[tokens.name] = bool(config.get("self_prompting", True))
+            modes[tokens.name] = str(config.get("recipe", {}).get("inference", {}).get("self_prompt", "forced"))
+        return cls(backbone, concepts, self_prompting, modes)
 
     def _builder(self, concept: str | None) -> SampleBuilder:
         name = self._pick(concept)
@@ -105,10 +108,16 @@ class PersonalizedModel:
     def _image(image):
         return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
 
-    def recognize(self, image, concept: str | None = None, question: str = DEFAULT_QUESTION) -> Recognition:
-        """Is `<concept>` in this photo? Scored from the Yes/No logits in one forward pass."""
+    def recognize(self, image, concept: str | None = None, question: str = DEFAULT_QUESTION,
+                  self_prompt: str | None = None) -> Recognition:
+        """Is `<concept>` in this photo? Scored from the Yes/No logits in one forward pass.
+
+        `self_prompt` ("forced" | "emitted") defaults to what the adapter's recipe says.
+        """
         name = self._pick(concept)
-        p_yes = float(yes_probabilities(self.model, self._builder(name), [self._image(image)], question)[0])
+        mode = self_prompt or self.self_prompt_mode[name]
+        p_yes = float(yes_probabilities(self.model, self._builder(name), [self._image(image)], question,
+                                        self_prompt=mode)[0])
         return Recognition(concept=name, answer="Yes" if p_yes > 0.5 else "No", probability=p_yes)
 
     def answer(self, question: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
@@ -121,7 +130,8 @@ class PersonalizedModel:
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
         out = self.model.generate_text(
             ids.to(self.backbone.device), mask.to(self.backbone.device), max_new_tokens,
-            self.backbone.text_banned_ids(), self.backbone.text_stop_ids(),
+            self.backbone.text_banned_ids(allow=[int(c.token_ids[0]) for c in self.concepts.values()]),
+            self.backbone.text_stop_ids(),
             temperature=temperature, generator=generator)[0]
         return decode_text(self.backbone, list(self.concepts.values()), out)
 

@@ -73,6 +73,10 @@ class PersonalizedTokens(nn.Module):
     def g_tokens(self) -> str:
         return "".join(self.token_names[1:1 + self.k_g])
 
+    def g_tokens_string(self, count: int) -> str:
+        """The first `count` generation tokens as text (how a soft positive is named)."""
+        return "".join(self.token_names[1:1 + min(count, self.k_g)])
+
     @property
     def u_tokens(self) -> str:
         return "".join(self.token_names[1 + self.k_g:])

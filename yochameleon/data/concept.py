@@ -23,6 +23,8 @@ class ConceptData:
     test_negatives: list[Path] = field(default_factory=list)
     conversations: list[dict] = field(default_factory=list)
     description: str | None = None
+    class_noun: str | None = None  # e.g. "dog": lets generated answers about "the dog" become "<sks>"
+    category: str = "object"  # object | pet | person: which attribute questions to ask
 
     @classmethod
     def from_config(cls, cfg) -> "ConceptData":
@@ -43,7 +45,8 @@ class ConceptData:
                          if cfg.get("conversations") else [])
         return cls(name=name, photos=photos, negatives=negatives, test_photos=test_photos,
                    test_negatives=test_negatives, conversations=conversations,
-                   description=cfg.get("description"))
+                   description=cfg.get("description"), class_noun=cfg.get("class_noun"),
+                   category=str(cfg.get("category") or "object"))
 
     def eval_split(self) -> tuple[list[Path], list[Path], str]:
         """Photos to measure recognition on: held-out when given, else the training data (said loudly)."""

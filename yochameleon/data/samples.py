@@ -32,6 +32,7 @@ class SampleSpec:
     question: str = ""
     answer: str = ""  # text answer; empty for generation
     positive: bool = True
+    n_tokens: int | None = None  # soft positive: described by only the first n generation tokens
 
 
 class SampleBuilder:
@@ -80,17 +81,20 @@ class SampleBuilder:
         empty = self.backbone.tokenizer("", add_special_tokens=False)["input_ids"]
         return [self.backbone.bos_id, *empty, self.backbone.end_of_turn_id, self.backbone.boi_id]
 
-    def answer_prefix(self, task: str) -> list[int]:
+    def answer_prefix(self, task: str, n_tokens: int | None = None) -> list[int]:
         """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""
         if not self.self_prompting:
             return []
-        return self.tokens.g_token_ids() if task == "generation" else self.tokens.u_token_ids()
+        return self.tokens.g_token_ids(n_tokens) if task == "generation" else self.tokens.u_token_ids()
 
     def build(self, spec: SampleSpec) -> dict:
         """input_ids and labels (prompt masked with -100) for one sample."""
         if spec.task == "generation":
-            prompt = self.prompt_ids(spec.question)
-            answer = self.answer_prefix("generation") + self.image_ids(spec.image, spec.flip)
+            question = spec.question
+            if spec.n_tokens is not None:  # a soft positive: a look-alike, named by part of the g-tokens only
+                question = question.replace("<sks>", self.tokens.g_tokens_string(spec.n_tokens))
+            prompt = self.prompt_ids(question)
+            answer = self.answer_prefix("generation", spec.n_tokens) + self.image_ids(spec.image, spec.flip)
         else:
             shown = spec.image if spec.task in ("recognition", "vqa") else None
             prompt = self.prompt_ids(spec.question, shown, spec.flip)
@@ -102,9 +106,17 @@ class SampleBuilder:
 class EpochPlan:
     """The samples of every epoch, fixed by (seed, epoch): resuming at step s replays exactly."""
 
-    def __init__(self, concept, tasks: dict, seed: int, negatives_per_photo: int = 2):
+    def __init__(self, concept, tasks: dict, seed: int, negatives_per_photo: int = 2, preparation=None,
+                 soft_positives_per_epoch: int = 0):
+        # Without a preparation, negatives are drawn at random from the whole pool each epoch;
+        # with one, every hard negative is used each epoch plus a random draw of easy ones.
         self.concept, self.tasks, self.seed = concept, tasks, seed
         self.negatives_per_photo = negatives_per_photo
+        self.hard = list(preparation.hard_negatives) if preparation else []
+        self.easy = list(preparation.easy_negatives) if preparation else [str(p) for p in concept.negatives]
+        self.soft = list(preparation.soft_positives) if preparation else []
+        self.generated_qa = list(preparation.conversations) if preparation else []
+        self.soft_per_epoch = soft_positives_per_epoch
         self.size = len(self.epoch(0))
 
     def _generator(self, epoch: int) -> torch.Generator:
@@ -126,10 +138,10 @@ class EpochPlan:
             for photo in photos:
                 specs.append(SampleSpec("recognition", photo, flip(), pick(templates.RECOGNITION_QUESTIONS),
                                         pick(templates.POSITIVE_ANSWERS), True))
-            pool = self.concept.negatives
-            count = min(len(pool), self.negatives_per_photo * len(photos))
-            for index in torch.randperm(len(pool), generator=g)[:count].tolist():
-                specs.append(SampleSpec("recognition", str(pool[index]), flip(),
+            count = min(len(self.easy), self.negatives_per_photo * len(photos))
+            easy = [self.easy[i] for i in torch.randperm(len(self.easy), generator=g)[:count].tolist()]
+            for negative in self.hard + easy:
+                specs.append(SampleSpec("recognition", str(negative), flip(),
                                         pick(templates.RECOGNITION_QUESTIONS), pick(templates.NEGATIVE_ANSWERS),
                                         False))
         conversations = self.concept.conversations
@@ -137,16 +149,23 @@ class EpochPlan:
             for turn in (c for c in conversations if c["image"] is not None):
                 specs.append(SampleSpec("vqa", turn["image"], False, turn["question"], turn["answer"]))
         if self.tasks.get("text_qa", True):
-            text_turns = [c for c in conversations if c["image"] is None]
-            pairs = [(c["question"], c["answer"]) for c in text_turns] or list(templates.FALLBACK_TEXT_QA)
+            user_turns = [c for c in conversations if c["image"] is None]
+            turns = user_turns or self.generated_qa
+            pairs = [(c["question"], c["answer"]) for c in turns] or list(templates.FALLBACK_TEXT_QA)
             order = torch.randperm(len(pairs), generator=g).tolist()
-            # Without a conversation file, cap the generic questions so they do not swamp the photos.
-            keep = order if text_turns else order[: max(2, len(photos))]
+            # Without the user's own conversations, cap the generated or generic questions per epoch
+            # so they do not swamp the photos.
+            keep = order if user_turns else order[: max(2, len(photos))]
             for index in keep:
                 specs.append(SampleSpec("text_qa", None, False, *pairs[index]))
         if self.tasks.get("generation", True):
             for photo in photos:
                 specs.append(SampleSpec("generation", photo, flip(), templates.GENERATION_PROMPTS[0]))
+            count = min(len(self.soft), self.soft_per_epoch)
+            for index in torch.randperm(len(self.soft), generator=g)[:count].tolist():
+                path, n_tokens = self.soft[index]
+                specs.append(SampleSpec("generation", str(path), flip(), templates.GENERATION_PROMPTS[0],
+                                        n_tokens=int(n_tokens)))
         if not specs:
             raise ValueError("every task is switched off in recipe.tasks; enable at least one")
         return [specs[i] for i in torch.randperm(len(specs), generator=g).tolist()]

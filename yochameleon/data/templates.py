@@ -132,3 +132,44 @@ FALLBACK_TEXT_QA = [
 def fill(template: str, token: str) -> str:
     """Replace `<sks>` in a template with `token`."""
     return template.replace("<sks>", token)
+
+# Questions the base model answers about each photo when a concept has no conversation file
+# (the answers become text-only QA targets about <sks>). "{noun}" is the concept's class noun.
+ATTRIBUTE_QUESTIONS = {
+    "object": [
+        "What color is the {noun} in this photo?",
+        "What is the {noun} made of?",
+        "What shape is the {noun}?",
+        "How big is the {noun}?",
+        "Describe the surface or texture of the {noun}.",
+        "Are there any patterns, logos or text on the {noun}?",
+        "What is the {noun} used for?",
+        "What parts or details does the {noun} have?",
+        "Describe the {noun} in one sentence.",
+        "What stands out most about the {noun}?",
+    ],
+    "pet": [
+        "What color is the {noun}'s fur?",
+        "What breed or kind of animal is the {noun}?",
+        "Describe the {noun}'s ears.",
+        "Describe the {noun}'s eyes.",
+        "How big is the {noun}?",
+        "Does the {noun} wear a collar or anything else?",
+        "What is the {noun}'s coat like?",
+        "Describe the {noun}'s face.",
+        "Describe the {noun} in one sentence.",
+        "What stands out most about the {noun}?",
+    ],
+    "person": [
+        "What is the hair color of the {noun}?",
+        "How long is the {noun}'s hair?",
+        "Does the {noun} wear glasses?",
+        "What is the {noun} wearing?",
+        "Does the {noun} have a beard or moustache?",
+        "What is the skin tone of the {noun}?",
+        "Roughly how old does the {noun} look?",
+        "Describe the {noun}'s face.",
+        "Describe the {noun} in one sentence.",
+        "What stands out most about the {noun}?",
+    ],
+}

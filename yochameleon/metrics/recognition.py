@@ -19,16 +19,36 @@ def yes_no_ids(tokenizer) -> tuple[int, int]:
     return yes, no
 
 
+def answer_prompts(model, builder, prompts: list[list[int]], task: str, self_prompt: str = "forced"):
+    """Prompts continued up to where the answer text starts.
+
+    Under self-prompting the answer begins with the task's token group: `forced` appends it,
+    `emitted` lets the model produce that many tokens itself (greedy), as a user's model would.
+    """
+    group = builder.answer_prefix(task)
+    if not group:
+        return prompts
+    if self_prompt == "forced":
+        return [p + group for p in prompts]
+    if self_prompt != "emitted":
+        raise ValueError(f"self_prompt must be 'forced' or 'emitted', got {self_prompt!r}")
+    backbone = builder.backbone
+    ids, mask = left_pad(prompts, backbone.tokenizer.pad_token_id)
+    emitted = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), len(group),
+                                  backbone.image_map.is_image_token, stop_ids=[])
+    return [p + e for p, e in zip(prompts, emitted)]
+
+
 @torch.no_grad()
 def yes_probabilities(model, builder, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8,
-                      flip: bool = False) -> torch.Tensor:
-    """P(Yes) / (P(Yes) + P(No)) for each image path, after the self-prompt group when it is on."""
+                      flip: bool = False, self_prompt: str = "forced") -> torch.Tensor:
+    """P(Yes) / (P(Yes) + P(No)) for each image, after the self-prompt group (forced or emitted) when it is on."""
     yes, no = yes_no_ids(builder.backbone.tokenizer)
     device = builder.backbone.device
     scores = []
     for start in range(0, len(images), batch_size):
-        prompts = [builder.prompt_ids(question, image, flip) + builder.answer_prefix("recognition")
-                   for image in images[start:start + batch_size]]
+        prompts = [builder.prompt_ids(question, image, flip) for image in images[start:start + batch_size]]
+        prompts = answer_prompts(model, builder, prompts, "recognition", self_prompt)
         ids, mask = left_pad(prompts, builder.backbone.tokenizer.pad_token_id)
         logits = model.last_logits(ids.to(device), mask.to(device)).float()
         scores.append(torch.softmax(logits[:, [yes, no]], dim=-1)[:, 0].cpu())

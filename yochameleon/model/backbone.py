@@ -129,11 +129,24 @@ class Backbone:
     def bos_id(self) -> int:
         return self.token_id("<s>")
 
-    def text_banned_ids(self) -> torch.Tensor:
-        """(vocab,) bool: ids a text answer may never contain (every image token and begin-of-image)."""
+    def text_banned_ids(self, allow=()) -> torch.Tensor:
+        """(vocab,) bool: ids a text answer may never contain.
+
+        Every image token, begin-of-image, and every reserved token except end-of-turn and the
+        ids in `allow` (a loaded concept's identifier may appear in an answer; other reserved
+        ids are untrained and could collide with concept tokens).
+        """
         banned = self.image_map.is_image_token.clone()
         banned[self.boi_id] = True
+        banned[self.reserved_ids] = True
+        banned[self.end_of_turn_id] = False
+        banned[list(allow)] = False
         return banned
+
+    @cached_property
+    def reserved_ids(self) -> list[int]:
+        """Ids of every <reservedNNNNN> token."""
+        return [int(i) for name, i in self.config.vocabulary_map.items() if name.startswith("<reserved")]
 
     def text_stop_ids(self) -> list[int]:
         """Ids that end a text answer: end of turn and </s>."""

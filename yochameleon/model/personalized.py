@@ -83,7 +83,7 @@ class PersonalizedChameleon(nn.Module):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         hidden, cache = self.hidden_states(input_ids, mask, position_ids, cache, use_cache=True)
         finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-        stops = torch.tensor(stop_ids, device=input_ids.device)
+        stops = torch.tensor(stop_ids, dtype=torch.long, device=input_ids.device)
         outputs: list[list[int]] = [[] for _ in range(len(input_ids))]
         for _ in range(max_new_tokens):
             logits = self.logits(hidden[:, -1]).float()

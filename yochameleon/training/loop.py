@@ -43,23 +43,27 @@ class RunDirError(YoChameleonError):
 def evaluate(model, builder, concept: ConceptData, batch_size: int) -> dict:
     """Recognition accuracy on held-out photos (logits of Yes vs No, one forward pass each)."""
     positives, negatives, split = concept.eval_split()
-    p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size)
-    p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size)
-    acc = recognition_accuracy(p_pos, p_neg)
-    return {f"eval/recognition/{k}": v for k, v in acc.items()} | {
-        "eval/recognition/mean_p_yes_positive": float(p_pos.mean()),
-        "eval/recognition/mean_p_yes_negative": float(p_neg.mean()),
-        "eval/split_is_heldout": float(split == "held-out"),
-    }
+    metrics = {"eval/split_is_heldout": float(split == "held-out")}
+    # Under self-prompting, report both the forced token group and the one the model emits itself.
+    for mode, prefix in (("forced", "eval/recognition"), ("emitted", "eval/recognition_emitted")):
+        if mode == "emitted" and not builder.self_prompting:
+            break
+        p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size, self_prompt=mode)
+        p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size, self_prompt=mode)
+        metrics |= {f"{prefix}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
+        metrics |= {f"{prefix}/mean_p_yes_positive": float(p_pos.mean()),
+                    f"{prefix}/mean_p_yes_negative": float(p_neg.mean())}
+    return metrics
 
 
 def sample_answer(model, builder, question: str, max_new_tokens: int = 24) -> str:
     """Greedy text answer to a text-only question (used to show progress in the logs)."""
     backbone = builder.backbone
-    prompt = builder.prompt_ids(question) + builder.answer_prefix("text_qa")
+    prompt = builder.prompt_ids(question) + builder.answer_prefix("text_qa")  # forced group: shows what was learnt
     ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
     out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
-                              backbone.text_banned_ids(), backbone.text_stop_ids())
+                              backbone.text_banned_ids(allow=[int(c.token_ids[0]) for c in builder.concepts]),
+                              backbone.text_stop_ids())
     return decode_text(backbone, builder.concepts, out[0])
 
 
@@ -132,11 +136,16 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     tokens.to(accelerator.device)
     cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
     eval_pos, eval_neg, _ = concept.eval_split()
-    all_images = [*concept.photos, *concept.negatives, *eval_pos, *eval_neg]
+    all_images = [*concept.photos, *eval_pos, *eval_neg]
     with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not tcfg.progress) as bar:
         cache.warm(all_images, bar)
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting))
-    plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo))
+    from yochameleon.prepare import prepare_concept
+
+    preparation = prepare_concept(cfg, concept, backbone, cfg.cache_dir, progress=bool(tcfg.progress))
+    cache.warm([*preparation.hard_negatives, *preparation.easy_negatives, *(p for p, _ in preparation.soft_positives)])
+    plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo),
+                     preparation, int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0)
 
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
     micro_per_epoch = plan.steps_per_epoch(batch_size)
@@ -220,7 +229,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "samples": str(run_dir / "samples") if draw_samples else None, "steps": total_steps,
         "resumed_from": start_step if resuming else None, "wall_seconds": round(time.time() - started, 1),
         "final": final, "best": {select_by: best}, "sample_answer": answer,
-        "vq_images_encoded_this_run": cache.encoded,
+        "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
     }
     if losses:
         tenth = max(1, len(losses) // 10)
