@@ -85,3 +85,35 @@ def test_epoch_plan_is_a_pure_function_of_seed_and_step(demo_photos):
     assert sum(s.task == "generation" for s in epoch) == len(demo_photos)
     only_gen = EpochPlan(concept, {**{k: False for k in tasks}, "generation": True}, seed=0)
     assert {s.task for s in only_gen.epoch(0)} == {"generation"}
+
+
+def test_soft_positive_sample_uses_only_the_first_n_g_tokens(backbone, cache, demo_photos):
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 16, 16)
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    sample = builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>.", n_tokens=4))
+    first = next(i for i, x in enumerate(sample["labels"]) if x != -100)
+    assert sample["input_ids"][first:first + 5] == tokens.g_token_ids(4) + [backbone.boi_id]
+    question = sample["input_ids"][:first]
+    prefix_len = len(builder.prompt_ids(""))  # system prefix + end of turn
+    asked = question[prefix_len - 1:]
+    assert tokens.g_token_ids(4) == [t for t in asked if t in tokens.token_ids.tolist()]  # no <sks>, 4 g-tokens
+
+
+def test_shared_tokens_use_one_set_for_every_task(backbone):
+    shared = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 4, 4, shared=True)
+    assert shared.g_token_ids() == shared.u_token_ids() == shared.token_ids[1:].tolist()
+
+
+def test_epoch_plan_with_a_preparation(demo_photos):
+    prep = SimpleNamespace(hard_negatives=["h1", "h2"], easy_negatives=[f"e{i}" for i in range(9)],
+                           soft_positives=[(f"s{i}", 2 * (i % 3 + 1)) for i in range(6)],
+                           conversations=[{"question": "q <sks>", "answer": "a", "image": None}] * 5)
+    concept = SimpleNamespace(photos=demo_photos, negatives=[], conversations=[])
+    tasks = {"recognition": True, "vqa": True, "text_qa": True, "generation": True}
+    epoch = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep,
+                      soft_positives_per_epoch=4).epoch(0)
+    negatives = [s.image for s in epoch if s.task == "recognition" and not s.positive]
+    assert {"h1", "h2"} <= set(negatives) and len(negatives) == 2 + len(demo_photos)
+    soft = [s for s in epoch if s.n_tokens is not None]
+    assert len(soft) == 4 and all(s.task == "generation" and s.image.startswith("s") for s in soft)
+    assert sum(s.task == "text_qa" for s in epoch) == len(demo_photos)  # generated QA capped per epoch

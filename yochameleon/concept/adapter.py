@@ -39,6 +39,7 @@ def save_adapter(directory: str | Path, tokens: PersonalizedTokens, backbone_fin
         "token_ids": tokens.token_ids.tolist(),
         "k_g": tokens.k_g,
         "k_u": tokens.k_u,
+        "shared_tokens": tokens.shared,
         **(extra or {}),
     }
     with atomic_dir(directory) as staging:
@@ -104,7 +105,7 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
         log.warning("adapter %s: token ids collide with an already loaded concept; moved to %s..%s",
                     directory, names[0], names[-1])
     return PersonalizedTokens(config["concept"], names, ids, config["k_g"], config["k_u"],
-                              weights["input_rows"], weights["output_rows"])
+                              weights["input_rows"], weights["output_rows"], bool(config.get("shared_tokens")))
 
 
 def _free_reserved_run(vocabulary_map: dict[str, int], count: int, taken: set[int]):

@@ -42,11 +42,13 @@ class PersonalizedTokens(nn.Module):
     """Trainable rows for one concept: ids = [sks, g_1..g_kg, u_1..u_ku]."""
 
     def __init__(self, name: str, token_names: list[str], token_ids: list[int], k_g: int, k_u: int,
-                 input_rows: torch.Tensor, output_rows: torch.Tensor):
+                 input_rows: torch.Tensor, output_rows: torch.Tensor, shared: bool = False):
         super().__init__()
         if len(token_ids) != 1 + k_g + k_u or len(token_names) != len(token_ids):
             raise TokenLayoutError(f"{len(token_ids)} token ids do not match 1 + k_g({k_g}) + k_u({k_u})")
         self.name, self.k_g, self.k_u = name, k_g, k_u
+        # shared: one set of latent tokens serves every task (the "train on a mixture" baseline).
+        self.shared = shared
         self.token_names = list(token_names)
         self.input_rows = nn.Parameter(input_rows.detach().clone().float())  # (n, hidden)
         self.output_rows = nn.Parameter(output_rows.detach().clone().float())  # (n, hidden)
@@ -54,14 +56,14 @@ class PersonalizedTokens(nn.Module):
 
     @classmethod
     def from_backbone(cls, model, vocabulary_map: dict[str, int], name: str, k_g: int, k_u: int,
-                      first_token: str = "<reserved16200>") -> "PersonalizedTokens":
+                      first_token: str = "<reserved16200>", shared: bool = False) -> "PersonalizedTokens":
         """New tokens initialised from the backbone's current rows of those reserved ids."""
         names = reserved_token_names(vocabulary_map, first_token, 1 + k_g + k_u)
         ids = [int(vocabulary_map[n]) for n in names]
         index = torch.tensor(ids, device=model.lm_head.weight.device)
         return cls(name, names, ids, k_g, k_u,
                    model.get_input_embeddings().weight[index].float().cpu(),
-                   model.lm_head.weight[index].float().cpu())
+                   model.lm_head.weight[index].float().cpu(), shared)
 
     # ---- the strings prompts are made of -------------------------------------------------
     @property
@@ -75,7 +77,12 @@ class PersonalizedTokens(nn.Module):
 
     def g_tokens_string(self, count: int) -> str:
         """The first `count` generation tokens as text (how a soft positive is named)."""
-        return "".join(self.token_names[1:1 + min(count, self.k_g)])
+        return self.backbone_names(self.g_token_ids(count))
+
+    def backbone_names(self, ids: list[int]) -> str:
+        """Token strings for some of this concept's ids, concatenated."""
+        by_id = dict(zip(self.token_ids.tolist(), self.token_names))
+        return "".join(by_id[i] for i in ids)
 
     @property
     def u_tokens(self) -> str:
@@ -83,11 +90,12 @@ class PersonalizedTokens(nn.Module):
 
     def g_token_ids(self, count: int | None = None) -> list[int]:
         """Ids of the first `count` generation tokens (all by default)."""
-        ids = self.token_ids[1:1 + self.k_g].tolist()
+        ids = self.token_ids[1:].tolist() if self.shared else self.token_ids[1:1 + self.k_g].tolist()
         return ids if count is None else ids[:count]
 
     def u_token_ids(self) -> list[int]:
-        return self.token_ids[1 + self.k_g:].tolist()
+        """Ids of the understanding tokens (every latent token when shared)."""
+        return self.token_ids[1:].tolist() if self.shared else self.token_ids[1 + self.k_g:].tolist()
 
     def system_prefix(self) -> str:
         """The soft prompt: `<sks> is <g-tokens><u-tokens>.`"""

@@ -40,7 +40,7 @@ class OpenClipEmbedder:
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint),
                                                                          device=device)
-        except (RuntimeError, KeyError, ValueError) as err:
+        except (RuntimeError, KeyError, ValueError, AssertionError) as err:
             raise EmbedderError(f"{checkpoint} does not fit open_clip model {model_name!r} ({str(err)[:300]}). "
                                 "Set retrieval.model to the architecture the checkpoint was trained with.") from err
         self.model, self.preprocess = model.eval(), preprocess

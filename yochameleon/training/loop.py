@@ -46,8 +46,8 @@ def evaluate(model, builder, concept: ConceptData, batch_size: int) -> dict:
     metrics = {"eval/split_is_heldout": float(split == "held-out")}
     # Under self-prompting, report both the forced token group and the one the model emits itself.
     for mode, prefix in (("forced", "eval/recognition"), ("emitted", "eval/recognition_emitted")):
-        if mode == "emitted" and not builder.self_prompting:
-            break
+        if mode == "emitted" and not builder.answer_prefix("recognition"):
+            break  # no token group to emit: the emitted score would repeat the forced one
         p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size, self_prompt=mode)
         p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size, self_prompt=mode)
         metrics |= {f"{prefix}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
@@ -82,6 +82,7 @@ def _run_facts(cfg: DictConfig, backbone, tokens) -> dict:
     return {
         "concept": tokens.name, "model": cfg.model.name, "k_g": tokens.k_g, "k_u": tokens.k_u,
         "first_token": tokens.token_names[0], "self_prompting": bool(cfg.recipe.self_prompting),
+        "shared_tokens": tokens.shared,
         "batch_size": int(cfg.trainer.batch_size), "grad_accum": int(cfg.trainer.grad_accum), "seed": int(cfg.seed),
     }
 
@@ -132,7 +133,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
     recipe = cfg.recipe
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, concept.name,
-                                              int(recipe.k_g), int(recipe.k_u), str(recipe.first_token))
+                                              int(recipe.k_g), int(recipe.k_u), str(recipe.first_token),
+                                              bool(recipe.get("shared_tokens", False)))
     tokens.to(accelerator.device)
     cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
     eval_pos, eval_neg, _ = concept.eval_split()

@@ -1,0 +1,39 @@
+"""Every recipe composes, differs from the default only where it should, and trains."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose
+from yochameleon.training.loop import train
+
+RECIPES = ["yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
+           "no-self-prompting"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_composes(name, cache_dir):
+    cfg = compose(["+concept=demo", f"recipe={name}"], cache_dir)
+    r = cfg.recipe
+    assert r.name == name and cfg.run_name == name and name in cfg.logger.tags
+    expected = {
+        "yochameleon": (16, 16, True, True, False),
+        "shared-tokens": (16, 16, False, True, True),
+        "understanding-only": (0, 16, True, False, False),
+        "generation-only": (16, 0, True, True, False),
+        "no-soft-positive": (16, 16, True, False, False),
+        "no-self-prompting": (16, 16, False, True, False),
+    }[name]
+    assert (r.k_g, r.k_u, r.self_prompting, r.soft_positives.enabled, r.shared_tokens) == expected
+    assert r.tasks.generation == (name != "understanding-only")
+    assert r.tasks.recognition == (name != "generation-only")
+
+
+@pytest.mark.parametrize("name", ["understanding-only", "generation-only", "shared-tokens", "no-self-prompting"])
+def test_recipe_trains_and_reports_both_self_prompt_modes(name, tmp_path, cache_dir):
+    summary = train(compose(["+concept=demo", f"recipe={name}", "logger=none", "trainer.max_steps=2",
+                             "trainer.eval_every=2", "trainer.sample_images=false"], cache_dir), tmp_path / name)
+    final = summary["final"]
+    assert "eval/recognition/weighted" in final
+    has_group = name == "understanding-only"  # the only one here with self-prompting on and a u-token group
+    assert ("eval/recognition_emitted/weighted" in final) == has_group
