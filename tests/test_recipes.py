@@ -18,7 +18,7 @@ def test_recipe_composes(name, cache_dir):
     assert r.name == name and cfg.run_name == name and name in cfg.logger.tags
     expected = {
         "yochameleon": (16, 16, True, True, False),
-        "shared-tokens": (16, 16, False, True, True),
+        "shared-tokens": (16, 16, True, True, True),
         "understanding-only": (0, 16, True, False, False),
         "generation-only": (16, 0, True, True, False),
         "no-soft-positive": (16, 16, True, False, False),
@@ -35,5 +35,5 @@ def test_recipe_trains_and_reports_both_self_prompt_modes(name, tmp_path, cache_
                              "trainer.eval_every=2", "trainer.sample_images=false"], cache_dir), tmp_path / name)
     final = summary["final"]
     assert "eval/recognition/weighted" in final
-    has_group = name == "understanding-only"  # the only one here with self-prompting on and a u-token group
+    has_group = name in ("understanding-only", "shared-tokens")  # self-prompting on, with a group before text
     assert ("eval/recognition_emitted/weighted" in final) == has_group
