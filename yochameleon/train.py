@@ -60,6 +60,8 @@ def main(cfg: DictConfig) -> dict | None:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    if "rank" in summary:  # a non-main process of a distributed run: the main one reports
+        return summary
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)

@@ -105,9 +105,7 @@ class PersonalizedTokens(nn.Module):
     def inject(self, input_ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """Replace the embeddings at this concept's ids with the trainable rows."""
         slot = _slots(input_ids, self.token_ids)  # (B, T), -1 where not ours
-        mine = slot >= 0
-        if not bool(mine.any()):
-            return embeds
+        mine = slot >= 0  # no early exit when empty: under DDP every trainable row must join the graph
         rows = self.input_rows.to(embeds.dtype)[slot.clamp(min=0)]  # (B, T, hidden)
         return torch.where(mine.unsqueeze(-1), rows, embeds)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -62,7 +63,7 @@ class VQCodeCache:
             codes = self._encode(path)
             if stored is not None:
                 stored.parent.mkdir(parents=True, exist_ok=True)
-                tmp = stored.with_name(f".{stored.name}.tmp")
+                tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")  # ranks may write at once
                 save_file({"ids": codes}, str(tmp))
                 tmp.replace(stored)
         self.memory[key] = codes

@@ -64,7 +64,7 @@ class PersonalizedChameleon(nn.Module):
         counts = mask.sum(1).clamp(min=1)
         per_sample = torch.zeros(len(labels), device=token_loss.device).index_add(0, sample_index, token_loss)
         per_sample = per_sample / counts
-        return {"loss": per_sample.mean(), "per_sample": per_sample.detach()}
+        return {"loss": per_sample.mean(), "per_sample": per_sample}
 
     @torch.no_grad()
     def last_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class NullLogger:
+    """What non-main ranks of a distributed run log: nothing."""
+
+    wandb_id = wandb_dir = None
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    log_text = log_image = finish = log
+
+
 class RunLogger:
     """Writes every metric to run_dir/metrics.jsonl and, unless logger.name=none, to W&B."""
 

@@ -31,7 +31,7 @@ from yochameleon.model.image_generation import SamplingConfig, decode_image_toke
 from yochameleon.model.loading import load_configured_backbone
 from yochameleon.model.personalized import PersonalizedChameleon, decode_text
 from yochameleon.training.checkpoint import has_checkpoint, load_checkpoint, read_state, save_checkpoint
-from yochameleon.training.logging import RunLogger
+from yochameleon.training.logging import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Imag
                                  SamplingConfig(guidance_scale=guidance_scale),
                                  [builder.unconditional_image_prompt_ids()], generator)
     return to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)[0]
+
+
+def _gather_task_losses(accelerator, tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
+    """(task, loss) for every sample of the global batch, gathered from all processes."""
+    if accelerator.num_processes == 1:
+        return list(zip(tasks, losses.tolist()))
+    from yochameleon.data.samples import TASKS
+
+    ids = torch.tensor([TASKS.index(t) for t in tasks], device=losses.device)
+    ids = accelerator.gather(accelerator.pad_across_processes(ids, pad_index=-1))
+    values = accelerator.gather(accelerator.pad_across_processes(losses, pad_index=-1.0))
+    return [(TASKS[int(i)], float(v)) for i, v in zip(ids, values) if int(i) >= 0]
 
 
 def _run_facts(cfg: DictConfig, backbone, tokens) -> dict:
@@ -130,7 +142,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         cpu=tcfg.device == "cpu", gradient_accumulation_steps=int(tcfg.grad_accum),
     )
     torch.manual_seed(int(cfg.seed))
-    backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if int(tcfg.batch_size) < world:
+        raise YoChameleonError(f"trainer.batch_size={tcfg.batch_size} is the global batch and must be at least the "
+                               f"number of processes ({world})")
+    with accelerator.main_process_first():  # rank 0 builds/caches the tiny model and the preparation first
+        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
     recipe = cfg.recipe
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, concept.name,
                                               int(recipe.k_g), int(recipe.k_u), str(recipe.first_token),
@@ -139,13 +157,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
     eval_pos, eval_neg, _ = concept.eval_split()
     all_images = [*concept.photos, *eval_pos, *eval_neg]
-    with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not tcfg.progress) as bar:
-        cache.warm(all_images, bar)
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting))
     from yochameleon.prepare import prepare_concept
 
-    preparation = prepare_concept(cfg, concept, backbone, cfg.cache_dir, progress=bool(tcfg.progress))
-    cache.warm([*preparation.hard_negatives, *preparation.easy_negatives, *(p for p, _ in preparation.soft_positives)])
+    with accelerator.main_process_first():
+        with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not (tcfg.progress and main)) as bar:
+            cache.warm(all_images, bar)
+        preparation = prepare_concept(cfg, concept, backbone, cfg.cache_dir, progress=bool(tcfg.progress and main))
+        cache.warm([*preparation.hard_negatives, *preparation.easy_negatives,
+                    *(p for p, _ in preparation.soft_positives)])
     plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo),
                      preparation, int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0)
 
@@ -169,33 +189,37 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("resuming %s from step %d", run_dir, start_step)
 
     run_config = OmegaConf.to_container(cfg, resolve=True) | {"run_dir": str(run_dir)}
-    logger = RunLogger(cfg.logger, run_dir, run_config, wandb_id, start_step if resuming else None)
+    logger = (RunLogger(cfg.logger, run_dir, run_config, wandb_id, start_step if resuming else None) if main
+              else NullLogger())
     select_by = str(tcfg.select_best_by)
     draw_samples = bool(tcfg.sample_images) and backbone.has_decoder and bool(recipe.tasks.generation)
     losses: list[float] = []
-    bar = tqdm(total=total_steps, initial=start_step, desc=f"train <{concept.name}>", disable=not tcfg.progress)
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"train <{concept.name}>",
+               disable=not (tcfg.progress and main))
     model.train()
     for step in range(start_step, total_steps):
         task_losses = defaultdict(list)
         for micro in range(accum):
-            specs = plan.batch(step * accum + micro, batch_size)
+            global_specs = plan.batch(step * accum + micro, batch_size)
+            specs = global_specs[rank::world]  # each process takes its share of the global batch
             batch = collate([builder.build(s) for s in specs], backbone.tokenizer.pad_token_id)
             with accelerator.accumulate(model):
                 out = model(batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
                             batch["labels"].to(accelerator.device))
-                accelerator.backward(out["loss"])
+                # Mean over the *global* batch: DDP averages gradients over ranks, hence the factor `world`.
+                accelerator.backward(out["per_sample"].sum() * world / len(global_specs))
                 if accelerator.sync_gradients and tcfg.grad_clip:
                     accelerator.clip_grad_norm_(tokens.parameters(), float(tcfg.grad_clip))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            for task, value in zip(batch["tasks"], out["per_sample"].tolist()):
+            for task, value in _gather_task_losses(accelerator, batch["tasks"], out["per_sample"].detach()):
                 task_losses[task].append(value)
         step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
         losses.append(step_loss)
         record = {"train/loss": step_loss, "train/epoch": (step * accum) / micro_per_epoch}
         record |= {f"train/loss/{task}": sum(v) / len(v) for task, v in task_losses.items()}
         done = step + 1
-        if done % int(tcfg.eval_every) == 0 or done == total_steps:
+        if (done % int(tcfg.eval_every) == 0 or done == total_steps) and main:
             model.eval()
             metrics = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
             model.train()
@@ -213,11 +237,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
         logger.log(record, step=done)
         bar.update(1)
-        if done % int(tcfg.checkpoint_every) == 0 or done == total_steps:
+        if (done % int(tcfg.checkpoint_every) == 0 or done == total_steps) and main:
             save_checkpoint(run_dir, tokens, optimizer,
                             {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
                             fingerprint, facts)
     bar.close()
+    accelerator.wait_for_everyone()
+    if not main:
+        return {"run_dir": str(run_dir), "rank": rank, "steps": total_steps}
 
     save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
     model.eval()

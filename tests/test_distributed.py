@@ -1,0 +1,36 @@
+"""Two real processes (torchrun, DDP over gloo on CPU) end with the same adapter as one process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+COMMON = ["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=4", "trainer.progress=false",
+          "trainer.sample_images=false", "trainer.deterministic=true", "trainer.device=cpu"]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, cache_dir, tiny_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    args = [*COMMON, f"output_root={tmp_path}"]
+    ddp = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=ddp"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert ddp.stdout.count("done: 4 steps") == 1  # only the main process reports
+    a = load_file(str(tmp_path / "corgi" / "ddp" / "adapter" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "corgi" / "single" / "adapter" / "adapter.safetensors"))
+    checkpointed = load_file(str(tmp_path / "corgi" / "single" / "checkpoint" / "adapter" / "adapter.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert torch.equal(checkpointed["input_rows"], b["input_rows"])  # the checkpoint holds the final rows
+    metrics = (tmp_path / "corgi" / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 4  # one writer, one line per step
