@@ -27,6 +27,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/image_sampling.py
+	$(PY) benchmarks/train_step.py --size tiny
 
 lint: setup
 	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check yochameleon evaluation tests

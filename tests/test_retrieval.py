@@ -67,6 +67,7 @@ def concept_copy(tmp_path):
 
 def _concept(root, **extra):
     cfg = OmegaConf.create({"name": "corgi", "photos": str(root / "corgi" / "train"), "test_photos": None,
+                            "test_negatives": None,
                             "negatives": [str(root / "negatives" / "train")], "conversations": None,
                             "class_noun": "dog", "category": "pet", **extra})
     return ConceptData.from_config(cfg)
@@ -93,15 +94,22 @@ def test_prepare_writes_manifest_and_sheets_then_reuses_the_cache(tmp_path, back
 
 
 def test_duplicates_unreadable_files_and_a_small_pool(tmp_path, backbone, cache_dir, concept_copy, caplog):
+    from PIL import Image
+
     pool = concept_copy / "negatives" / "train"
     shutil.copy(concept_copy / "corgi" / "train" / "00.jpg", pool / "sneaky_copy.jpg")
+    # A resized, re-encoded copy of a held-out photo: the same subject, and test data.
+    Image.open(concept_copy / "corgi" / "test" / "03.jpg").resize((200, 200)).save(pool / "resized.png")
     (pool / "broken.jpg").write_bytes(b"not a jpeg")
     cfg = compose(["+concept=demo", "recipe.conversations.generate_when_missing=false",
                    "retrieval.easy_negatives=500"], cache_dir)
-    prep = prepare_concept(cfg, _concept(concept_copy), backbone, tmp_path / "cache", progress=False)
+    concept = _concept(concept_copy, test_photos=str(concept_copy / "corgi" / "test"))
+    prep = prepare_concept(cfg, concept, backbone, tmp_path / "cache", progress=False)
     manifest = json.loads((prep.directory / "manifest.json").read_text())
-    assert [d["path"].endswith("sneaky_copy.jpg") for d in manifest["duplicates_excluded"]] == [True]
-    assert not any(p.endswith("sneaky_copy.jpg") for p in prep.hard_negatives + prep.easy_negatives)
+    assert sorted(d["path"].rsplit("/", 1)[1] for d in manifest["duplicates_excluded"]) == ["resized.png",
+                                                                                            "sneaky_copy.jpg"]
+    chosen = prep.hard_negatives + prep.easy_negatives + [p for p, _ in prep.soft_positives]
+    assert not any(p.endswith(("sneaky_copy.jpg", "resized.png")) for p in chosen)
     assert [s["path"].endswith("broken.jpg") for s in manifest["skipped_unreadable"]] == [True]
     assert any("500 easy negatives" in w for w in manifest["warnings"])
 

@@ -67,6 +67,7 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
     blob = json.dumps({
         "version": PREPARE_VERSION, "embedder": embedder_key, "backbone": backbone.fingerprint(),
         "photos": [file_digest(p) for p in concept.photos], "pool": _pool_signature(concept.negatives),
+        "held_out": [file_digest(p) for p in concept.test_photos],
         "retrieval": _plain(cfg.retrieval), "soft": _plain(cfg.recipe.soft_positives), "k_g": int(cfg.recipe.k_g),
         "conversations": bool(concept.conversations) or _plain(cfg.recipe.conversations),
         "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
@@ -126,11 +127,18 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         warnings.append(f"{len(skipped)} unreadable pool images skipped (listed under skipped_unreadable)")
     photo_emb, pool_emb = embedder.embed(photo_images), embedder.embed(pool_images)
 
-    photo_digests = {file_digest(p) for p in photos}
+    # The subject's own pictures, training and held-out, must never become negatives (nor leak the test set).
+    held_out_images, held_out, _ = _load_all(concept.test_photos, False, "held-out photos")
+    photo_digests = {file_digest(p) for p in [*photos, *held_out]}
+    photo_hashes = [difference_hash(im) for im in [*photo_images, *held_out_images]]
     duplicates = {}
     for i, path in enumerate(pool):
         if file_digest(path) in photo_digests:
-            duplicates[i] = "same file content as a concept photo"
+            duplicates[i] = "same file content as a photo of the concept"
+            continue
+        distance = min(bin(difference_hash(pool_images[i]) ^ h).count("1") for h in photo_hashes)
+        if distance <= int(rcfg.duplicate_hash_bits):
+            duplicates[i] = f"same picture as a photo of the concept (resized or re-encoded; hash distance {distance})"
     near = (pool_emb @ photo_emb.T).amax(dim=1)
     for i in torch.nonzero(near >= float(rcfg.duplicate_threshold)).flatten().tolist():
         duplicates.setdefault(i, f"near-duplicate of a concept photo (cosine {float(near[i]):.4f})")
@@ -181,6 +189,13 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         if items:
             name = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
             contact_sheet(title, [(images[p], caption) for p, caption in items]).save(out / f"sheet_{name}.png")
+
+
+def difference_hash(image: Image.Image) -> int:
+    """64-bit perceptual hash (brightness gradients of a 9x8 thumbnail): survives resizing and re-encoding."""
+    pixels = list(image.convert("L").resize((9, 8), Image.LANCZOS).tobytes())
+    bits = [pixels[row * 9 + col] > pixels[row * 9 + col + 1] for row in range(8) for col in range(8)]
+    return sum(1 << i for i, bit in enumerate(bits) if bit)
 
 
 def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int = 96, columns: int = 8) -> Image.Image:
