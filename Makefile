@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[dev]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[dev,deepspeed]" $(TORCH_PIN)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Two real processes (torchrun, DDP over gloo on CPU) end with the same adapter as one process."""
+"""Two real processes (torchrun on CPU: DDP over gloo, DeepSpeed ZeRO-2) end with the same adapter as one process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from conftest import REPO
 
 COMMON = ["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=4", "trainer.progress=false",
           "trainer.sample_images=false", "trainer.deterministic=true", "trainer.device=cpu"]
@@ -34,3 +36,23 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert torch.equal(checkpointed["input_rows"], b["input_rows"])  # the checkpoint holds the final rows
     metrics = (tmp_path / "corgi" / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 4  # one writer, one line per step
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu_matches_one_process(tmp_path, cache_dir, tiny_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+           "ACCELERATE_USE_DEEPSPEED": "true",
+           "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(REPO / "recipes" / "deepspeed" / "zero2.json")}
+    args = [*COMMON, f"output_root={tmp_path}"]
+    zero2 = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=zero2"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert zero2.returncode == 0, zero2.stderr[-3000:]
+    plain_env = {k: v for k, v in env.items() if not k.startswith(("ACCELERATE_", "DS_"))}
+    single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
+                            capture_output=True, text=True, env=plain_env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = load_file(str(tmp_path / "corgi" / "zero2" / "adapter" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "corgi" / "single" / "adapter" / "adapter.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

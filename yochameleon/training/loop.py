@@ -174,6 +174,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     total_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else math.ceil(tcfg.epochs * micro_per_epoch / accum)
 
     model = PersonalizedChameleon(backbone.model, [tokens])
+    if accelerator.state.deepspeed_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)  # evaluation and sampling bypass any DDP wrapper
