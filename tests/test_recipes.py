@@ -37,3 +37,18 @@ def test_recipe_trains_and_reports_both_self_prompt_modes(name, tmp_path, cache_
     assert "eval/recognition/weighted" in final
     has_group = name in ("understanding-only", "shared-tokens")  # self-prompting on, with a group before text
     assert ("eval/recognition_emitted/weighted" in final) == has_group
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_sweep_launchers_compose(launcher, cache_dir):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from yochameleon.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=["+concept=demo", f"hydra/launcher={launcher}"],
+                            return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    assert ("SlurmLauncher" in target) if launcher == "slurm" else ("BasicLauncher" in target)
+    assert cfg.hydra.sweep.subdir == "corgi/yochameleon"  # one directory per concept and recipe
