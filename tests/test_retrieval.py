@@ -34,6 +34,15 @@ def test_closer_means_higher_cosine_and_comes_first():
     assert closeness(photo, pool).argmax().item() == 3
 
 
+def test_faiss_index_agrees_with_brute_force():
+    pytest.importorskip("faiss", reason="faiss-cpu is in the [dev] and [faiss] extras")
+    generator = torch.Generator().manual_seed(0)
+    queries = F.normalize(torch.randn(4, 32, generator=generator), dim=-1)
+    pool = F.normalize(torch.randn(5000, 32, generator=generator), dim=-1)
+    brute, fast = cosine_topk(queries, pool, 10, chunk=777), cosine_topk(queries, pool, 10, index="faiss")
+    assert torch.equal(brute[1], fast[1]) and torch.allclose(brute[0], fast[0], atol=1e-5)
+
+
 def test_hard_negatives_skip_excluded_and_never_repeat():
     photos = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1)
     pool = F.normalize(torch.tensor([[1.0, 0.01], [0.95, 0.05], [0.0, 1.0], [0.8, 0.2], [0.7, 0.3]]), dim=-1)

@@ -15,6 +15,7 @@ the pool's files, the embedder and the settings: a rerun costs a hash and a file
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -149,7 +150,10 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
     if available < per_photo * len(photos) + int(rcfg.easy_negatives):
         warnings.append(f"pool has {available} usable images; asked for {per_photo} hard negatives x {len(photos)} "
                         f"photos + {rcfg.easy_negatives} easy negatives: using what exists")
-    hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded)
+    index = str(rcfg.get("index", "auto"))
+    if index == "auto":  # exact either way; faiss only pays off for large pools
+        index = "faiss" if len(pool) > 100_000 and importlib.util.find_spec("faiss") else "brute"
+    hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded, index=index)
     hard_set = excluded | {i for i, _, _ in hard}
     easy = easy_negatives(len(pool), int(rcfg.easy_negatives), hard_set, int(cfg.seed))
     tiers = []

@@ -8,12 +8,15 @@ from __future__ import annotations
 import torch
 
 
-def cosine_topk(queries: torch.Tensor, pool: torch.Tensor, k: int, chunk: int = 65536):
-    """Top-k pool rows by cosine for each query, brute force in chunks (memory-bounded for large pools).
+def cosine_topk(queries: torch.Tensor, pool: torch.Tensor, k: int, chunk: int = 65536, index: str = "brute"):
+    """Top-k pool rows by cosine for each query, best first: (scores (Q, k), indices (Q, k)).
 
-    Returns (scores (Q, k), indices (Q, k)), best first.
+    `index="brute"` scans the pool in chunks (memory-bounded); `index="faiss"` uses an exact
+    faiss inner-product index (pip install faiss-cpu or faiss-gpu), for pools of millions.
     """
     k = min(k, pool.shape[0])
+    if index == "faiss":
+        return _faiss_topk(queries, pool, k)
     best_scores = torch.full((queries.shape[0], 0), float("-inf"))
     best_index = torch.zeros((queries.shape[0], 0), dtype=torch.long)
     for start in range(0, pool.shape[0], chunk):
@@ -25,17 +28,18 @@ def cosine_topk(queries: torch.Tensor, pool: torch.Tensor, k: int, chunk: int = 
     return best_scores, best_index
 
 
-def hard_negatives(photos: torch.Tensor, pool: torch.Tensor, per_photo: int, excluded: set[int]) -> list[tuple]:
+def hard_negatives(photos: torch.Tensor, pool: torch.Tensor, per_photo: int, excluded: set[int],
+                   index: str = "brute") -> list[tuple]:
     """For each photo its `per_photo` most similar pool images that are not excluded (duplicates of the subject).
 
     Returns [(pool index, score, photo index)], each pool image at most once, in photo order, best first.
     """
     # Enough candidates that every photo still finds `per_photo` new ones after its neighbours took theirs.
-    scores, index = cosine_topk(photos, pool, per_photo * photos.shape[0] + len(excluded))
+    scores, found = cosine_topk(photos, pool, per_photo * photos.shape[0] + len(excluded), index=index)
     chosen, seen = [], set(excluded)
     for photo in range(photos.shape[0]):
         taken = 0
-        for score, idx in zip(scores[photo].tolist(), index[photo].tolist()):
+        for score, idx in zip(scores[photo].tolist(), found[photo].tolist()):
             if taken == per_photo:
                 break
             if idx not in seen:
@@ -75,3 +79,17 @@ def easy_negatives(pool_count: int, count: int, excluded: set[int], seed: int) -
     generator = torch.Generator().manual_seed(seed)
     candidates = [i for i in torch.randperm(pool_count, generator=generator).tolist() if i not in excluded]
     return candidates[:count]
+
+
+def _faiss_topk(queries: torch.Tensor, pool: torch.Tensor, k: int):
+    try:
+        import faiss
+    except ImportError as err:
+        from yochameleon.errors import YoChameleonError
+
+        raise YoChameleonError("retrieval.index=faiss needs faiss: pip install faiss-cpu (or faiss-gpu), "
+                               "or use retrieval.index=brute") from err
+    flat = faiss.IndexFlatIP(pool.shape[1])  # exact inner product = cosine on unit vectors
+    flat.add(pool.float().contiguous().numpy())
+    scores, index = flat.search(queries.float().contiguous().numpy(), k)
+    return torch.from_numpy(scores), torch.from_numpy(index).long()
