@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from yochameleon.data import templates
-from yochameleon.data.embedders import build_embedder
+from yochameleon.data.embedders import build_embedder, embedder_key
 from yochameleon.data.images import load_image
 from yochameleon.data.retrieval import closeness, easy_negatives, hard_negatives, soft_positive_tiers
 from yochameleon.data.samples import left_pad
@@ -82,19 +82,9 @@ def _plain(node):
     return OmegaConf.to_container(node, resolve=True) if hasattr(node, "_metadata") else node
 
 
-def _embedder_key(cfg, backbone) -> str:
-    """The embedder's key without building it (building open_clip costs seconds)."""
-    if cfg.retrieval.get("checkpoint"):
-        from yochameleon.data.embedders import _file_key
-
-        return f"open_clip:{cfg.retrieval.model}:{_file_key(Path(cfg.retrieval.checkpoint).expanduser())}"
-    vq = backbone.model.model.vqmodel
-    return f"vq-features:{float(vq.quant_conv.weight.double().abs().sum()):.6e}"
-
-
 def prepare_concept(cfg, concept, backbone, cache_dir: str | Path, progress: bool = True) -> Preparation:
     """Run (or reuse) the preparation of `concept` for this backbone and recipe."""
-    key = preparation_key(cfg, concept, backbone, _embedder_key(cfg, backbone))
+    key = preparation_key(cfg, concept, backbone, embedder_key(cfg.retrieval, backbone))
     directory = Path(cache_dir) / "prepare" / f"{concept.name}-{key}"
     if (directory / "manifest.json").exists():
         log.info("preparation of <%s> from cache: %s", concept.name, directory)

@@ -32,11 +32,8 @@ class OpenClipEmbedder:
                  batch_size: int = 32):
         import open_clip
 
+        self.key = open_clip_key(model_name, checkpoint)  # also checks that the file exists
         checkpoint = Path(checkpoint).expanduser()
-        if not checkpoint.is_file():
-            raise EmbedderError(f"retrieval.checkpoint {checkpoint} does not exist; give the local open_clip weights "
-                                f"for {model_name} (e.g. open_clip_pytorch_model.bin or .safetensors), or set "
-                                "retrieval.checkpoint=null to use the weight-free fallback")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint),
                                                                          device=device)
@@ -45,7 +42,6 @@ class OpenClipEmbedder:
                                 "Set retrieval.model to the architecture the checkpoint was trained with.") from err
         self.model, self.preprocess = model.eval(), preprocess
         self.device, self.batch_size = device, batch_size
-        self.key = f"open_clip:{model_name}:{_file_key(checkpoint)}"
 
     @torch.no_grad()
     def embed(self, images) -> torch.Tensor:
@@ -68,8 +64,7 @@ class VQFeatureEmbedder:
 
     def __init__(self, backbone, batch_size: int = 16):
         self.backbone, self.batch_size = backbone, batch_size
-        vq = backbone.model.model.vqmodel
-        self.key = f"vq-features:{float(vq.quant_conv.weight.double().abs().sum()):.6e}"
+        self.key = vq_feature_key(backbone)
         log.warning("retrieval: no CLIP checkpoint configured (retrieval.checkpoint), falling back to pooled VQ-encoder "
                     "features of the backbone. Hard negatives and soft positives will be of LOWER QUALITY; set "
                     "retrieval.model and retrieval.checkpoint to a local open_clip checkpoint for real retrieval.")
@@ -88,9 +83,29 @@ class VQFeatureEmbedder:
         return torch.cat(out)
 
 
-def _file_key(path: Path) -> str:
+def open_clip_key(model_name: str, checkpoint: str | Path) -> str:
+    """Cache key of an open_clip embedder: architecture + checkpoint file identity."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise EmbedderError(f"retrieval.checkpoint {path} does not exist; give the local open_clip weights for "
+                            f"{model_name} (e.g. open_clip_pytorch_model.bin or .safetensors), or set "
+                            "retrieval.checkpoint=null to use the weight-free fallback")
     stat = path.stat()
-    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return f"open_clip:{model_name}:{digest}"
+
+
+def vq_feature_key(backbone) -> str:
+    """Cache key of the fallback embedder: a checksum of the backbone's VQ encoder."""
+    vq = backbone.model.model.vqmodel
+    return f"vq-features:{float(vq.quant_conv.weight.double().abs().sum()):.6e}"
+
+
+def embedder_key(retrieval_cfg, backbone) -> str:
+    """The key `build_embedder` would give, without building it (open_clip takes seconds to build)."""
+    if retrieval_cfg.get("checkpoint"):
+        return open_clip_key(str(retrieval_cfg.model), retrieval_cfg.checkpoint)
+    return vq_feature_key(backbone)
 
 
 def build_embedder(retrieval_cfg, backbone):
