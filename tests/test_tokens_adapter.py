@@ -104,3 +104,19 @@ def test_adapter_refuses_another_backbone(tmp_path, backbone, cache_dir):
 def test_not_an_adapter_directory(tmp_path, backbone):
     with pytest.raises(AdapterError, match="not a concept adapter"):
         load_adapter(tmp_path, backbone)
+
+
+def test_prompts_without_the_concept_are_untouched_by_loaded_adapters(backbone):
+    tokens = make_tokens(backbone)
+    with torch.no_grad():
+        tokens.input_rows.normal_()
+        tokens.output_rows.normal_()
+    ids = torch.tensor([[0, 9000, 9001, 9002, 8710]])
+    plain = PersonalizedChameleon(backbone.model, [])
+    personal = PersonalizedChameleon(backbone.model, [tokens])
+    with torch.no_grad():
+        a = plain.logits(plain.hidden_states(ids)[0])
+        b = personal.logits(personal.hidden_states(ids)[0])
+    others = torch.ones(a.shape[-1], dtype=torch.bool)
+    others[tokens.token_ids] = False
+    assert torch.equal(a[..., others], b[..., others])  # the frozen backbone forgets nothing
