@@ -49,11 +49,16 @@ class VQCodeCache:
         self.backbone = backbone
         self.directory = Path(cache_dir) / tokenizer_key(backbone) if cache_dir else None
         self.memory: dict[str, torch.Tensor] = {}
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime) -> content hash: hash each file once
         self.encoded = 0  # how many images this instance actually ran through the VQ encoder
 
     def codes(self, path: str | Path) -> torch.Tensor:
         """Image-token ids for `path`, shape (2, image_seq_length), from cache when possible."""
-        key = file_digest(path)
+        stat = Path(path).stat()
+        identity = (str(path), stat.st_size, stat.st_mtime_ns)
+        if identity not in self._digests:  # training asks for the same photos every step
+            self._digests[identity] = file_digest(path)
+        key = self._digests[identity]
         if key in self.memory:
             return self.memory[key]
         stored = self.directory / f"{key}.safetensors" if self.directory else None
