@@ -45,3 +45,21 @@ def test_errors_name_the_file_and_the_place(tmp_path):
     empty.write_text("{}")
     with pytest.raises(ConceptDataError, match="non-empty"):
         load_conversations(empty, "bo")
+
+
+def test_yollava_absolute_keys_fall_back_to_the_photo_folder(tmp_path):
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps({f"/their/cluster/bo/{PHOTO.name}": [{"Human": "q <bo>", "AI": "a"}]}))
+    assert load_conversations(path, "bo", photo_dir=PHOTO.parent)[0]["image"] == str(PHOTO.resolve())
+    with pytest.raises(ConceptDataError, match="not found"):
+        load_conversations(path, "bo")  # an image key that resolves nowhere is an error, not a text turn
+
+
+def test_non_text_turns_are_rejected(tmp_path):
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps({"bo": [{"Human": "q", "AI": None}]}))
+    with pytest.raises(ConceptDataError, match="must be text"):
+        load_conversations(path, "bo")
+    path.write_text(json.dumps({"bo": []}))
+    with pytest.raises(ConceptDataError, match="no question/answer turns"):
+        load_conversations(path, "bo")

@@ -1,7 +1,9 @@
-"""Two real processes (torchrun on CPU: DDP over gloo, DeepSpeed ZeRO-2) end with the same adapter as one process."""
+"""Two real processes on CPU (torchrun: DDP over gloo; DeepSpeed ZeRO-2, with and without optimizer offload)
+end with the same adapter as one process."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +31,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     assert ddp.stdout.count("done: 4 steps") == 1  # only the main process reports
+    assert json.loads((tmp_path / "corgi" / "ddp" / "summary.json").read_text())["launcher"] == "MULTI_CPU x2"
     a = load_file(str(tmp_path / "corgi" / "ddp" / "adapter" / "adapter.safetensors"))
     b = load_file(str(tmp_path / "corgi" / "single" / "adapter" / "adapter.safetensors"))
     checkpointed = load_file(str(tmp_path / "corgi" / "single" / "checkpoint" / "adapter" / "adapter.safetensors"))
@@ -39,16 +42,20 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_on_cpu_matches_one_process(tmp_path, cache_dir, tiny_path):
+@pytest.mark.parametrize("config", ["zero2", "zero2_offload"])
+def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, tiny_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
            "ACCELERATE_USE_DEEPSPEED": "true",
-           "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(REPO / "recipes" / "deepspeed" / "zero2.json")}
-    args = [*COMMON, f"output_root={tmp_path}"]
+           "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(REPO / "recipes" / "deepspeed" / f"{config}.json")}
+    # trainer.device=cpu would make accelerate pick plain CPU DDP; "auto" lets DeepSpeed run (on its CPU accelerator).
+    args = [*[a for a in COMMON if a != "trainer.device=cpu"], f"output_root={tmp_path}"]
     zero2 = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=zero2"],
                            capture_output=True, text=True, env=env, timeout=600)
     assert zero2.returncode == 0, zero2.stderr[-3000:]
+    summary = json.loads((tmp_path / "corgi" / "zero2" / "summary.json").read_text())
+    assert summary["launcher"] == "DEEPSPEED x2"  # really DeepSpeed, not a silent fallback to DDP
     plain_env = {k: v for k, v in env.items() if not k.startswith(("ACCELERATE_", "DS_"))}
     single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
                             capture_output=True, text=True, env=plain_env, timeout=600)

@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import DEMO
 from yochameleon.data.concept import ConceptData
-from yochameleon.data.images import check_photo_count, list_images, load_image, validate_concept_name
+from yochameleon.data.images import (check_photo_count, list_images, list_images_recursive, load_image,
+                                     validate_concept_name)
 from yochameleon.errors import ConceptDataError, ImageError
 
 PHOTO = sorted((DEMO / "corgi" / "train").glob("*.jpg"))[0]
@@ -17,7 +18,13 @@ PHOTO = sorted((DEMO / "corgi" / "train").glob("*.jpg"))[0]
 
 @pytest.fixture
 def rgb() -> Image.Image:
-    return Image.open(PHOTO).convert("RGB").resize((64, 48))
+    with Image.open(PHOTO) as image:
+        return image.convert("RGB").resize((64, 48))
+
+
+def mode_of(path) -> str:
+    with Image.open(path) as image:
+        return image.mode
 
 
 def test_cmyk_palette_and_grayscale_become_rgb(tmp_path, rgb):
@@ -35,9 +42,19 @@ def test_cmyk_palette_and_grayscale_become_rgb(tmp_path, rgb):
 def test_16_bit_images_keep_their_brightness(tmp_path, rgb):
     gray = np.asarray(rgb.convert("L"), dtype=np.uint16)
     Image.fromarray(gray * 257).save(tmp_path / "deep.png")  # 16-bit PNG
-    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert mode_of(tmp_path / "deep.png").startswith("I")
     loaded = np.asarray(load_image(tmp_path / "deep.png"), dtype=float)[..., 0]
     assert 5 < loaded.mean() < 250 and abs(loaded.mean() - gray.mean()) < 2
+
+
+@pytest.mark.parametrize("scale, mode", [(65535 / 255, "I"), (2**31 / 256, "I"), (1 / 255, "F"), (1.0, "F")])
+def test_32_bit_images_scale_by_their_range(tmp_path, rgb, scale, mode):
+    gray = np.asarray(rgb.convert("L"), dtype=np.float64)
+    data = (gray * scale).astype(np.int32 if mode == "I" else np.float32)
+    Image.fromarray(data).save(tmp_path / "deep.tif")
+    assert mode_of(tmp_path / "deep.tif") == mode
+    loaded = np.asarray(load_image(tmp_path / "deep.tif"), dtype=float)[..., 0]
+    assert abs(loaded.mean() - gray.mean()) < 2
 
 
 def test_transparency_is_composited_on_white(tmp_path, rgb):
@@ -60,7 +77,8 @@ def test_exif_orientation_is_applied(tmp_path, rgb):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     rgb.save(tmp_path / "rotated.jpg", exif=exif)
-    assert Image.open(tmp_path / "rotated.jpg").size == (64, 48)
+    with Image.open(tmp_path / "rotated.jpg") as raw:
+        assert raw.size == (64, 48)
     assert load_image(tmp_path / "rotated.jpg").size == (48, 64)
 
 
@@ -87,6 +105,16 @@ def test_photo_folders(tmp_path):
     (tmp_path / "some" / "a.JPG").write_bytes(PHOTO.read_bytes())
     (tmp_path / "some" / ".hidden.jpg").write_bytes(PHOTO.read_bytes())
     assert [p.name for p in list_images(tmp_path / "some", "photos")] == ["a.JPG"]
+
+
+def test_negative_pools_are_recursive_and_deduplicated(tmp_path):
+    (tmp_path / "pool" / "sub").mkdir(parents=True)
+    (tmp_path / "pool" / "sub" / "a.png").write_bytes(PHOTO.read_bytes())
+    (tmp_path / "pool" / "b.jpg").write_bytes(PHOTO.read_bytes())
+    found = list_images_recursive([tmp_path / "pool", tmp_path / "pool" / "sub"], "negative pool")
+    assert sorted(p.name for p in found) == ["a.png", "b.jpg"]
+    with pytest.raises(ConceptDataError, match="negative pool"):
+        list_images_recursive([tmp_path / "pool", tmp_path / "gone"], "negative pool")
 
 
 def test_photo_counts():

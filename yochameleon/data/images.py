@@ -21,13 +21,20 @@ FIX = "re-export it as PNG or JPEG, or delete it from the folder"
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is composited on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # Scale by the mode's real range instead of letting PIL clip everything above 255 to white.
+        # Scale by the range the data actually uses (8, 16 or 32 bit; 0-1 floats) instead of letting
+        # PIL clip everything above 255 to white.
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        if image.mode == "F" and array.max() <= 1.0:
+        peak = float(array.max()) if array.size else 0.0
+        if image.mode.startswith("I;16") or 255 < peak <= 65535:
+            top = 65535.0
+        elif peak > 65535:
+            top = 2.0**31 - 1
+        elif image.mode == "F" and peak <= 1.0:
             top = 1.0
+        else:
+            top = 255.0
         array = np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(array).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -47,6 +54,9 @@ def load_image(path) -> Image.Image:
             image.load()  # decode now, so a truncated file fails here and not mid-training
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: image is too large to decode safely ({err}). Fix: downscale it below "
+                         "about 8000x8000 pixels, or delete it from the folder.") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{path}: not an image PIL can read (corrupt or unsupported). Fix: {FIX}.") from err
     except (OSError, SyntaxError, ValueError) as err:
@@ -84,6 +94,8 @@ def list_images_recursive(directories, role: str) -> list[Path]:
         directory = _check_dir(directory, role)
         found += sorted(p for p in directory.rglob("*") if _is_image(p)
                         and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    # Overlapping pool folders (a folder and its parent) must not count a photo twice.
+    found = list({p.resolve(): p for p in found}.values())
     if not found:
         raise ConceptDataError(f"{role}: no images found under {', '.join(str(d) for d in directories)} (accepted: "
                                f"{', '.join(IMAGE_SUFFIXES)}). Add images or fix the paths in your concept config.")

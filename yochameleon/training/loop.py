@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -77,16 +78,44 @@ def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Imag
     return to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)[0]
 
 
-def _gather_task_losses(accelerator, tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
-    """(task, loss) for every sample of the global batch, gathered from all processes."""
-    if accelerator.num_processes == 1:
-        return list(zip(tasks, losses.tolist()))
-    from yochameleon.data.samples import TASKS
+def process_layout(accelerator) -> tuple[int, int]:
+    """(world size, rank). Read from torch.distributed when it is up: accelerate reports a single
+    process for DeepSpeed on CPU although DeepSpeed itself runs on every rank."""
+    import torch.distributed as dist
 
-    ids = torch.tensor([TASKS.index(t) for t in tasks], device=losses.device)
-    ids = accelerator.gather(accelerator.pad_across_processes(ids, pad_index=-1))
-    values = accelerator.gather(accelerator.pad_across_processes(losses, pad_index=-1.0))
-    return [(TASKS[int(i)], float(v)) for i, v in zip(ids, values) if int(i) >= 0]
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return accelerator.num_processes, accelerator.process_index
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(rank: int):
+    """Rank 0 runs the block first (it fills the caches); the others follow and read them."""
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
+
+
+def _gather_task_losses(tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
+    """(task, loss) for every sample of the global batch, gathered from all processes."""
+    import torch.distributed as dist
+
+    mine = list(zip(tasks, losses.tolist()))
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mine
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return [pair for part in everyone for pair in part]
 
 
 def _run_facts(cfg: DictConfig, backbone, tokens) -> dict:
@@ -142,12 +171,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         cpu=tcfg.device == "cpu", gradient_accumulation_steps=int(tcfg.grad_accum),
     )
     torch.manual_seed(int(cfg.seed))
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world, rank = process_layout(accelerator)
+    main = rank == 0
+    if main:
+        log.info("launcher: %s, %d process(es), device %s, precision %s",
+                 accelerator.distributed_type.value, world, accelerator.device, precision)
     if int(tcfg.batch_size) < world:
         raise YoChameleonError(f"trainer.batch_size={tcfg.batch_size} is the global batch and must be at least the "
                                f"number of processes ({world})")
-    with accelerator.main_process_first():  # rank 0 builds/caches the tiny model and the preparation first
+    with main_process_first(rank):  # rank 0 builds/caches the tiny model and the preparation first
         backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
     recipe = cfg.recipe
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, concept.name,
@@ -160,7 +192,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting))
     from yochameleon.prepare import prepare_concept
 
-    with accelerator.main_process_first():
+    with main_process_first(rank):
         with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not (tcfg.progress and main)) as bar:
             cache.warm(all_images, bar)
         preparation = prepare_concept(cfg, concept, backbone, cfg.cache_dir, progress=bool(tcfg.progress and main))
@@ -214,7 +246,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     accelerator.clip_grad_norm_(tokens.parameters(), float(tcfg.grad_clip))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            for task, value in _gather_task_losses(accelerator, batch["tasks"], out["per_sample"].detach()):
+            for task, value in _gather_task_losses(batch["tasks"], out["per_sample"].detach()):
                 task_losses[task].append(value)
         step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
         losses.append(step_loss)
@@ -244,7 +276,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                             {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
                             fingerprint, facts)
     bar.close()
-    accelerator.wait_for_everyone()
+    barrier()
     if not main:
         return {"run_dir": str(run_dir), "rank": rank, "steps": total_steps}
 
@@ -261,6 +293,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "resumed_from": start_step if resuming else None, "wall_seconds": round(time.time() - started, 1),
         "final": final, "best": {select_by: best}, "sample_answer": answer,
         "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
+        "launcher": f"{accelerator.distributed_type.value} x{world}",
     }
     if losses:
         tenth = max(1, len(losses) // 10)

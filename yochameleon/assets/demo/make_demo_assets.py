@@ -31,11 +31,13 @@ def credits(source: Path) -> dict[str, str]:
 
 
 def copy(src: Path, dst: Path) -> None:
+    """Write `src` to `dst` as a 256x256 JPEG (quality 90)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     Image.open(src).convert("RGB").resize((256, 256), Image.LANCZOS).save(dst, quality=90)
 
 
 def main(source: Path) -> None:
+    """Copy the demo concept and negatives out of `source` and write ATTRIBUTION.md."""
     who = credits(source)
     rows = []
     for split, numbers in CONCEPT.items():
@@ -66,5 +68,5 @@ def main(source: Path) -> None:
 
 
 if __name__ == "__main__":
-    default = HERE.parents[2].parent / "shared" / "data" / "dreambooth"
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)
+    # Default: ../shared/data/dreambooth relative to the repository root.
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[2].parent / "shared" / "data" / "dreambooth")
