@@ -121,19 +121,16 @@ class PersonalizedModel:
         return Recognition(concept=name, answer="Yes" if p_yes > 0.5 else "No", probability=p_yes)
 
     def answer(self, question: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
-               seed: int = 0, concept: str | None = None) -> str:
-        """Free-form answer, with or without a photo; text only (image tokens are banned)."""
-        builder = self._builder(self._pick(concept, question))
-        shown = self._image(image) if image is not None else None
-        prompt = builder.prompt_ids(question, shown) + builder.answer_prefix("text_qa")
-        ids, mask = left_pad([prompt], self.backbone.tokenizer.pad_token_id)
+               seed: int = 0, concept: str | None = None, self_prompt: str | None = None) -> str:
+        """Free-form answer, with or without a photo; text only (image tokens are banned).
+
+        `self_prompt` ("forced" | "emitted") defaults to what the adapter's recipe says.
+        """
+        name = self._pick(concept, question)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
-        out = self.model.generate_text(
-            ids.to(self.backbone.device), mask.to(self.backbone.device), max_new_tokens,
-            self.backbone.text_banned_ids(allow=[int(c.token_ids[0]) for c in self.concepts.values()]),
-            self.backbone.text_stop_ids(),
-            temperature=temperature, generator=generator)[0]
-        return decode_text(self.backbone, list(self.concepts.values()), out)
+        return generate_answer(self.model, self._builder(name), question,
+                               self._image(image) if image is not None else None,
+                               self_prompt or self.self_prompt_mode[name], max_new_tokens, temperature, generator)
 
     def check_prompt(self, prompt: str) -> None:
         """Every `<name>` in a prompt must be a loaded concept."""
@@ -181,6 +178,18 @@ class PersonalizedModel:
                 pixels = decode_image_tokens(self.backbone, tokens)
                 images += to_pil(pixels, self.backbone.processor.image_processor.rescale_factor)
         return images
+
+
+def generate_answer(model, builder, question: str, image=None, self_prompt: str = "forced",
+                    max_new_tokens: int = 64, temperature: float = 0.0, generator=None) -> str:
+    """Text answer after the task's self-prompt group (forced or emitted); identifiers shown as `<name>`."""
+    backbone = builder.backbone
+    prompt = answer_prompts(model, builder, [builder.prompt_ids(question, image)], "text_qa", self_prompt)[0]
+    ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
+    out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
+                              backbone.text_banned_ids(allow=[int(c.token_ids[0]) for c in builder.concepts]),
+                              backbone.text_stop_ids(), temperature=temperature, generator=generator)
+    return decode_text(backbone, builder.concepts, out[0])
 
 
 class _Scaled:

@@ -24,13 +24,14 @@ from yochameleon.concept.adapter import save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
-from yochameleon.data.samples import EpochPlan, SampleBuilder, collate, left_pad
+from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
+from yochameleon.inference import generate_answer
 from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.loading import load_configured_backbone
-from yochameleon.model.personalized import PersonalizedChameleon, decode_text
+from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.training.checkpoint import has_checkpoint, load_checkpoint, read_state, save_checkpoint
 from yochameleon.training.logging import NullLogger, RunLogger
 
@@ -55,17 +56,6 @@ def evaluate(model, builder, concept: ConceptData, batch_size: int) -> dict:
         metrics |= {f"{prefix}/mean_p_yes_positive": float(p_pos.mean()),
                     f"{prefix}/mean_p_yes_negative": float(p_neg.mean())}
     return metrics
-
-
-def sample_answer(model, builder, question: str, max_new_tokens: int = 24) -> str:
-    """Greedy text answer to a text-only question (used to show progress in the logs)."""
-    backbone = builder.backbone
-    prompt = builder.prompt_ids(question) + builder.answer_prefix("text_qa")  # forced group: shows what was learnt
-    ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
-    out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
-                              backbone.text_banned_ids(allow=[int(c.token_ids[0]) for c in builder.concepts]),
-                              backbone.text_stop_ids())
-    return decode_text(backbone, builder.concepts, out[0])
 
 
 def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
@@ -283,7 +273,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
     model.eval()
     final = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
-    answer = sample_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0])
+    # Forced token group: shows what the rows learnt, whatever the inference setting.
+    answer = generate_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
     logger.log_text("samples/answers", ["question", "answer"], [[templates.FALLBACK_TEXT_QA[0][0], answer]],
                     step=total_steps)
     summary = {
