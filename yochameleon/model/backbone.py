@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, ChameleonForConditionalGeneration, ChameleonProcessor
+from transformers import ChameleonForConditionalGeneration, ChameleonProcessor
 
 from yochameleon.errors import YoChameleonError
 from yochameleon.model.vq_decoder import ChameleonVQDecoder
@@ -51,11 +51,13 @@ class YoChameleonForConditionalGeneration(ChameleonForConditionalGeneration):
 class ImageTokenMap:
     """Vocabulary ids of image tokens <-> VQ codebook indices, from the checkpoint's vocabulary_map."""
 
-    def __init__(self, vocabulary_map: dict[str, int], vocab_size: int):
+    def __init__(self, vocabulary_map: dict[str, int], vocab_size: int, num_codes: int | None = None):
+        # A codebook smaller than the IMGIMG range (the toy-world backbone) uses the first ids only.
         def code_of(name: str) -> int:
             return int("".join(str(ord(c) - ord("A")) for c in name[len("IMGIMG"):-1]))
 
         pairs = sorted((code_of(n), i) for n, i in vocabulary_map.items() if n.startswith("IMGIMG"))
+        pairs = [(c, i) for c, i in pairs if num_codes is None or c < num_codes]
         if not pairs:
             raise BackboneError("config.json vocabulary_map has no IMGIMG...Z image tokens: not a Chameleon checkpoint")
         codes = torch.tensor([c for c, _ in pairs])
@@ -104,7 +106,8 @@ class Backbone:
 
     @cached_property
     def image_map(self) -> ImageTokenMap:
-        return ImageTokenMap(self.config.vocabulary_map, self.config.vocab_size)
+        return ImageTokenMap(self.config.vocabulary_map, self.config.vocab_size,
+                             int(self.config.vq_config.num_embeddings))
 
     def token_id(self, name: str) -> int:
         """Id of a named token, from the checkpoint's vocabulary_map (never hard-coded)."""

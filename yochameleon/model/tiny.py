@@ -61,8 +61,8 @@ see it here. The subject, the photo, this image, that picture, my friend, your p
 """
 
 
-def _training_corpus() -> list[str]:
-    """Text the tiny BPE is trained on: a fixed paragraph plus our prompt templates."""
+def _training_corpus(extra: tuple[str, ...] = ()) -> list[str]:
+    """Text the tiny BPE is trained on: a fixed paragraph, our prompt templates and `extra` lines."""
     from yochameleon.data import templates
 
     lines = [line for line in _BASE_CORPUS.splitlines() if line.strip()]
@@ -72,7 +72,7 @@ def _training_corpus() -> list[str]:
     lines += [q + " " + a for q, a in templates.FALLBACK_TEXT_QA]
     # Repeat the key answer words so "Yes" and "No" become single tokens.
     lines += ["Yes", "No", "Yes,", "No,", "Yes.", "No."] * 50
-    return lines
+    return lines + list(extra)
 
 
 def image_token_name(code: int) -> str:
@@ -80,7 +80,7 @@ def image_token_name(code: int) -> str:
     return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
 
-def build_tokenizer(text_vocab_size: int):
+def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = ()):
     """Byte-level BPE with the 7B id layout; returns a transformers fast tokenizer."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -89,7 +89,7 @@ def build_tokenizer(text_vocab_size: int):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=text_vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_training_corpus(), trainer)
+    bpe.train_from_iterator(_training_corpus(extra_corpus), trainer)
     learned = json.loads(bpe.to_str())["model"]
     text_tokens = sorted(learned["vocab"], key=learned["vocab"].get)
 
@@ -126,8 +126,10 @@ def build_config(spec: dict, vocab: dict[str, int]):
     from transformers import ChameleonConfig, ChameleonVQVAEConfig
 
     res = spec["image_resolution"]
+    # The 7B codebook has 8192 codes, one per IMGIMG token; a smaller one uses the first ids only.
     vq = ChameleonVQVAEConfig(
-        embed_dim=spec["vq_latent_channels"], num_embeddings=NUM_IMAGE_CODES,
+        embed_dim=spec.get("vq_embed_dim", spec["vq_latent_channels"]),
+        num_embeddings=spec.get("vq_num_codes", NUM_IMAGE_CODES),
         latent_channels=spec["vq_latent_channels"], resolution=res, in_channels=3,
         base_channels=spec["vq_base_channels"], channel_multiplier=list(spec["vq_channel_multiplier"]),
         num_res_blocks=1, attn_resolutions=list(spec["vq_attn_resolutions"]), attn_type="vanilla",
@@ -182,23 +184,31 @@ def default_cache_dir() -> Path:
 
 def build_tiny_checkpoint(out_dir: str | Path, spec: dict | None = None) -> Path:
     """Build the tiny model from `spec` and write it in HF format to `out_dir` (atomically)."""
-    from transformers import ChameleonImageProcessor, ChameleonProcessor
-
     from yochameleon.model.backbone import YoChameleonForConditionalGeneration
 
     spec = {**TINY_SPEC, **(spec or {})}
-    out_dir = Path(out_dir)
     tokenizer, vocab = build_tokenizer(spec["text_vocab_size"])
     config = build_config(spec, vocab)
     torch.manual_seed(spec["seed"])
     model = YoChameleonForConditionalGeneration(config)
     _spread_codebook(model, spec["image_resolution"])
+    return write_checkpoint(model, tokenizer, spec, _spec_key(spec), out_dir)
 
-    res = spec["image_resolution"]
+
+def build_processor(tokenizer, config):
+    """The ChameleonProcessor of a small model: square images of the VQ resolution."""
+    from transformers import ChameleonImageProcessor, ChameleonProcessor
+
+    res = config.vq_config.resolution
     image_processor = ChameleonImageProcessor(size={"shortest_edge": res}, crop_size={"height": res, "width": res})
-    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                   image_seq_length=image_tokens_per_image(config.vq_config))
+    return ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                              image_seq_length=image_tokens_per_image(config.vq_config))
 
+
+def write_checkpoint(model, tokenizer, spec: dict, key: str, out_dir: str | Path, extra_files: dict | None = None):
+    """Save a small model, its processor and its build spec in HF format to `out_dir`, atomically."""
+    out_dir = Path(out_dir)
+    processor = build_processor(tokenizer, model.config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     staging.chmod(0o755)
@@ -210,7 +220,10 @@ def build_tiny_checkpoint(out_dir: str | Path, spec: dict | None = None) -> Path
         config_json["architectures"] = ["ChameleonForConditionalGeneration"]
         config_path.write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         processor.save_pretrained(staging)
-        (staging / "yochameleon_tiny.json").write_text(json.dumps({"spec": spec, "key": _spec_key(spec)}, indent=2))
+        (staging / "yochameleon_tiny.json").write_text(json.dumps({"spec": spec, "key": key}, indent=2))
+        for name, content in (extra_files or {}).items():
+            target = staging / name
+            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

@@ -1,0 +1,136 @@
+"""Turn evaluation metrics into a markdown table, PNG charts and a W&B table."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# (column title, path into a method's metrics)
+COLUMNS = (
+    ("tokens", ("tokens",)),
+    ("recognition", ("recognition", "weighted")),
+    ("rec. positive", ("recognition", "positive")),
+    ("rec. negative", ("recognition", "negative")),
+    ("rec. free answer", ("recognition", "free_answer", "weighted")),
+    ("visual QA", ("vqa", "accuracy")),
+    ("text QA", ("text_qa", "accuracy")),
+    ("multi-concept QA", ("multi_concept", "accuracy")),
+    ("CLIP-I", ("generation", "clip_i")),
+    ("CLIP-T", ("generation", "clip_t")),
+    ("DINO", ("generation", "dino")),
+)
+CHARTED = ("recognition", "visual QA", "text QA", "multi-concept QA", "CLIP-I", "DINO")
+
+
+def _get(metrics: dict, path: tuple):
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def rows_of(results: dict, label: str | None = None) -> list[dict]:
+    """One row per method: {"run", "concept", "method", column: value}."""
+    rows = []
+    for method, metrics in results.get("methods", {}).items():
+        row = {"run": label or "", "concept": results.get("concept", ""), "method": method}
+        row.update({title: _get(metrics, path) for title, path in COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Columns that have at least one value; '-' where a method has none."""
+    keys = [k for k in rows[0] if k in ("run", "concept", "method") and any(r[k] for r in rows)]
+    keys += [title for title, _ in COLUMNS if any(r.get(title) is not None for r in rows)]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Grouped bars: one group per metric, one bar per row (method or run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in CHARTED if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    if not metrics:
+        return None
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 3.6))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        values = [row.get(m) if isinstance(row.get(m), (int, float)) else 0.0 for m in metrics]
+        label = " / ".join(str(row[k]) for k in ("run", "method") if row.get(k))
+        ax.bar([j + i * width for j in range(len(metrics))], values, width, label=label)
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_wandb_table(rows: list[dict], logger_cfg, out_dir: Path, run_name: str, key: str = "evaluation") -> str | None:
+    """The table as a W&B run (offline into out_dir unless logger.mode=online); returns the run dir."""
+    if logger_cfg is None or logger_cfg.get("name") != "wandb":
+        return None
+    import wandb
+
+    run = wandb.init(project=logger_cfg.get("project", "yochameleon"), entity=logger_cfg.get("entity"),
+                     name=run_name, job_type="evaluation", dir=str(out_dir), mode=logger_cfg.get("mode", "offline"),
+                     settings=wandb.Settings(console="off", silent=True, disable_git=True))
+    columns = list(rows[0])
+    run.log({key: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+    directory = str(Path(run.dir).parent)
+    run.finish()
+    return directory
+
+
+def write_report(results: dict, out_dir: Path, logger_cfg=None) -> str:
+    """report.md, charts/methods.png and the W&B table; returns the markdown."""
+    rows = rows_of(results)
+    if not rows:
+        text = "# Evaluation\n\nNo method could be evaluated:\n" + "\n".join(
+            f"- {k}: {v}" for k, v in results.get("skipped", {}).items())
+        (out_dir / "report.md").write_text(text + "\n")
+        return text
+    chart = bar_chart(rows, out_dir / "charts" / "methods.png", f"<{results['concept']}>")
+    lines = [f"# Evaluation of <{results['concept']}> (eval-set subject `{results['subject']}`)", "",
+             markdown_table(rows), ""]
+    if "throughput" in results:
+        t = results["throughput"]
+        lines.append(f"Recognition throughput ({t['method']}): logits {t['logit_images_per_second']:.2f} images/s, "
+                     f"generate-and-parse {t['generate_images_per_second']:.2f} images/s -> logit scoring is "
+                     f"{t['logit_vs_generate_speedup']:.2f}x faster.")
+    if "forgetting" in results:
+        f = results["forgetting"]
+        lines.append(f"Forgetting check: {f['prompts']} prompts without a concept ({f['positions']} positions), max "
+                     f"|logit difference| with vs without adapters = {f['max_abs_logit_diff']:.3g} "
+                     f"({'identical' if f['identical'] else 'DIFFERENT'}) outside the adapters' own tokens; greedy "
+                     f"next token changed at {f['next_token_changed']} positions.")
+    for name, reason in results.get("skipped", {}).items():
+        lines.append(f"Skipped {name}: {reason}")
+    if chart:
+        lines += ["", f"![methods]({chart.relative_to(out_dir)})"]
+    wandb_dir = log_wandb_table(rows, logger_cfg, out_dir, f"eval-{results['concept']}")
+    if wandb_dir:
+        lines.append(f"\nW&B table: {wandb_dir}")
+    text = "\n".join(lines) + "\n"
+    (out_dir / "report.md").write_text(text)
+    return text

@@ -1,0 +1,313 @@
+"""Evaluate a trained adapter and the prompting baselines on one concept, and write a report.
+
+    python -m evaluation.run +concept=demo adapter=outputs/corgi/yochameleon/best
+    python -m evaluation.run +concept=demo adapter=... tasks=[recognition,text_qa] methods=[adapter,plain]
+
+Writes `<out>/metrics.json`, `<out>/report.md`, `<out>/charts/*.png` and a W&B table
+(offline into `<out>` by default). Every method is scored by the same code:
+recognition from the Yes/No logits (and a free answer parsed with word boundaries),
+multiple choice from the option letters' logits, generation by CLIP-I / CLIP-T / DINO
+against the concept's real photos when local encoder checkpoints are configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from evaluation import methods as M
+from evaluation import scoring
+from evaluation.questions import EvalSet, MCQuestion
+from yochameleon.config import CONFIG_DIR, register_resolvers
+from yochameleon.errors import YoChameleonError
+
+log = logging.getLogger("evaluation.run")
+register_resolvers()
+
+FORGETTING_PROMPTS = ("Describe the image.", "What is the capital of France?", "Write one sentence about a cat.")
+
+
+class EvaluationError(YoChameleonError):
+    """The evaluation cannot run as configured."""
+
+
+# ---- tasks -------------------------------------------------------------------------------------------
+def recognition(method: M.Method, subject: str, positives: list, negatives: list, cfg) -> dict:
+    """Yo'LLaVA protocol: positive, negative, weighted accuracy from logits, and from free answers."""
+    from yochameleon.metrics.recognition import DEFAULT_QUESTION, recognition_accuracy, yes_probabilities
+
+    builder = method.builder(subject)
+    images = [M._photo(str(p)) for p in positives + negatives]
+    p_yes, seconds = scoring.timed(yes_probabilities, method.model, builder, images, DEFAULT_QUESTION,
+                                   int(cfg.batch_size), self_prompt=method.self_prompt)
+    result = recognition_accuracy(p_yes[:len(positives)], p_yes[len(positives):])
+    result.update(n_positive=len(positives), n_negative=len(negatives), images_per_second=len(images) / seconds)
+    if cfg.recognition.free_answer:
+        texts, free_seconds = scoring.timed(scoring.free_answers, method.model, builder, images, DEFAULT_QUESTION,
+                                            method.self_prompt, int(cfg.recognition.max_new_tokens),
+                                            int(cfg.batch_size))
+        verdicts = [scoring.parse_yes_no(t) for t in texts]
+        pos = [v == "yes" for v in verdicts[:len(positives)]]
+        neg = [v == "no" for v in verdicts[len(positives):]]
+        free = {"positive": _mean(pos), "negative": _mean(neg)}
+        free["weighted"] = 0.5 * free["positive"] + 0.5 * free["negative"]
+        free["unparsed"] = sum(v is None for v in verdicts)
+        free["images_per_second"] = len(images) / free_seconds
+        free["examples"] = texts[:3]
+        result["free_answer"] = free
+        result["logit_vs_generate_speedup"] = free_seconds / seconds
+    if not negatives:
+        result["weighted"] = float("nan")
+        result["note"] = "no negative photos: only positive accuracy is meaningful"
+    return result
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def multiple_choice(method: M.Method, subject: str, questions: list[MCQuestion], task: str, cfg) -> dict:
+    """Accuracy of the option letters' logits (after the u-tokens under self-prompting)."""
+    if not questions:
+        return {"accuracy": float("nan"), "n": 0}
+    picks = scoring.choose_options(method.model, method.builder(subject), questions, task, method.self_prompt,
+                                   int(cfg.batch_size))
+    return {"accuracy": scoring.accuracy(picks, questions), "n": len(questions)}
+
+
+def multi_concept(method: M.Method, subject: str, questions: list[MCQuestion], cfg) -> dict:
+    """Questions naming two subjects; only those whose both subjects this method can introduce."""
+    usable = [q for q in questions if all(c in method.subjects for c in q.concepts)]
+    correct = 0
+    for question in usable:
+        other = next(c for c in question.concepts if c != subject)
+        text = method.rewrite(method.rewrite(question.prompt_text(), subject), other)
+        picks = scoring.choose_options(method.model, method.builder(subject, (other,)), [question], "text_qa",
+                                       method.self_prompt, 1, text_of=lambda q, t=text: t)
+        correct += picks[0] == question.answer
+    return {"accuracy": correct / len(usable) if usable else float("nan"), "n": len(usable),
+            "skipped_without_second_subject": len(questions) - len(usable)}
+
+
+def generation(method: M.Method, subject: str, references: list, cfg, out_dir: Path, scorers: dict) -> dict:
+    """Draw images for each prompt; CLIP-I / DINO against real photos, CLIP-T against the prompt."""
+    from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+
+    backbone = method.backbone
+    if not backbone.has_decoder:
+        return {"note": "the backbone has no VQ decoder: generation not evaluated"}
+    gen = cfg.generation
+    sampling = SamplingConfig(float(gen.temperature), int(gen.top_k), float(gen.top_p), float(gen.guidance_scale))
+    builder = method.builder(subject)
+    generator = torch.Generator(device=backbone.device).manual_seed(int(cfg.seed))
+    images, prompts = [], []
+    for prompt in gen.prompts:
+        for start in range(0, int(gen.n), int(cfg.batch_size)):
+            rows = min(int(cfg.batch_size), int(gen.n) - start)
+            tokens = sample_image_tokens(method.model, backbone, [builder.image_prompt_ids(prompt)] * rows, sampling,
+                                         [builder.unconditional_image_prompt_ids()] * rows, generator)
+            images += to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)
+            # CLIP-T compares with the prompt as a person reads it: the subject's name in place of <sks>.
+            prompts += [prompt.replace("<sks>", method.subjects[subject].name)] * rows
+    folder = out_dir / "generated" / method.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        image.save(folder / f"{index:03d}.png")
+    result: dict = {"n": len(images), "images": str(folder)}
+    real = [M._photo(str(p)) for p in references]
+    if "clip" in scorers:
+        result["clip_i"] = scorers["clip"].clip_i(images, real)
+        result["clip_t"] = scorers["clip"].clip_t(images, prompts)
+    if "dino" in scorers:
+        result["dino"] = scorers["dino"].dino(images, real)
+    if not scorers:
+        result["note"] = "no CLIP/DINO checkpoint configured (clip.checkpoint, dino.checkpoint): images saved only"
+    return result
+
+
+@torch.no_grad()
+def forgetting(backbone, adapter_model, prompt_images: list) -> dict:
+    """Logits at every position of prompts that name no concept, without and with the adapters loaded.
+
+    The adapters' own reserved ids are new words (their columns are the learned output rows), so
+    they are compared apart: every other column must be bit-identical, since the backbone is frozen.
+    `next_token_changed` counts positions whose greedy next token differs (a concept token outranking
+    the backbone's choice would show up there).
+    """
+    from yochameleon.data.samples import left_pad
+    from yochameleon.model.personalized import PersonalizedChameleon
+
+    plain = PersonalizedChameleon(backbone.model, []).eval()
+    builder = M.EvalBuilder(backbone, M.TextSubject("x"), None, False)
+    prompts = [builder.prompt_ids(q) for q in FORGETTING_PROMPTS]
+    prompts += [builder.prompt_ids(FORGETTING_PROMPTS[0], image) for image in prompt_images]
+    own = torch.cat([c.token_ids for c in adapter_model.concepts]).to(backbone.device)
+    keep = torch.ones(backbone.config.vocab_size, dtype=torch.bool, device=backbone.device)
+    keep[own] = False
+    worst, changed, positions = 0.0, 0, 0
+    for prompt in prompts:
+        ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
+        ids, mask = ids.to(backbone.device), mask.to(backbone.device)
+        a = plain.logits(plain.hidden_states(ids, mask)[0])[0]
+        b = adapter_model.logits(adapter_model.hidden_states(ids, mask)[0])[0]
+        worst = max(worst, float((a[:, keep] - b[:, keep]).abs().max()))
+        changed += int((a.argmax(-1) != b.argmax(-1)).sum())
+        positions += len(a)
+    return {"prompts": len(prompts), "positions": positions, "max_abs_logit_diff": worst,
+            "identical": worst == 0.0, "next_token_changed": changed}
+
+
+# ---- orchestration -----------------------------------------------------------------------------------
+def _scorers(cfg) -> dict:
+    scorers = {}
+    if cfg.clip.get("checkpoint"):
+        from evaluation.similarity import ClipScorer
+
+        scorers["clip"] = ClipScorer(str(cfg.clip.model), cfg.clip.checkpoint)
+    if cfg.dino.get("checkpoint"):
+        from evaluation.similarity import DinoScorer
+
+        scorers["dino"] = DinoScorer(cfg.dino.checkpoint)
+    return scorers
+
+
+def evaluate(cfg, out_dir: Path) -> dict:
+    """Run every configured task for every configured method; returns the metrics dict."""
+    from yochameleon.data.concept import ConceptData
+    from yochameleon.inference import PersonalizedModel
+    from yochameleon.model.loading import load_configured_backbone
+
+    torch.manual_seed(int(cfg.seed))
+    concept = ConceptData.from_config(cfg.concept)
+    subject = str(cfg.concept.get("eval_subject") or concept.name)
+    eval_set = EvalSet(Path(cfg.eval_set.dir), Path(cfg.eval_set.images))
+    have_set = (eval_set.root / "split.json").is_file() and eval_set.images.is_dir()
+    if not have_set:
+        log.warning("evaluation set %s with images %s not found: recognition uses the concept's own test "
+                    "negatives and the QA tasks are skipped", eval_set.root, eval_set.images)
+    tasks = list(cfg.tasks)
+    skipped: dict[str, str] = {}
+
+    if cfg.adapter:
+        extra = [Path(a) for a in (cfg.get("extra_adapters") or [])]
+        pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=str(cfg.device), cache_dir=cfg.cache_dir)
+        backbone = pm.backbone
+    else:
+        pm = None
+        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device)
+
+    # Who is who: the eval set's subject names <-> loaded concepts.
+    subject_of = {concept.name: subject, **{str(k): str(v) for k, v in (cfg.get("subjects") or {}).items()}}
+    descriptions = eval_set.descriptions() if have_set else {}
+    if concept.description:
+        descriptions[subject] = concept.description
+    names = {s: s for s in (eval_set.subjects() if have_set else [])}
+    names[subject] = concept.name
+    photos = {subject: concept.photos}
+
+    methods: list[M.Method] = []
+    for kind in cfg.methods:
+        if kind == "adapter":
+            if pm is None:
+                skipped["adapter"] = "no adapter= given"
+                continue
+            methods.append(M.adapter_method(pm, {subject_of.get(c, c): c for c in pm.concepts}))
+        else:
+            methods.append(M.baseline_method(kind, backbone, names, descriptions, photos))
+
+    positives = list(concept.test_photos)
+    negatives = eval_set.other_test_photos(subject) if have_set and subject in eval_set.subjects() else []
+    negatives = [p for p in negatives if p.is_file()] or list(concept.test_negatives)
+    if "recognition" in tasks and not positives:
+        skipped["recognition"] = (f"concept <{concept.name}> has no test_photos: recognition skipped (set "
+                                  "concept.test_photos to held-out photos of the subject)")
+        log.warning(skipped["recognition"])
+    if "recognition" in tasks and positives and not negatives:
+        log.warning("no negative photos for recognition: only positive accuracy is reported")
+
+    questions: dict[str, list[MCQuestion]] = {}
+    if have_set and subject in eval_set.subjects():
+        visual = eval_set.visual_qa(subject)
+        questions = {"vqa": visual.questions, "text_qa": eval_set.text_qa(subject),
+                     "multi_concept": eval_set.multi_concept(subject)}
+        if visual.missing_images:
+            skipped["vqa_missing_images"] = f"{len(visual.missing_images)} image(s) not found: " + ", ".join(
+                visual.missing_images)
+    elif have_set:
+        skipped["qa"] = f"subject {subject!r} is not in {eval_set.root}/split.json: QA tasks skipped"
+
+    scorers = _scorers(cfg) if "generation" in tasks else {}
+    results: dict = {"concept": concept.name, "subject": subject, "methods": {}, "skipped": skipped}
+    from tqdm.auto import tqdm
+
+    for method in tqdm(methods, desc="methods"):
+        if subject not in method.subjects:
+            skipped[method.name] = f"no way to introduce {subject!r} (e.g. no description)"
+            continue
+        row: dict = {"tokens": method.tokens(subject)}
+        if "recognition" in tasks and positives:
+            row["recognition"] = recognition(method, subject, positives, negatives, cfg)
+        for task in ("vqa", "text_qa"):
+            if task in tasks and questions.get(task):
+                row[task] = multiple_choice(method, subject, questions[task], task, cfg)
+        if "multi_concept" in tasks and questions.get("multi_concept"):
+            row["multi_concept"] = multi_concept(method, subject, questions["multi_concept"], cfg)
+        if "generation" in tasks:
+            row["generation"] = generation(method, subject, concept.photos + concept.test_photos, cfg, out_dir,
+                                           scorers)
+        results["methods"][method.name] = row
+    if "forgetting" in tasks and pm is not None:
+        results["forgetting"] = forgetting(backbone, pm.model, [M._photo(str(p)) for p in negatives[:2]])
+    first = next(iter(results["methods"].values()), {})
+    if "recognition" in first and "logit_vs_generate_speedup" in first["recognition"]:
+        rec = first["recognition"]
+        results["throughput"] = {
+            "method": next(iter(results["methods"])),
+            "logit_images_per_second": rec["images_per_second"],
+            "generate_images_per_second": rec["free_answer"]["images_per_second"],
+            "logit_vs_generate_speedup": rec["logit_vs_generate_speedup"],
+        }
+    return results
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    """Hydra entry point."""
+    from evaluation.report import write_report
+
+    if "concept" not in cfg:
+        print("error: no concept given. Run `python -m evaluation.run +concept=<name> adapter=<dir>`.", file=sys.stderr)
+        sys.exit(2)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = evaluate(cfg, out_dir)
+    except YoChameleonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    results = _clean(results)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(write_report(results, out_dir, cfg.logger))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""How well the toy backbone knows its world: captions, attribute QA, definitions, generation.
+
+    python -m yochameleon.toyworld.knowledge [--n 60]
+
+Every figure is measured on scenes drawn from a seed the pretraining never used, through
+the project's own inference code (`PersonalizedChameleon` with no concept loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import torch
+
+from yochameleon.data import templates
+from yochameleon.data.samples import left_pad
+from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.personalized import PersonalizedChameleon
+from yochameleon.toyworld import world
+from yochameleon.toyworld.pretrain import CAPTION_QUESTION, GENERATION_PROMPT
+
+HELD_OUT = 50_000_000  # scene seeds for evaluation start here (pretraining draws from its own streams)
+
+
+class ToyPrompts:
+    """Prompt ids in the chat layout the pretraining used."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.tok = backbone.tokenizer
+
+    def text(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def image(self, image) -> list[int]:
+        pixels = self.backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
+        return [self.backbone.boi_id, *self.backbone.encode_images(pixels)[0].tolist(), self.backbone.eoi_id]
+
+    def prompt(self, question: str, image=None, prefix: str = "") -> list[int]:
+        ids = [self.backbone.bos_id, *(self.text(prefix) if prefix else [])]
+        if image is not None:
+            ids += self.image(image)
+        return ids + self.text(question) + [self.backbone.end_of_turn_id]
+
+
+def _greedy(model, backbone, prompts: list[list[int]], max_new: int = 24) -> list[str]:
+    ids, mask = left_pad(prompts, backbone.tokenizer.pad_token_id)
+    out = model.generate_text(ids, mask, max_new, backbone.text_banned_ids(), backbone.text_stop_ids())
+    return [backbone.tokenizer.decode(o).strip() for o in out]
+
+
+def _first_word(text: str) -> str:
+    return text.split()[0].strip(".,").lower() if text.split() else ""
+
+
+@torch.no_grad()
+def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: int = 16) -> dict:
+    """Accuracies of the backbone on held-out scenes (and the judge's view of its drawings)."""
+    model = PersonalizedChameleon(backbone.model, [])
+    prompts = ToyPrompts(backbone)
+    rng = random.Random(HELD_OUT + seed)
+    scenes = [world.random_scene(rng) for _ in range(n)]
+    report: dict = {}
+
+    # Captions: a thing counts when "colour pattern shape" appears in the caption.
+    captions = []
+    for start in range(0, n, batch):
+        chunk = scenes[start:start + batch]
+        captions += _greedy(model, backbone, [prompts.prompt(CAPTION_QUESTION, world.render(s)) for s in chunk], 30)
+    named = [f"{t.colour} {t.pattern} {t.shape}" in c.lower() for s, c in zip(scenes, captions) for t in s.things]
+    report["caption_things_named"] = sum(named) / len(named)
+    report["caption_example"] = {"truth": scenes[0].caption(), "model": captions[0]}
+
+    # Attribute questions on the image: the first word of the greedy answer.
+    qa = [(s, *rng.choice(world.attribute_questions(s, rng))) for s in scenes]
+    answers = []
+    for start in range(0, n, batch):
+        chunk = qa[start:start + batch]
+        answers += _greedy(model, backbone, [prompts.prompt(q, world.render(s)) for s, q, _ in chunk], 4)
+    report["vqa_accuracy"] = sum(_first_word(a) == t.lower() for (_, _, t), a in zip(qa, answers)) / n
+
+    # Definitions: "<name> is an orange striped heart." + photo + "Is <name> in this photo?"
+    yes = prompts.text("Yes")[0]
+    no = prompts.text("No")[0]
+    name = "<reserved12345>"  # outside the pretraining name pool
+    cases = []
+    for i in range(n):
+        thing = world.random_thing(rng)
+        positive = i % 2 == 0
+        shown = thing if positive else world.look_alike(thing, rng)
+        cases.append((thing, world.random_scene(rng, two_things=0.0, must_include=shown), positive))
+    correct = 0
+    for start in range(0, n, batch):
+        chunk = cases[start:start + batch]
+        batch_prompts = [prompts.prompt(templates.RECOGNITION_QUESTIONS[0].replace("<sks>", name), world.render(s),
+                                        f"{name} is {t.short()}.\n") for t, s, _ in chunk]
+        ids, mask = left_pad(batch_prompts, backbone.tokenizer.pad_token_id)
+        logits = model.last_logits(ids, mask)
+        says_yes = (logits[:, yes] > logits[:, no]).tolist()
+        correct += sum(y == p for y, (_, _, p) in zip(says_yes, chunk))
+    report["definition_recognition_accuracy"] = correct / n
+
+    # Definitions, text only: "What colour is <name>?"
+    asks = [(world.random_thing(rng), rng.choice(list(world.CONCEPT_QUESTIONS))) for _ in range(n)]
+    replies = []
+    for start in range(0, n, batch):
+        chunk = asks[start:start + batch]
+        replies += _greedy(model, backbone, [prompts.prompt(world.CONCEPT_QUESTIONS[a][0].replace("<sks>", name),
+                                                            prefix=f"{name} is {t.short()}.\n") for t, a in chunk], 3)
+    report["definition_text_qa_accuracy"] = sum(_first_word(r) == getattr(t, a) for (t, a), r in zip(asks, replies)) / n
+
+    if judge is not None and backbone.has_decoder:
+        report.update(generation_faithfulness(model, backbone, prompts, judge, rng, n=min(n, 24), batch=batch))
+    return report
+
+
+def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n: int = 24, batch: int = 12,
+                            temperature: float = 0.7) -> dict:
+    """Draw "A photo of a large orange striped heart." and "<name> is ... A photo of <name>."; judge attributes."""
+    from yochameleon.toyworld.judge import HEADS
+
+    things = [world.random_thing(rng) for _ in range(n)]
+    sampling = SamplingConfig(temperature=temperature, top_k=0)
+    generator = torch.Generator().manual_seed(0)
+    name = "<reserved12345>"
+    out = {}
+    for label, make in (
+        ("caption", lambda t: prompts.prompt(GENERATION_PROMPT.format(what=t.noun))),
+        ("definition", lambda t: prompts.prompt(f"A photo of {name}.", prefix=f"{name} is {t.short()}.\n")),
+    ):
+        images = []
+        for start in range(0, n, batch):
+            chunk = [make(t) + [backbone.boi_id] for t in things[start:start + batch]]
+            tokens = sample_image_tokens(model, backbone, chunk, sampling, generator=generator)
+            images += to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)
+        verdicts = judge.predict(images)
+        for attribute in HEADS:
+            out[f"generation_{label}_{attribute}"] = sum(v[attribute] == getattr(t, attribute)
+                                                         for v, t in zip(verdicts, things)) / n
+    return out
+
+
+def main(argv=None) -> None:
+    from yochameleon.model.backbone import load_backbone
+    from yochameleon.toyworld.build import ensure_toyworld_checkpoint, load_judge
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--path", default=None, help="toy backbone directory (default: the cached build)")
+    args = parser.parse_args(argv)
+    path = args.path or ensure_toyworld_checkpoint()
+    backbone = load_backbone(path, name="toyworld")
+    print(json.dumps(knowledge_report(backbone, load_judge(path), n=args.n), indent=2))
+
+
+if __name__ == "__main__":
+    main()

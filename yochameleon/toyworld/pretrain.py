@@ -1,0 +1,444 @@
+"""Pretrain a tiny Chameleon on the toy world, so personalization on it is measurable on a CPU.
+
+    python -m yochameleon.toyworld.pretrain [--out DIR] [--seed 0]     (or: make toyworld)
+
+Two stages, both on the CPU in bounded time, reproducible from the seed:
+
+1. a VQ image tokenizer (the Chameleon encoder plus the Anole-layout decoder, 64x64 -> 8x8
+   codes from a 512-entry codebook) trained to reconstruct world images;
+2. the language model (`ChameleonForConditionalGeneration`, the 7B vocabulary layout) trained
+   on captioning, attribute QA, caption-to-image generation, and the in-context use of a
+   definition: "`<name>` is an orange striped heart." followed by recognition ("Is `<name>` in
+   this photo?"), text questions ("What colour is `<name>`?") and "A photo of `<name>`.", where
+   `<name>` is a random reserved token with a frozen random embedding. That last family is
+   what personalization builds on: a concept's soft prompt `<sks> is <g-tokens><u-tokens>.` is
+   the same sentence with learned tokens in place of the words.
+
+Only the rows of tokens the world uses are trained; the output rows of every other token
+stay zero and are counted exactly in the softmax (their logits are all 0), so the loss is
+the full 65536-way cross-entropy at a fraction of its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from yochameleon.data import templates
+from yochameleon.toyworld import world
+
+log = logging.getLogger(__name__)
+
+TOY_BUILD_VERSION = "1"
+TOY_SPEC = {
+    "hidden_size": 128,
+    "intermediate_size": 352,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+    "image_resolution": 64,
+    "vq_base_channels": 32,
+    "vq_channel_multiplier": [1, 1, 2, 2],  # 64x64 -> 8x8 codes
+    "vq_latent_channels": 32,
+    "vq_embed_dim": 16,
+    "vq_num_codes": 512,
+    "vq_attn_resolutions": [],
+    "text_vocab_size": 1200,
+    "seed": 0,
+    "vq_steps": 1000,
+    "vq_batch": 16,
+    "lm_steps": 4500,
+    "lm_batch": 24,
+    "lm_lr": 3e-3,
+    "judge_steps": 400,
+}
+NAME_POOL = (10000, 11000)  # reserved-token numbers used as names in pretraining (recipes use 16200+)
+
+CAPTION_QUESTION = "Describe the image."
+GENERATION_PROMPT = "A photo of {what}."
+
+
+# ---- text the tokenizer is trained on ----------------------------------------------------------
+def corpus_lines(seed: int, n: int = 1500) -> tuple[str, ...]:
+    """World sentences for the BPE, so attribute words become single tokens."""
+    rng = random.Random(seed)
+    lines = [CAPTION_QUESTION]
+    for values in (world.SHAPES, world.COLOURS, world.PATTERNS, world.SIZES, world.BACKGROUNDS):
+        lines += [f"{v}." for v in values] * 20 + [f" {v}" for v in values] * 20
+    for index in range(n):
+        scene = world.scene(seed, index)
+        lines.append(scene.caption())
+        lines.append(GENERATION_PROMPT.format(what=scene.caption()[0].lower() + scene.caption()[1:-1]))
+        lines += [f"{q} {a}." for q, a in world.attribute_questions(scene, rng)]
+        thing = scene.things[0]
+        lines.append(f"is {thing.short()}.")
+    for question, _ in world.CONCEPT_QUESTIONS.values():
+        lines += [question.replace("<sks> ", "").replace("<sks>", "")] * 20
+    return tuple(lines)
+
+
+# ---- stage 1: the VQ tokenizer ------------------------------------------------------------------
+def to_pixels(images) -> torch.Tensor:
+    """PIL images -> (B, 3, H, W) in [-1, 1], as ChameleonImageProcessor does for these sizes."""
+    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def train_vq(model, seed: int, steps: int, batch: int, progress=None) -> dict:
+    """Train encoder, codebook and decoder to reconstruct world images; returns figures."""
+    vq = model.model.vqmodel
+    vq.train()
+    params = [p for name, p in vq.named_parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=2e-3)
+    rng = random.Random(seed + 1)
+    usage = torch.zeros(vq.quantize.num_embeddings)
+    history = []
+    for step in range(steps):
+        images = [world.render(world.random_scene(rng)) for _ in range(batch)]
+        pixels = to_pixels(images)
+        latent = vq.quant_conv(vq.encoder(pixels))
+        if step == 0:  # start the codebook on real latents (no dead codes at the start)
+            with torch.no_grad():
+                flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
+                pick = torch.randint(0, len(flat), (vq.quantize.num_embeddings,), generator=torch.Generator().manual_seed(seed))
+                vq.quantize.embedding.weight.copy_(flat[pick])
+        quant, codebook_loss, codes = vq.quantize(latent)
+        recon = vq.decoder(vq.post_quant_conv(quant))
+        loss = F.mse_loss(recon, pixels) + codebook_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        usage += torch.bincount(codes.flatten(), minlength=len(usage)).float()
+        if (step + 1) % 50 == 0:  # re-seed codes nobody used in the last window on current latents
+            with torch.no_grad():
+                dead = (usage == 0).nonzero().flatten()
+                if len(dead):
+                    flat = latent.detach().permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
+                    vq.quantize.embedding.weight[dead] = flat[torch.randint(0, len(flat), (len(dead),))]
+            usage.zero_()
+        history.append(float(F.mse_loss(recon.detach(), pixels)))
+        if progress is not None:
+            progress(step, float(loss))
+    vq.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return {"vq_mse_first": float(np.mean(history[:20])), "vq_mse_last": float(np.mean(history[-20:]))}
+
+
+@torch.no_grad()
+def encode(model, images) -> torch.Tensor:
+    """Images -> VQ codes (B, 64)."""
+    vq = model.model.vqmodel
+    latent = vq.quant_conv(vq.encoder(to_pixels(images)))
+    _, _, codes = vq.quantize(latent)
+    return codes.view(len(images), -1)
+
+
+# ---- stage 2: the language model ----------------------------------------------------------------
+@dataclass
+class Ids:
+    """Token facts the example builders need."""
+
+    tokenizer: object
+    bos: int
+    eot: int
+    boi: int
+    eoi: int
+    first_image_id: int
+    names: list[int]  # reserved-token numbers: <reservedNNNNN> names a thing in a definition
+
+    def text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def image(self, codes: torch.Tensor) -> list[int]:
+        return [self.boi, *(codes + self.first_image_id).tolist(), self.eoi]
+
+
+def _example(ids: Ids, prompt: list[int], answer: list[int], unscored: set[int] = frozenset()) -> tuple:
+    """(input ids, labels): loss on the answer and the end-of-turn, never on `unscored` ids (names)."""
+    tokens = [ids.bos, *prompt, ids.eot, *answer, ids.eot]
+    labels = [-100] * (len(prompt) + 2) + [t if t not in unscored else -100 for t in answer] + [ids.eot]
+    return tokens, labels
+
+
+def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list[int], list[int]]:
+    """One pretraining example of a kind; `code_of(scene)` gives the scene image's codes."""
+    if kind == "caption":
+        scene = world.random_scene(rng)
+        return _example(ids, ids.image(code_of(scene)) + ids.text(CAPTION_QUESTION), ids.text(scene.caption()))
+    if kind == "vqa":
+        scene = world.random_scene(rng)
+        question, answer = rng.choice(world.attribute_questions(scene, rng))
+        return _example(ids, ids.image(code_of(scene)) + ids.text(question), ids.text(f"{answer}."))
+    if kind == "generate":
+        scene = world.random_scene(rng, two_things=0.15)
+        caption = scene.caption()
+        prompt = GENERATION_PROMPT.format(what=caption[0].lower() + caption[1:-1])
+        return _example(ids, ids.text(prompt), ids.image(code_of(scene)))
+    # The definition families: "<name> is an orange striped heart.\n" then a task about <name>.
+    name = rng.choice(ids.names)
+    name_text = f"<reserved{name:05d}>"
+    thing = world.random_thing(rng)
+    prefix = ids.text(f"{name_text} is {thing.short()}.\n")
+    name_id = ids.text(name_text)[0]
+    if kind == "define_recognize":
+        roll = rng.random()
+        if roll < 0.5:
+            scene, positive = world.random_scene(rng, must_include=thing), True
+        elif roll < 0.8:
+            scene, positive = world.random_scene(rng, must_include=world.look_alike(thing, rng)), False
+        else:
+            scene = world.random_scene(rng)
+            positive = any(t.identity == thing.identity for t in scene.things)
+        question = rng.choice(templates.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
+        answer = rng.choice(templates.POSITIVE_ANSWERS if positive else templates.NEGATIVE_ANSWERS)
+        return _example(ids, prefix + ids.image(code_of(scene)) + ids.text(question),
+                        ids.text(answer.replace("<sks>", name_text)), {name_id})
+    if kind == "define_text":
+        attribute = rng.choice(list(world.CONCEPT_QUESTIONS))
+        question, _ = world.CONCEPT_QUESTIONS[attribute]
+        return _example(ids, prefix + ids.text(question.replace("<sks>", name_text)),
+                        ids.text(f"{getattr(thing, attribute)}."), {name_id})
+    if kind == "define_generate":
+        scene = world.random_scene(rng, two_things=0.0, must_include=thing)
+        prompt = rng.choice(templates.GENERATION_PROMPTS[:3]).replace("<sks>", name_text)
+        return _example(ids, prefix + ids.text(prompt), ids.image(code_of(scene)), {name_id})
+    raise ValueError(f"unknown example kind {kind!r}")
+
+
+MIXTURE = {"caption": 0.14, "vqa": 0.24, "generate": 0.12, "define_recognize": 0.30, "define_text": 0.06,
+           "define_generate": 0.14}
+
+
+class RowTrainer(torch.nn.Module):
+    """Trainable copies of the rows the world uses; every other row frozen (output rows at zero)."""
+
+    def __init__(self, model, trained_ids: torch.Tensor):
+        super().__init__()
+        vocab = model.config.vocab_size
+        self.register_buffer("trained_ids", trained_ids)
+        slot = torch.full((vocab,), -1, dtype=torch.long)
+        slot[trained_ids] = torch.arange(len(trained_ids))
+        self.register_buffer("slot", slot)
+        self.input_rows = torch.nn.Parameter(model.get_input_embeddings().weight[trained_ids].clone())
+        self.output_rows = torch.nn.Parameter(model.lm_head.weight[trained_ids].clone())
+        self.log_rest = math.log(vocab - len(trained_ids))  # the untrained columns: logit 0 each
+
+    def embed(self, model, input_ids: torch.Tensor) -> torch.Tensor:
+        frozen = model.get_input_embeddings()(input_ids)
+        slot = self.slot[input_ids]
+        return torch.where((slot >= 0).unsqueeze(-1), self.input_rows[slot.clamp(min=0)], frozen)
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Exact full-vocabulary cross-entropy at the labelled positions, averaged per example first.
+
+        Per-example averaging keeps a 66-token image from outweighing a one-word answer 66 to 1.
+        """
+        target = labels[:, 1:]
+        keep = target != -100
+        h = hidden[:, :-1][keep]
+        slot = self.slot[target[keep]]
+        if (slot < 0).any():
+            raise ValueError("a label is a token the world does not train")
+        logits = h @ self.output_rows.T
+        rest = torch.full((len(h), 1), self.log_rest, dtype=logits.dtype)
+        token_loss = F.cross_entropy(torch.cat([logits, rest], dim=1), slot, reduction="none")
+        rows = keep.nonzero()[:, 0]
+        per_example = torch.zeros(len(labels)).index_add(0, rows, token_loss) / keep.sum(1).clamp(min=1)
+        return per_example.mean()
+
+    @torch.no_grad()
+    def write_back(self, model) -> None:
+        """Put the trained rows into the model; output rows of untrained tokens become exactly zero."""
+        model.get_input_embeddings().weight[self.trained_ids] = self.input_rows
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[self.trained_ids] = self.output_rows
+
+
+def trained_token_ids(tokenizer, vocab: dict[str, int], num_codes: int, first_image_id: int) -> torch.Tensor:
+    """Every id the world's text and images use: text BPE ids, the codebook's image ids, specials."""
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<eoss>", "<racm3:break>", "<reserved08706>", "<image>"]
+    text_ids = [i for name, i in vocab.items() if not (name.startswith("<") and name.endswith(">"))
+                and not name.startswith("IMGIMG")]
+    ids = set(text_ids) | {vocab[s] for s in specials} | set(range(first_image_id, first_image_id + num_codes))
+    return torch.tensor(sorted(ids))
+
+
+def batch_tensors(examples: list[tuple[list[int], list[int]]], pad: int):
+    longest = max(len(t) for t, _ in examples)
+    ids = torch.full((len(examples), longest), pad)
+    labels = torch.full((len(examples), longest), -100)
+    mask = torch.zeros((len(examples), longest), dtype=torch.long)
+    for row, (t, lab) in enumerate(examples):
+        ids[row, :len(t)] = torch.tensor(t)
+        labels[row, :len(t)] = torch.tensor(lab)
+        mask[row, :len(t)] = 1
+    return ids, labels, mask
+
+
+def train_lm(model, ids: Ids, rows: RowTrainer, seed: int, steps: int, batch: int, lr: float, code_of,
+             progress=None) -> dict:
+    """Train the transformer and the world's rows on the mixture."""
+    body = model.model
+    params = [p for n, p in body.named_parameters() if not n.startswith(("vqmodel", "embed_tokens"))]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params + list(rows.parameters()), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    rng = random.Random(seed + 2)
+    kinds, weights = list(MIXTURE), list(MIXTURE.values())
+    body.train()
+    history = []
+    for step in range(steps):
+        examples = [make_example(kind, rng, ids, code_of) for kind in rng.choices(kinds, weights, k=batch)]
+        input_ids, labels, mask = batch_tensors(examples, ids.tokenizer.pad_token_id)
+        hidden = body(inputs_embeds=rows.embed(model, input_ids), attention_mask=mask).last_hidden_state
+        loss = rows.loss(hidden, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params + list(rows.parameters()), 1.0)
+        optimizer.step()
+        schedule.step()
+        history.append(float(loss))
+        if progress is not None:
+            progress(step, float(loss))
+    body.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return {"lm_loss_first": float(np.mean(history[:50])), "lm_loss_last": float(np.mean(history[-50:]))}
+
+
+# ---- the build ------------------------------------------------------------------------------------
+def vq_key(spec: dict) -> str:
+    """Identity of stage 1: the VQ settings, the seed, and the world and training code."""
+    fields = {k: v for k, v in spec.items() if k.startswith(("vq_", "image_")) or k == "seed"}
+    code = hashlib.sha256(Path(world.__file__).read_bytes() + inspect.getsource(train_vq).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"code": code, **fields}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def spec_key(spec: dict) -> str:
+    from yochameleon.model import tiny
+
+    corpus = hashlib.sha256("\n".join(tiny._training_corpus(corpus_lines(spec["seed"]))).encode()).hexdigest()
+    world_src = hashlib.sha256(Path(world.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, "code": world_src, **spec}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, show_progress: bool = True) -> dict:
+    """Pretrain the toy backbone and write it in HF format; returns the build report."""
+    from tqdm.auto import tqdm
+
+    from yochameleon.model import tiny
+    from yochameleon.model.backbone import YoChameleonForConditionalGeneration
+
+    spec = {**TOY_SPEC, **(spec or {})}
+    seed = spec["seed"]
+    torch.manual_seed(seed)
+    random.seed(seed)
+    started = time.perf_counter()
+    tokenizer, vocab = tiny.build_tokenizer(spec["text_vocab_size"], corpus_lines(seed))
+    config = tiny.build_config(spec, vocab)
+    model = YoChameleonForConditionalGeneration(config)
+    model.requires_grad_(False)
+
+    # Stage 1 is cached on its own (keyed by the VQ settings), so changing the language-model
+    # recipe does not retrain the tokenizer.
+    vq_file = Path(out_dir).parent / f"toyworld-vq-{vq_key(spec)}.safetensors"
+    vq = model.model.vqmodel
+    if vq_file.is_file():
+        from safetensors.torch import load_file
+
+        vq.load_state_dict(load_file(str(vq_file)))
+        vq_report = json.loads(vq_file.with_suffix(".json").read_text())
+    else:
+        from safetensors.torch import save_file
+
+        bar = tqdm(total=spec["vq_steps"], desc="toy world: VQ tokenizer", disable=not show_progress)
+        vq_report = train_vq(model, seed, spec["vq_steps"], spec["vq_batch"],
+                             lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")))
+        bar.close()
+        vq_file.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(vq_file) + ".tmp")
+        vq_file.with_suffix(".json").write_text(json.dumps(vq_report))
+        Path(str(vq_file) + ".tmp").replace(vq_file)
+    vq_seconds = time.perf_counter() - started
+
+    first_image_id = tiny.FIRST_IMAGE_ID
+    ids = Ids(tokenizer, vocab["<s>"], vocab["<reserved08706>"], vocab["<racm3:break>"], vocab["<eoss>"],
+              first_image_id, list(range(*NAME_POOL)))
+
+    cache: dict = {}
+
+    def code_of(scene: world.Scene) -> torch.Tensor:
+        if scene not in cache:
+            cache[scene] = encode(model, [world.render(scene)])[0]
+        return cache[scene]
+
+    rows = RowTrainer(model, trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], first_image_id))
+    bar = tqdm(total=spec["lm_steps"], desc="toy world: language model", disable=not show_progress)
+    lm_report = train_lm(model, ids, rows, seed, spec["lm_steps"], spec["lm_batch"], spec["lm_lr"], code_of,
+                         lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar.close()
+    rows.write_back(model)
+    lm_seconds = time.perf_counter() - started - vq_seconds
+
+    from safetensors.torch import save
+
+    from yochameleon.toyworld.build import JUDGE_FILE
+    from yochameleon.toyworld.judge import train_judge
+
+    bar = tqdm(total=spec["judge_steps"], desc="toy world: attribute judge", disable=not show_progress)
+    judge, judge_report = train_judge(seed, spec["judge_steps"],
+                                      progress=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar.close()
+    report = {**vq_report, **lm_report, **judge_report, "vq_seconds": round(vq_seconds, 1),
+              "lm_seconds": round(lm_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
+              "seed": seed, "torch_threads": torch.get_num_threads()}
+    tiny.write_checkpoint(model, tokenizer, spec, spec_key(spec), out_dir,
+                          extra_files={"toyworld_build.json": json.dumps(report, indent=2),
+                                       JUDGE_FILE: save({k: v.contiguous() for k, v in judge.state_dict().items()})})
+    return report
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the cache)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lm-steps", type=int, default=None)
+    parser.add_argument("--vq-steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    spec = {"seed": args.seed}
+    if args.lm_steps:
+        spec["lm_steps"] = args.lm_steps
+    if args.vq_steps:
+        spec["vq_steps"] = args.vq_steps
+    if args.out is None:
+        from yochameleon.toyworld.build import ensure_toyworld_checkpoint
+
+        out = ensure_toyworld_checkpoint(spec=spec)
+        print(f"toy-world backbone: {out}")
+        print((out / "toyworld_build.json").read_text())
+        return
+    print(json.dumps(build_toyworld_checkpoint(args.out, spec), indent=2))
+
+
+if __name__ == "__main__":
+    main()
