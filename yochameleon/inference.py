@@ -48,6 +48,10 @@ def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
     base = read_adapter_config(adapter_dir)["base_model"]
     if base.get("model_config") == "tiny":
         return ensure_tiny_checkpoint(Path(cache_dir or default_cache_dir()) / "models")
+    if base.get("model_config") == "toyworld":
+        from yochameleon.toyworld.build import ensure_toyworld_checkpoint
+
+        return ensure_toyworld_checkpoint(cache_dir)
     recorded = Path(base.get("path", ""))
     if not recorded.is_dir():
         raise YoChameleonError(f"adapter {adapter_dir} was trained on {base.get('name')!r} at {recorded}, which is "

@@ -156,7 +156,8 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         log.warning("prepare <%s>: %s", concept.name, message)
 
     conversations = []
-    if not concept.conversations and cfg.recipe.conversations.generate_when_missing and cfg.recipe.tasks.text_qa:
+    generate = cfg.recipe.conversations.generate_when_missing and cfg.concept.get("generate_conversations", True)
+    if not concept.conversations and generate and cfg.recipe.tasks.text_qa:
         conversations = generate_conversations(backbone, photos, photo_images, concept, progress)
 
     manifest = {

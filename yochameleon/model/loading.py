@@ -14,6 +14,10 @@ def resolve_model_path(model_cfg, cache_dir: str | Path) -> Path:
     """The local checkpoint directory: the cached tiny model (built on first use) or `model.path`."""
     if model_cfg.get("tiny"):
         return ensure_tiny_checkpoint(Path(cache_dir) / "models")
+    if model_cfg.get("toyworld"):
+        from yochameleon.toyworld.build import ensure_toyworld_checkpoint
+
+        return ensure_toyworld_checkpoint(cache_dir)
     from yochameleon.model.backbone import check_backbone_dir
 
     return check_backbone_dir(model_cfg.get("path"))

@@ -50,10 +50,14 @@ def toyworld_dir(cache_dir: str | Path | None = None, spec: dict | None = None) 
 
 def ensure_toyworld_checkpoint(cache_dir: str | Path | None = None, spec: dict | None = None,
                                show_progress: bool = True) -> Path:
-    """The cached toy backbone, pretrained on first use (minutes on a CPU; printed as it goes)."""
+    """The cached toy backbone: unpacked from the shipped weights, or pretrained on first use."""
     from yochameleon.toyworld.pretrain import build_toyworld_checkpoint
+    from yochameleon.toyworld.ship import packed_key, unpack
 
     target = toyworld_dir(cache_dir, spec)
+    if not (target / "config.json").exists() and packed_key() == target.name.removeprefix("toyworld-"):
+        log.info("unpacking the shipped toy-world backbone into %s", target)
+        unpack(target)
     if not (target / "config.json").exists():
         log.warning("pretraining the toy-world backbone into %s (once, about 15-25 minutes on 2 CPU cores; "
                     "cached afterwards)", target)

@@ -139,7 +139,8 @@ def render(scene: Scene, side: int = 64, scale: int = 4) -> Image.Image:
     bottom = tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in base)
     image = Image.linear_gradient("L").resize((big, big))
     image = Image.composite(Image.new("RGB", (big, big), bottom), Image.new("RGB", (big, big), top), image)
-    noise = Image.effect_noise((8, 8), 40).resize((big, big), Image.BILINEAR)
+    cells = bytes(max(0, min(255, int(rng.gauss(128, 40)))) for _ in range(64))  # seeded, unlike effect_noise
+    noise = Image.frombytes("L", (8, 8), cells).resize((big, big), Image.BILINEAR)
     image = Image.blend(image, Image.merge("RGB", [noise] * 3), 0.08)
     for thing in scene.things:
         image.paste(_fill(thing, side, scale), (0, 0), _mask(thing, side, scale))

@@ -1,0 +1,145 @@
+"""The 3S recipes on toy concepts, on a CPU: does personalization learn, and which recipe learns best?
+
+    python -m yochameleon.toyworld.benchmark [--concepts bo mam pip] [--recipes yochameleon shared-tokens ...]
+
+For each (concept, recipe) it runs the normal training (`yochameleon.train`'s code with
+`+concept=toy-<name> recipe=<recipe>`), then measures on the trained adapter:
+
+- held-out recognition, weighted accuracy (the concept's 10 held-out renders vs 20 held-out
+  negatives, a third of them look-alikes), from the run's final evaluation;
+- text-only QA: "What colour / pattern / shape is <name>?" with no image, never trained on
+  (the toy concepts have no conversation file and generated conversations are off): the
+  highest logit among the attribute's values after the understanding tokens;
+- generation faithfulness: images drawn for "A photo of <name>." judged by the world's
+  attribute classifier (shape, colour and pattern all right).
+
+Prints a markdown table (means over concepts) and writes it with every figure to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from yochameleon.toyworld import world
+from yochameleon.toyworld.build import CONCEPTS
+
+RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
+           "no-self-prompting")
+VALUES = {"colour": tuple(world.COLOURS), "pattern": world.PATTERNS, "shape": world.SHAPES}
+
+
+@torch.no_grad()
+def text_qa(pm, name: str) -> dict:
+    """Accuracy of the attribute questions about <name>, scored among the attribute's values."""
+    from yochameleon.data.samples import left_pad
+    from yochameleon.metrics.recognition import answer_prompts
+    from evaluation.scoring import first_token_ids
+
+    builder = pm._builder(name)
+    thing = CONCEPTS[name]
+    correct = {}
+    for attribute, (question, _) in world.CONCEPT_QUESTIONS.items():
+        prompt = answer_prompts(pm.model, builder, [builder.prompt_ids(question)], "text_qa", "forced")
+        ids, mask = left_pad(prompt, pm.backbone.tokenizer.pad_token_id)
+        logits = pm.model.last_logits(ids, mask)[0]
+        values = VALUES[attribute]
+        columns = first_token_ids(pm.backbone.tokenizer, [f"{v}." for v in values])
+        correct[attribute] = values[int(logits[columns].argmax())] == getattr(thing, attribute)
+    return {"text_qa": sum(correct.values()) / len(correct), **{f"text_qa_{k}": float(v) for k, v in correct.items()}}
+
+
+def generation(pm, name: str, judge, n: int, seed: int) -> dict:
+    """Fraction of drawn images whose shape, colour and pattern are all the concept's."""
+    images = pm.generate_images(f"A photo of <{name}>.", n=n, temperature=0.7, seed=seed, batch_size=n)
+    verdicts = judge.predict(images)
+    thing = CONCEPTS[name]
+    right = [{a: v[a] == getattr(thing, a) for a in VALUES} for v in verdicts]
+    out = {"generation": sum(all(r.values()) for r in right) / n}
+    out.update({f"generation_{a}": sum(r[a] for r in right) / n for a in VALUES})
+    return out, images
+
+
+def run_one(concept: str, recipe: str, seed: int, out: Path, cache_dir: Path, n_images: int,
+            extra: list[str]) -> dict:
+    """Train one adapter and measure it."""
+    from hydra import compose, initialize_config_dir
+
+    from yochameleon.config import CONFIG_DIR, register_resolvers
+    from yochameleon.inference import PersonalizedModel
+    from yochameleon.toyworld.build import load_judge
+    from yochameleon.training.loop import train
+
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+concept=toy-{concept}", f"recipe={recipe}", f"seed={seed}",
+                                          "logger=none", f"cache_dir={cache_dir}", "trainer.progress=false",
+                                          "trainer.sample_images=false", *extra])
+    run_dir = out / concept / recipe
+    started = time.perf_counter()
+    summary = train(cfg, run_dir)
+    figures = {"concept": concept, "recipe": recipe, "seed": seed, "steps": summary["steps"],
+               "train_seconds": round(time.perf_counter() - started, 1),
+               "recognition": summary["final"]["eval/recognition/weighted"],
+               "recognition_positive": summary["final"]["eval/recognition/positive"],
+               "recognition_negative": summary["final"]["eval/recognition/negative"]}
+    pm = PersonalizedModel.load(run_dir / "adapter", device="cpu", cache_dir=cache_dir)
+    figures.update(text_qa(pm, concept))
+    # Measured for every recipe, also those that never train generation (their g-tokens are untrained).
+    scores, images = generation(pm, concept, load_judge(pm.backbone.path), n_images, seed)
+    figures.update(scores)
+    for index, image in enumerate(images):
+        image.save(run_dir / f"generated_{index}.png")
+    (run_dir / "benchmark.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def table(rows: list[dict]) -> str:
+    """Means over concepts per recipe."""
+    columns = ("recognition", "text_qa", "generation", "generation_colour", "generation_shape", "generation_pattern")
+    lines = ["| recipe | concepts | held-out recognition | text QA | generation (all 3 right) | colour | shape | "
+             "pattern |", "|---|---|---|---|---|---|---|---|"]
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        means = [sum(r[c] for r in mine) / len(mine) for c in columns]
+        lines.append(f"| {recipe} | {len(mine)} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from yochameleon.model.tiny import default_cache_dir
+    from yochameleon.toyworld.build import ensure_toyworld_checkpoint
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concepts", nargs="+", default=["bo", "mam", "pip"], choices=sorted(CONCEPTS))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=8, help="images drawn per adapter for the judge")
+    parser.add_argument("--out", type=Path, default=Path("outputs/toyworld-benchmark"))
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. model.epochs=20")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cache_dir = args.cache_dir or default_cache_dir()
+    ensure_toyworld_checkpoint(cache_dir)
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"error: {args.out} is not empty; pass another --out (runs are never overwritten)")
+    rows = []
+    from tqdm.auto import tqdm
+
+    for concept in tqdm(args.concepts, desc="concepts"):
+        for recipe in args.recipes:
+            rows.append(run_one(concept, recipe, args.seed, args.out, cache_dir, args.images, args.overrides))
+    text = table(rows)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
