@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo demo-toy test bench lint toyworld toyworld-pack toyworld-bench evaluate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,21 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m yochameleon.train +concept=demo run_name=demo-$$(date +%Y%m%d-%H%M%S)
+
+# The toy-world backbone: unpacked from the shipped weights, or pretrained (~20 min on 2 cores)
+# when the recipe changed; prints how well it knows its world.
+toyworld: setup
+	$(PY) -m yochameleon.toyworld.build
+
+toyworld-pack: toyworld
+	$(PY) -m yochameleon.toyworld.ship
+
+# Every 3S recipe on three toy concepts: held-out recognition, text QA, generation faithfulness.
+toyworld-bench: toyworld
+	$(PY) -m yochameleon.toyworld.benchmark --out outputs/toyworld-benchmark-$$(date +%Y%m%d-%H%M%S)
+
+demo-toy: setup
+	$(PY) -m yochameleon.train +concept=toy-bo run_name=demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest -q

@@ -134,6 +134,46 @@ def test_shipped_evaluation_set_is_complete():
     assert set(descriptions) == set(subjects)
 
 
+# ---- generation similarity -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    from evaluation.similarity import build_tiny_clip, build_tiny_dino
+
+    root = tmp_path_factory.mktemp("encoders")
+    return (*build_tiny_clip(root / "clip"), build_tiny_dino(root / "dino"))
+
+
+def test_similarity_metrics_on_known_cases(encoders):
+    from PIL import Image
+
+    from evaluation.similarity import ClipScorer, DinoScorer, pairwise_mean_cosine
+
+    assert pairwise_mean_cosine(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == 0.5
+    clip_model, clip_path, dino_path = encoders
+    clip, dino = ClipScorer(clip_model, clip_path), DinoScorer(dino_path)
+    photos = [Image.open(p).convert("RGB") for p in sorted((DEMO / "corgi" / "train").glob("*.jpg"))]
+    other = Image.open(sorted((DEMO / "negatives" / "train").glob("*.jpg"))[0]).convert("RGB")
+    assert clip.clip_i(photos[:1], photos[:1]) == pytest.approx(1.0, abs=1e-5)
+    assert dino.dino(photos[:1], photos[:1]) == pytest.approx(1.0, abs=1e-5)
+    assert clip.clip_i(photos[:1], [other]) < 1.0 and dino.dino(photos[:1], [other]) < 1.0
+    assert clip.clip_i(photos[:1], photos) == pytest.approx(clip.clip_i(photos[:1], photos[::-1]), abs=1e-6)
+    assert -1.0 <= clip.clip_t(photos[:2], ["a dog", "a dog"]) <= 1.0
+    with pytest.raises(ValueError, match="one prompt per image"):
+        clip.clip_t(photos[:2], ["a dog"])
+
+
+def test_missing_or_wrong_encoder_checkpoints_are_named(tmp_path, encoders):
+    from evaluation.similarity import ClipScorer, DinoScorer, SimilarityError
+
+    with pytest.raises(SimilarityError, match="clip.checkpoint") as err:
+        ClipScorer("ViT-B-32", tmp_path / "nope.bin")
+    assert str(tmp_path / "nope.bin") in str(err.value)
+    with pytest.raises(SimilarityError, match="dino.checkpoint"):
+        DinoScorer(tmp_path / "nodir")
+    with pytest.raises(SimilarityError, match="does not fit"):
+        ClipScorer("ViT-B-32", encoders[1])  # tiny weights, big architecture
+
+
 # ---- forgetting -------------------------------------------------------------------------------------------
 def test_forgetting_check_finds_identical_logits_outside_the_adapter_tokens(backbone):
     from evaluation.run import forgetting
@@ -183,7 +223,7 @@ def test_compare_without_metrics_says_what_to_run(tmp_path):
 
 # ---- the harness end to end -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, cache_dir, tiny_path):
+def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, cache_dir, tiny_path, encoders):
     from conftest import compose
     from yochameleon.training.loop import train
 
@@ -195,7 +235,8 @@ def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, ca
     result = subprocess.run(
         [sys.executable, "-m", "evaluation.run", "+concept=demo", f"adapter={run / 'adapter'}",
          "methods=[adapter,plain,description,reference_photos]", "generation.n=1", "recognition.max_new_tokens=3",
-         f"hydra.run.dir={out}", f"cache_dir={cache_dir}", f"eval_set.images={SHARED}"],
+         f"hydra.run.dir={out}", f"cache_dir={cache_dir}", f"eval_set.images={SHARED}",
+         f"clip.model={encoders[0]}", f"clip.checkpoint={encoders[1]}", f"dino.checkpoint={encoders[2]}"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -208,7 +249,9 @@ def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, ca
     for row in methods.values():
         rec = row["recognition"]
         assert rec["n_positive"] == 2 and 0 <= rec["weighted"] <= 1
-        assert "free_answer" in rec and len(row["generation"]["images"]) > 0
+        assert "free_answer" in rec and row["generation"]["n"] == 1
+        assert -1 <= row["generation"]["clip_i"] <= 1 and -1 <= row["generation"]["dino"] <= 1
+        assert -1 <= row["generation"]["clip_t"] <= 1
     assert metrics["forgetting"]["identical"]
     assert metrics["throughput"]["logit_vs_generate_speedup"] > 0
     if SHARED.is_dir():
