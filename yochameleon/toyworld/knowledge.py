@@ -112,8 +112,21 @@ def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: in
     report["definition_text_qa_accuracy"] = sum(_first_word(r) == getattr(t, a) for (t, a), r in zip(asks, replies)) / n
 
     if judge is not None and backbone.has_decoder:
+        report.update(vq_ceiling(backbone, judge, rng, n))
         report.update(generation_faithfulness(model, backbone, prompts, judge, rng, n=min(n, 24), batch=batch))
     return report
+
+
+@torch.no_grad()
+def vq_ceiling(backbone, judge, rng, n: int) -> dict:
+    """The judge on VQ round trips of held-out renders: what any image the backbone reads or draws can show."""
+    from yochameleon.toyworld.judge import judge_accuracy
+
+    scenes = [world.random_scene(rng, two_things=0.0) for _ in range(n)]
+    pixels = backbone.processor.image_processor([world.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+    rebuilt = to_pil(decode_image_tokens(backbone, backbone.encode_images(pixels)),
+                     backbone.processor.image_processor.rescale_factor)
+    return {f"vq_roundtrip_{k}": v for k, v in judge_accuracy(judge, scenes, rebuilt).items()}
 
 
 def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n: int = 24, batch: int = 12,

@@ -40,7 +40,7 @@ from yochameleon.toyworld import world
 
 log = logging.getLogger(__name__)
 
-TOY_BUILD_VERSION = "1"
+TOY_BUILD_VERSION = "2"
 TOY_SPEC = {
     "hidden_size": 128,
     "intermediate_size": 352,
@@ -56,7 +56,7 @@ TOY_SPEC = {
     "vq_attn_resolutions": [],
     "text_vocab_size": 1200,
     "seed": 0,
-    "vq_steps": 1000,
+    "vq_steps": 2500,
     "vq_batch": 16,
     "lm_steps": 4500,
     "lm_batch": 24,
@@ -122,7 +122,7 @@ def train_vq(model, seed: int, steps: int, batch: int, progress=None) -> dict:
         loss.backward()
         optimizer.step()
         usage += torch.bincount(codes.flatten(), minlength=len(usage)).float()
-        if (step + 1) % 50 == 0:  # re-seed codes nobody used in the last window on current latents
+        if (step + 1) % 50 == 0 and step < 0.8 * steps:  # re-seed codes unused in the last window on latents
             with torch.no_grad():
                 dead = (usage == 0).nonzero().flatten()
                 if len(dead):

@@ -22,7 +22,7 @@ PATTERNS = ("solid", "striped", "dotted")
 SIZES = ("small", "large")
 POSITIONS = ("left", "middle", "right")
 BACKGROUNDS = {"grey": (128, 128, 128), "black": (20, 20, 24), "brown": (110, 75, 45), "teal": (30, 110, 110)}
-SIZE_PX = {"small": 20, "large": 32}
+SIZE_PX = {"small": 26, "large": 38}
 POSITION_X = {"left": 0.25, "middle": 0.5, "right": 0.75}
 ATTRIBUTES = ("shape", "colour", "pattern")  # what identifies an object (a concept is one such triple)
 
@@ -36,7 +36,7 @@ class Thing:
     pattern: str
     size: str = "large"
     position: str = "middle"
-    dy: float = 0.0  # vertical offset as a fraction of the image (-0.15..0.15)
+    dy: float = 0.0  # vertical offset as a fraction of the image (-0.12..0.12)
 
     @property
     def noun(self) -> str:
@@ -120,12 +120,12 @@ def _fill(thing: Thing, side: int, scale: int) -> Image.Image:
     draw = ImageDraw.Draw(layer)
     unit = max(1, side // 64) * scale
     if thing.pattern == "striped":
-        for x in range(0, big, 6 * unit):
-            draw.rectangle([x, 0, x + 3 * unit - 1, big], fill=dark)
+        for x in range(0, big, 8 * unit):
+            draw.rectangle([x, 0, x + 4 * unit - 1, big], fill=dark)
     elif thing.pattern == "dotted":
-        for y in range(0, big, 7 * unit):
-            for x in range((y // (7 * unit)) % 2 * 3 * unit, big, 7 * unit):
-                draw.ellipse([x, y, x + 3 * unit, y + 3 * unit], fill=dark)
+        for y in range(0, big, 9 * unit):
+            for x in range((y // (9 * unit)) % 2 * 4 * unit, big, 9 * unit):
+                draw.ellipse([x, y, x + 4 * unit, y + 4 * unit], fill=dark)
     return layer
 
 
@@ -141,7 +141,7 @@ def render(scene: Scene, side: int = 64, scale: int = 4) -> Image.Image:
     image = Image.composite(Image.new("RGB", (big, big), bottom), Image.new("RGB", (big, big), top), image)
     cells = bytes(max(0, min(255, int(rng.gauss(128, 40)))) for _ in range(64))  # seeded, unlike effect_noise
     noise = Image.frombytes("L", (8, 8), cells).resize((big, big), Image.BILINEAR)
-    image = Image.blend(image, Image.merge("RGB", [noise] * 3), 0.08)
+    image = Image.blend(image, Image.merge("RGB", [noise] * 3), 0.05)
     for thing in scene.things:
         image.paste(_fill(thing, side, scale), (0, 0), _mask(thing, side, scale))
     return image.resize((side, side), Image.LANCZOS)
@@ -150,7 +150,7 @@ def render(scene: Scene, side: int = 64, scale: int = 4) -> Image.Image:
 def random_thing(rng: random.Random, position: str | None = None) -> Thing:
     """A thing with uniformly drawn attributes."""
     return Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(PATTERNS), rng.choice(SIZES),
-                 position or rng.choice(POSITIONS), rng.uniform(-0.15, 0.15))
+                 position or rng.choice(POSITIONS), rng.uniform(-0.12, 0.12))
 
 
 def random_scene(rng: random.Random, two_things: float = 0.3, must_include: Thing | None = None) -> Scene:
@@ -160,9 +160,10 @@ def random_scene(rng: random.Random, two_things: float = 0.3, must_include: Thin
     random position and size.
     """
     if rng.random() < two_things:
-        first, second = random_thing(rng, "left"), random_thing(rng, "right")
+        # Two things are both small, so they never overlap.
+        first, second = replace(random_thing(rng, "left"), size="small"), replace(random_thing(rng, "right"), size="small")
         while second.identity == first.identity:
-            second = random_thing(rng, "right")
+            second = replace(random_thing(rng, "right"), size="small")
         things = [first, second]
     else:
         things = [random_thing(rng)]
