@@ -22,8 +22,8 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m yochameleon.train +concept=demo run_name=demo-$$(date +%Y%m%d-%H%M%S)
 
-# The toy-world backbone: unpacked from the shipped weights, or pretrained (~20 min on 2 cores)
-# when the recipe changed; prints how well it knows its world.
+# The toy-world backbone: pretrained once (~27 min on 2 cores) and cached, or unpacked from
+# yochameleon/assets/toyworld/toyworld.safetensors when one is shipped; prints what it knows.
 toyworld: setup
 	$(PY) -m yochameleon.toyworld.build
 

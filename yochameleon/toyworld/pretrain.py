@@ -131,7 +131,7 @@ def train_vq(model, seed: int, steps: int, batch: int, progress=None) -> dict:
             usage.zero_()
         history.append(float(F.mse_loss(recon.detach(), pixels)))
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     vq.eval()
     for p in params:
         p.requires_grad_(False)
@@ -314,9 +314,9 @@ def train_lm(model, ids: Ids, rows: RowTrainer, seed: int, steps: int, batch: in
         torch.nn.utils.clip_grad_norm_(params + list(rows.parameters()), 1.0)
         optimizer.step()
         schedule.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     body.eval()
     for p in params:
         p.requires_grad_(False)
