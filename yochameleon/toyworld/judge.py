@@ -70,7 +70,7 @@ def train_judge(seed: int, steps: int = 600, batch: int = 48, progress=None) -> 
         loss.backward()
         optimizer.step()
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     judge.eval()
     held_out = [world.random_scene(random.Random(seed + 7_000_000 + i), two_things=0.0) for i in range(300)]
     return judge, {"judge_" + k: v for k, v in judge_accuracy(judge, held_out, [world.render(s) for s in held_out]).items()}
