@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from yochameleon.data import templates
+from yochameleon.data.samples import collate
 from yochameleon.toyworld import world
 
 log = logging.getLogger(__name__)
@@ -277,18 +278,6 @@ def trained_token_ids(tokenizer, vocab: dict[str, int], num_codes: int, first_im
     return torch.tensor(sorted(ids))
 
 
-def batch_tensors(examples: list[tuple[list[int], list[int]]], pad: int):
-    longest = max(len(t) for t, _ in examples)
-    ids = torch.full((len(examples), longest), pad)
-    labels = torch.full((len(examples), longest), -100)
-    mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, (t, lab) in enumerate(examples):
-        ids[row, :len(t)] = torch.tensor(t)
-        labels[row, :len(t)] = torch.tensor(lab)
-        mask[row, :len(t)] = 1
-    return ids, labels, mask
-
-
 def train_lm(model, ids: Ids, rows: RowTrainer, seed: int, steps: int, batch: int, lr: float, code_of,
              progress=None) -> dict:
     """Train the transformer and the world's rows on the mixture."""
@@ -306,9 +295,11 @@ def train_lm(model, ids: Ids, rows: RowTrainer, seed: int, steps: int, batch: in
     history = []
     for step in range(steps):
         examples = [make_example(kind, rng, ids, code_of) for kind in rng.choices(kinds, weights, k=batch)]
-        input_ids, labels, mask = batch_tensors(examples, ids.tokenizer.pad_token_id)
-        hidden = body(inputs_embeds=rows.embed(model, input_ids), attention_mask=mask).last_hidden_state
-        loss = rows.loss(hidden, labels)
+        padded = collate([{"input_ids": t, "labels": lab, "task": "world"} for t, lab in examples],
+                         ids.tokenizer.pad_token_id)
+        hidden = body(inputs_embeds=rows.embed(model, padded["input_ids"]),
+                      attention_mask=padded["attention_mask"]).last_hidden_state
+        loss = rows.loss(hidden, padded["labels"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params + list(rows.parameters()), 1.0)
