@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -89,3 +90,23 @@ def test_build_pack_and_unpack_round_trip(tmp_path):
     assert torch.equal(built.model.get_input_embeddings().weight[untrained],
                        restored.model.get_input_embeddings().weight[untrained])  # same seeded init
     assert load_judge(tmp_path / "unpacked").predict([world.render(world.scene(0, 0))])[0]["shape"] in world.SHAPES
+
+
+def test_object_mask_and_probe_targets_follow_the_scene():
+    from yochameleon.toyworld.pretrain import AttributeProbe
+
+    left = world.Thing("heart", "orange", "striped", "small", "left")
+    right = world.Thing("star", "blue", "dotted", "small", "right")
+    scene = world.Scene((left, right), "grey", 0)
+    mask = world.object_mask(scene)
+    assert mask.shape == (64, 64) and mask[32, 16] == 1.0 and mask[32, 48] == 1.0
+    assert mask[32, 32] == 0.0 and mask[2, 2] == 0.0  # between the things, and a corner
+    targets = AttributeProbe.targets([scene])
+    none = [len(world.SHAPES), len(world.COLOURS), len(world.PATTERNS)]
+    assert targets[0, world.POSITIONS.index("left")].tolist() == [
+        world.SHAPES.index("heart"), list(world.COLOURS).index("orange"), world.PATTERNS.index("striped")]
+    assert targets[0, world.POSITIONS.index("middle")].tolist() == none
+    probe = AttributeProbe(embed_dim=4, side=8)
+    loss = probe.loss(torch.zeros(1, 4, 8, 8), [scene])
+    # Zero latents: only the small random bias speaks, so each attribute's loss is about log(classes).
+    assert abs(float(loss) - sum(math.log(k) for k in AttributeProbe.SIZES)) < 0.5

@@ -147,6 +147,16 @@ def render(scene: Scene, side: int = 64, scale: int = 4) -> Image.Image:
     return image.resize((side, side), Image.LANCZOS)
 
 
+def object_mask(scene: Scene, side: int = 64):
+    """(side, side) float array in [0, 1]: where the scene's things are drawn."""
+    import numpy as np
+
+    mask = np.zeros((side, side), np.float32)
+    for thing in scene.things:
+        mask = np.maximum(mask, np.asarray(_mask(thing, side, 1), np.float32) / 255)
+    return mask
+
+
 def random_thing(rng: random.Random, position: str | None = None) -> Thing:
     """A thing with uniformly drawn attributes."""
     return Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(PATTERNS), rng.choice(SIZES),
