@@ -1,4 +1,4 @@
-"""Two real processes on CPU (torchrun: DDP over gloo; DeepSpeed ZeRO-2, with and without optimizer offload)
+"""Two real processes on CPU (torchrun: DDP over gloo; DeepSpeed ZeRO-2 and ZeRO-3, with and without offload)
 end with the same adapter as one process."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["zero2", "zero2_offload"])
+@pytest.mark.parametrize("config", ["zero2", "zero2_offload", "zero3", "zero3_offload"])
 def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, tiny_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
@@ -56,6 +56,13 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, tiny_
     assert zero2.returncode == 0, zero2.stderr[-3000:]
     summary = json.loads((tmp_path / "corgi" / "zero2" / "summary.json").read_text())
     assert summary["launcher"] == "DEEPSPEED x2"  # really DeepSpeed, not a silent fallback to DDP
+    assert summary["deepspeed_zero_stage"] == int(config[4])
+    if config == "zero3":  # ZeRO-3 cannot continue a checkpoint exactly: refused, nothing touched
+        before = (tmp_path / "corgi" / "zero2" / "checkpoint" / "state.json").read_text()
+        again = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=zero2",
+                                "trainer.resume=true"], capture_output=True, text=True, env=env, timeout=600)
+        assert again.returncode != 0 and "ZeRO-3" in again.stderr + again.stdout
+        assert (tmp_path / "corgi" / "zero2" / "checkpoint" / "state.json").read_text() == before
     plain_env = {k: v for k, v in env.items() if not k.startswith(("ACCELERATE_", "DS_"))}
     single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
                             capture_output=True, text=True, env=plain_env, timeout=600)

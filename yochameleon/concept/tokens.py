@@ -102,6 +102,17 @@ class PersonalizedTokens(nn.Module):
         return f"{self.identifier} is {self.g_tokens}{self.u_tokens}."
 
     # ---- the math ---------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None,
+                hidden: torch.Tensor | None = None, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """`inject(input_ids, embeds)` or `patch_logits(hidden, logits)` through `nn.Module.__call__`.
+
+        Callers go through here so that DeepSpeed ZeRO-3, which gathers a module's partitioned
+        parameters in hooks around its forward, has the rows in place when they are read.
+        """
+        if input_ids is not None:
+            return self.inject(input_ids, embeds)
+        return self.patch_logits(hidden, logits)
+
     def inject(self, input_ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """Replace the embeddings at this concept's ids with the trainable rows."""
         slot = _slots(input_ids, self.token_ids)  # (B, T), -1 where not ours

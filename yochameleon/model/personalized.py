@@ -34,7 +34,7 @@ class PersonalizedChameleon(nn.Module):
         """Token embeddings with every concept's rows injected."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
         for concept in self.concepts:
-            embeds = concept.inject(input_ids, embeds)
+            embeds = concept(input_ids=input_ids, embeds=embeds)
         return embeds
 
     def hidden_states(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
@@ -50,7 +50,7 @@ class PersonalizedChameleon(nn.Module):
         """Full-vocabulary logits (image tokens included) for the given hidden states."""
         logits = self.backbone.lm_head(hidden)
         for concept in self.concepts:
-            logits = concept.patch_logits(hidden, logits)
+            logits = concept(hidden=hidden, logits=logits)
         return logits
 
     def forward(self, input_ids, attention_mask, labels) -> dict:

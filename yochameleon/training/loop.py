@@ -96,6 +96,41 @@ def main_process_first(rank: int):
         barrier()
 
 
+def zero3_enabled(accelerator) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions the parameters (every rank must then take part in
+    every forward, evaluation included, since each one gathers its weights from all ranks)."""
+    plugin = accelerator.state.deepspeed_plugin
+    return plugin is not None and int(plugin.zero_stage) == 3
+
+
+@contextlib.contextmanager
+def _without_zero_init(accelerator, zero3: bool):
+    """Hide the DeepSpeed config from transformers while the block runs, so `from_pretrained`
+    loads whole weights instead of partitioning them in `deepspeed.zero.Init`."""
+    if not zero3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+@contextlib.contextmanager
+def whole_rows(tokens, zero3: bool):
+    """The concept's rows whole on this rank while the block runs (all ranks must enter under ZeRO-3)."""
+    if not zero3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=None):
+        yield
+
+
 def _gather_task_losses(tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
     """(task, loss) for every sample of the global batch, gathered from all processes."""
     import torch.distributed as dist
@@ -163,13 +198,23 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     torch.manual_seed(int(cfg.seed))
     world, rank = process_layout(accelerator)
     main = rank == 0
+    zero3 = zero3_enabled(accelerator)
+    evaluates = main or zero3  # under ZeRO-3 every rank runs the evaluation forwards; only the main one logs
     if main:
         log.info("launcher: %s, %d process(es), device %s, precision %s",
                  accelerator.distributed_type.value, world, accelerator.device, precision)
+    if resuming and zero3:
+        raise YoChameleonError(
+            f"trainer.resume=true under DeepSpeed ZeRO-3: the checkpoint in {run_dir} holds the rows and one "
+            "optimizer state, not ZeRO-3's per-rank shards, so it cannot continue exactly. Resume with the launcher "
+            "that wrote it (one process, DDP), or start a new run with run_name=<new name>. Nothing was changed.")
     if int(tcfg.batch_size) < world:
         raise YoChameleonError(f"trainer.batch_size={tcfg.batch_size} is the global batch and must be at least the "
                                f"number of processes ({world})")
-    with main_process_first(rank):  # rank 0 builds/caches the tiny model and the preparation first
+    # Rank 0 builds/caches the tiny model and the preparation first. Under ZeRO-3 the backbone is
+    # still loaded whole (no zero.Init): VQ encoding and token set-up read it before the engine
+    # partitions it at `prepare`, and a rank-0-first load would deadlock zero.Init's collectives.
+    with main_process_first(rank), _without_zero_init(accelerator, zero3):
         backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=accelerator.device)
     recipe = cfg.recipe
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, concept.name,
@@ -199,10 +244,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     if accelerator.state.deepspeed_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)  # evaluation and sampling bypass any DDP wrapper
+    # Read from the whole weights, before ZeRO-3 may partition them in `prepare`.
     facts = _run_facts(cfg, backbone, tokens)
     fingerprint = backbone.fingerprint() | {"path": str(backbone.path), "model_config": cfg.model.name}
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)  # evaluation and sampling bypass any DDP wrapper
     adapter_extra = {**facts, "system_prefix": tokens.system_prefix(),
                      "recipe": OmegaConf.to_container(recipe, resolve=True)}
 
@@ -243,7 +289,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         record = {"train/loss": step_loss, "train/epoch": (step * accum) / micro_per_epoch}
         record |= {f"train/loss/{task}": sum(v) / len(v) for task, v in task_losses.items()}
         done = step + 1
-        if (done % int(tcfg.eval_every) == 0 or done == total_steps) and main:
+        if (done % int(tcfg.eval_every) == 0 or done == total_steps) and evaluates:
             model.eval()
             metrics = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
             model.train()
@@ -252,29 +298,36 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 image = sample_image(inner, builder, int(cfg.seed), float(tcfg.sample_guidance))
                 path = run_dir / "samples" / f"step_{done:06d}.png"
                 path.parent.mkdir(exist_ok=True)
-                image.save(path)
+                if main:
+                    image.save(path)
                 logger.log_image("samples/image", image, f"A photo of <{concept.name}>. (step {done})", step=done)
             score = metrics.get(select_by, -math.inf)
             if score > best:
                 best = score
-                save_adapter(run_dir / "best", tokens, fingerprint, adapter_extra | {"step": done, select_by: score})
+                with whole_rows(tokens, zero3):
+                    if main:
+                        save_adapter(run_dir / "best", tokens, fingerprint, adapter_extra | {"step": done, select_by: score})
             bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
         logger.log(record, step=done)
         bar.update(1)
-        if (done % int(tcfg.checkpoint_every) == 0 or done == total_steps) and main:
-            save_checkpoint(run_dir, tokens, optimizer,
-                            {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
-                            fingerprint, facts)
+        if (done % int(tcfg.checkpoint_every) == 0 or done == total_steps) and evaluates:
+            with whole_rows(tokens, zero3):
+                if main:
+                    save_checkpoint(run_dir, tokens, optimizer,
+                                    {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
+                                    fingerprint, facts)
     bar.close()
     barrier()
+    with whole_rows(tokens, zero3):
+        if main:
+            save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
+    if evaluates:
+        model.eval()
+        final = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
+        # Forced token group: shows what the rows learnt, whatever the inference setting.
+        answer = generate_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
     if not main:
         return {"run_dir": str(run_dir), "rank": rank, "steps": total_steps}
-
-    save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
-    model.eval()
-    final = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
-    # Forced token group: shows what the rows learnt, whatever the inference setting.
-    answer = generate_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
     logger.log_text("samples/answers", ["question", "answer"], [[templates.FALLBACK_TEXT_QA[0][0], answer]],
                     step=total_steps)
     summary = {
@@ -285,6 +338,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "final": final, "best": {select_by: best}, "sample_answer": answer,
         "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
         "launcher": f"{accelerator.distributed_type.value} x{world}",
+        "deepspeed_zero_stage": (int(accelerator.state.deepspeed_plugin.zero_stage)
+                                 if accelerator.state.deepspeed_plugin is not None else None),
     }
     if losses:
         tenth = max(1, len(losses) // 10)
