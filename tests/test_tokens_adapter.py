@@ -7,7 +7,7 @@ import torch
 
 from yochameleon.concept.adapter import AdapterError, load_adapter, save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError
-from yochameleon.model.personalized import PersonalizedChameleon
+from yochameleon.model.personalized import PersonalizedChameleon, length_groups
 
 
 def make_tokens(backbone, name="bo", first="<reserved16200>", k_g=4, k_u=3):
@@ -38,6 +38,32 @@ def test_only_the_concept_rows_get_gradients(backbone):
     assert tokens.input_rows.grad is not None and tokens.input_rows.grad.abs().sum() > 0
     assert tokens.output_rows.grad is not None and tokens.output_rows.grad.abs().sum() > 0
     assert all(p.grad is None for p in backbone.model.parameters())
+
+
+def test_length_groups_train_exactly_like_one_padded_batch(backbone):
+    assert length_groups([300, 40, 290, 310], 0.5) == [[3, 0, 2], [1]]
+    assert length_groups([10, 10], 0.5) == [[0, 1]]
+    tokens = make_tokens(backbone)
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for length in (40, 9, 36):  # two long samples and a short one: two groups
+        body = torch.randint(9000, 9500, (length,), generator=generator).tolist()
+        rows.append([0, *tokens.token_ids.tolist(), *body])
+    longest = max(map(len, rows))
+    ids = torch.full((3, longest), backbone.tokenizer.pad_token_id)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
+        labels[r, len(row) - 5:len(row)] = ids[r, len(row) - 5:len(row)]
+    results = []
+    for ratio in (0.5, 0.0):
+        tokens.zero_grad(set_to_none=True)
+        out = PersonalizedChameleon(backbone.model, [tokens], ratio)(ids, mask, labels)
+        out["loss"].backward()
+        results.append((out["per_sample"].detach(), tokens.input_rows.grad.clone()))
+    (grouped, grad_grouped), (one, grad_one) = results
+    assert torch.allclose(grouped, one, atol=1e-5)  # per-sample losses in the original row order
+    assert torch.allclose(grad_grouped, grad_one, atol=1e-6)
 
 
 def test_injection_and_logit_patch_touch_only_concept_ids(backbone):

@@ -22,10 +22,11 @@ IGNORE_INDEX = -100
 class PersonalizedChameleon(nn.Module):
     """Frozen backbone + `PersonalizedTokens` modules (only those have parameters that train)."""
 
-    def __init__(self, backbone_model, concepts: list[PersonalizedTokens]):
+    def __init__(self, backbone_model, concepts: list[PersonalizedTokens], length_group_ratio: float = 0.5):
         super().__init__()
         self.backbone = backbone_model
         self.concepts = nn.ModuleList(concepts)
+        self.length_group_ratio = length_group_ratio  # see `length_groups`; 0 pads the whole batch together
         ids = [int(i) for c in concepts for i in c.token_ids]
         if len(ids) != len(set(ids)):
             raise TokenLayoutError("two loaded concepts use the same token ids; load them with remapping")
@@ -54,7 +55,25 @@ class PersonalizedChameleon(nn.Module):
         return logits
 
     def forward(self, input_ids, attention_mask, labels) -> dict:
-        """Next-token loss on `labels` != -100: mean per sample, then over the batch."""
+        """Next-token loss on `labels` != -100: mean per sample, then over the batch.
+
+        Right-padded rows run in groups of similar length (`length_groups`), each cut to its own
+        longest row, so a 40-token text question is not padded to a 1000-token image sample. The
+        loss is the same; one backward covers every group (DDP and DeepSpeed see one step).
+        """
+        lengths = attention_mask.sum(1).tolist()
+        right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+        if not (self.length_group_ratio and right_padded and len(lengths) > 1):
+            return self._loss(input_ids, attention_mask, labels)
+        per_sample = None
+        for rows in length_groups(lengths, self.length_group_ratio):
+            index = torch.tensor(rows, device=input_ids.device)
+            n = max(lengths[r] for r in rows)
+            part = self._loss(input_ids[index, :n], attention_mask[index, :n], labels[index, :n])["per_sample"]
+            per_sample = (part.new_zeros(len(lengths)) if per_sample is None else per_sample).index_copy(0, index, part)
+        return {"loss": per_sample.mean(), "per_sample": per_sample}
+
+    def _loss(self, input_ids, attention_mask, labels) -> dict:
         hidden, _ = self.hidden_states(input_ids, attention_mask)
         targets = labels[:, 1:]
         mask = targets != IGNORE_INDEX
@@ -105,6 +124,18 @@ class PersonalizedChameleon(nn.Module):
             position_ids = position_ids[:, -1:] + 1
             hidden, cache = self.hidden_states(next_ids[:, None], mask, position_ids, cache, use_cache=True)
         return [[t for t in out if t not in stop_ids] for out in outputs]
+
+
+def length_groups(lengths: list[int], ratio: float) -> list[list[int]]:
+    """Row indices grouped longest first: a row joins the current group while its length is at
+    least `ratio` x the group's longest, so no row is padded to more than 1/ratio its length."""
+    groups: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and lengths[row] >= ratio * lengths[groups[-1][0]]:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def decode_text(backbone, concepts, ids: list[int]) -> str:
