@@ -240,7 +240,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     micro_per_epoch = plan.steps_per_epoch(batch_size)
     total_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else math.ceil(tcfg.epochs * micro_per_epoch / accum)
 
-    model = PersonalizedChameleon(backbone.model, [tokens], float(tcfg.get("length_group_ratio", 0.5)))
+    # Under ZeRO-3 every module call gathers weights collectively, so all ranks must make the same
+    # calls: length groups (their number depends on each rank's samples) are off there.
+    model = PersonalizedChameleon(backbone.model, [tokens], 0.0 if zero3 else float(tcfg.get("length_group_ratio", 0.5)))
     if accelerator.state.deepspeed_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
