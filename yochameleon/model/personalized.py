@@ -65,12 +65,12 @@ class PersonalizedChameleon(nn.Module):
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
         if not (self.length_group_ratio and right_padded and len(lengths) > 1):
             return self._loss(input_ids, attention_mask, labels)
-        per_sample = None
+        per_sample = torch.zeros(len(lengths), device=input_ids.device)
         for rows in length_groups(lengths, self.length_group_ratio):
             index = torch.tensor(rows, device=input_ids.device)
             n = max(lengths[r] for r in rows)
             part = self._loss(input_ids[index, :n], attention_mask[index, :n], labels[index, :n])["per_sample"]
-            per_sample = (part.new_zeros(len(lengths)) if per_sample is None else per_sample).index_copy(0, index, part)
+            per_sample = per_sample.index_copy(0, index, part)
         return {"loss": per_sample.mean(), "per_sample": per_sample}
 
     def _loss(self, input_ids, attention_mask, labels) -> dict:

@@ -119,16 +119,13 @@ def _without_zero_init(accelerator, zero3: bool):
         accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
 
-@contextlib.contextmanager
 def whole_rows(tokens, zero3: bool):
-    """The concept's rows whole on this rank while the block runs (all ranks must enter under ZeRO-3)."""
+    """A context with the concept's rows whole on this rank (all ranks must enter it under ZeRO-3)."""
     if not zero3:
-        yield
-        return
+        return contextlib.nullcontext()
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=None):
-        yield
+    return deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=None)
 
 
 def _gather_task_losses(tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
@@ -198,6 +195,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     torch.manual_seed(int(cfg.seed))
     world, rank = process_layout(accelerator)
     main = rank == 0
+    ds_plugin = accelerator.state.deepspeed_plugin
     zero3 = zero3_enabled(accelerator)
     evaluates = main or zero3  # under ZeRO-3 every rank runs the evaluation forwards; only the main one logs
     if main:
@@ -243,8 +241,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     # Under ZeRO-3 every module call gathers weights collectively, so all ranks must make the same
     # calls: length groups (their number depends on each rank's samples) are off there.
     model = PersonalizedChameleon(backbone.model, [tokens], 0.0 if zero3 else float(tcfg.get("length_group_ratio", 0.5)))
-    if accelerator.state.deepspeed_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
+    if ds_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
+        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
     # Read from the whole weights, before ZeRO-3 may partition them in `prepare`.
     facts = _run_facts(cfg, backbone, tokens)
@@ -298,9 +296,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             record |= metrics
             if draw_samples:
                 image = sample_image(inner, builder, int(cfg.seed), float(tcfg.sample_guidance))
-                path = run_dir / "samples" / f"step_{done:06d}.png"
-                path.parent.mkdir(exist_ok=True)
                 if main:
+                    path = run_dir / "samples" / f"step_{done:06d}.png"
+                    path.parent.mkdir(exist_ok=True)
                     image.save(path)
                 logger.log_image("samples/image", image, f"A photo of <{concept.name}>. (step {done})", step=done)
             score = metrics.get(select_by, -math.inf)
@@ -340,8 +338,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "final": final, "best": {select_by: best}, "sample_answer": answer,
         "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
         "launcher": f"{accelerator.distributed_type.value} x{world}",
-        "deepspeed_zero_stage": (int(accelerator.state.deepspeed_plugin.zero_stage)
-                                 if accelerator.state.deepspeed_plugin is not None else None),
+        "deepspeed_zero_stage": int(ds_plugin.zero_stage) if ds_plugin is not None else None,
     }
     if losses:
         tenth = max(1, len(losses) // 10)
