@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m yochameleon.train +concept=demo run_name=demo-$$(date +%Y%m%d-%H%M%S)
 
-# The toy-world backbone: pretrained once (~27 min on 2 cores) and cached, or unpacked from
+# The toy-world backbone: pretrained once (~40 min on 2 cores) and cached, or unpacked from
 # yochameleon/assets/toyworld/toyworld.safetensors when one is shipped; prints what it knows.
 toyworld: setup
 	$(PY) -m yochameleon.toyworld.build

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -72,9 +73,13 @@ def test_build_pack_and_unpack_round_trip(tmp_path):
     from yochameleon.toyworld.pretrain import build_toyworld_checkpoint
     from yochameleon.toyworld.ship import pack, packed_key, unpack
 
-    spec = {"vq_steps": 2, "vq_batch": 2, "lm_steps": 2, "lm_batch": 2, "judge_steps": 1}
+    spec = {"vq_steps": 2, "vq_batch": 2, "lm_steps": 2, "lm_batch": 2, "focus_steps": [1, 1, 1, 1], "judge_steps": 1}
     report = build_toyworld_checkpoint(tmp_path / "built", spec, show_progress=False)
-    assert report["lm_loss_first"] > 0 and set(report) >= {"vq_mse_last", "judge_shape", "total_seconds"}
+    assert report["lm_loss_first"] > 0 and report["focus_loss_first"] > 0
+    assert set(report) >= {"vq_mse_last", "judge_shape", "total_seconds"}
+    # Stages 1 and 2 are cached beside the build: a second build with another stage 3 reuses them.
+    assert len(list(tmp_path.glob("toyworld-vq-*.safetensors"))) == 1
+    assert len(list(tmp_path.glob("toyworld-lm-*.safetensors"))) == 1
     target = pack(tmp_path / "built", tmp_path / "toy.safetensors")
     assert target.stat().st_size < 8 * 2**20  # only the rows the world uses, in float16
     unpack(tmp_path / "unpacked", target)
@@ -110,3 +115,38 @@ def test_object_mask_and_probe_targets_follow_the_scene():
     loss = probe.loss(torch.zeros(1, 4, 8, 8), [scene])
     # Zero latents: only the small random bias speaks, so each attribute's loss is about log(classes).
     assert abs(float(loss) - sum(math.log(k) for k in AttributeProbe.SIZES)) < 0.5
+
+
+@pytest.mark.parametrize("kind", ["verify", "verify_colour", "define_recognize_colour", "define_recognize_shape",
+                                  "define_recognize_pattern"])
+def test_yes_no_curriculum_examples_are_answered_by_the_one_attribute_that_decides(backbone, kind):
+    from yochameleon.toyworld import pretrain
+
+    tokenizer = backbone.tokenizer
+    ids = pretrain.Ids(tokenizer, 0, 1, 2, 3, 4, [10000])
+    shown = []
+
+    def code_of(scene):
+        shown.append(scene)
+        return torch.zeros(64, dtype=torch.long)
+
+    rng = random.Random(0)
+    answers = []
+    for _ in range(24):
+        tokens, labels = pretrain.make_example(kind, rng, ids, code_of)
+        thing = shown[-1].things[0]
+        text = tokenizer.decode([t for t in tokens if t > 4])
+        answer = tokenizer.decode([t for t in labels if t > 4]).strip()
+        answers.append(answer)
+        if kind.startswith("verify"):
+            asked = text.split("Is the thing ")[1].split("?")[0].removeprefix("a ")
+            attribute = next(a for a in world.ATTRIBUTES if asked in world.ATTRIBUTE_VALUES[a])
+            assert kind == "verify" or attribute == "colour"
+            assert answer == ("Yes." if getattr(thing, attribute) == asked else "No."), text
+        else:
+            attribute = kind.removeprefix("define_recognize_")
+            defined = text.split(" is ")[1].split(".")[0].split()  # ["an", "orange", "striped", "heart"]
+            differs = [a for a in world.ATTRIBUTES if getattr(thing, a) not in defined]
+            assert differs in ([], [attribute]), text
+            assert answer == ("No." if differs else "Yes."), text
+    assert {"Yes.", "No."} <= set(answers)

@@ -59,7 +59,7 @@ def ensure_toyworld_checkpoint(cache_dir: str | Path | None = None, spec: dict |
         log.info("unpacking the shipped toy-world backbone into %s", target)
         unpack(target)
     if not (target / "config.json").exists():
-        log.warning("pretraining the toy-world backbone into %s (once, about 27 minutes on 2 CPU cores; "
+        log.warning("pretraining the toy-world backbone into %s (once, about 40 minutes on 2 CPU cores; "
                     "cached afterwards)", target)
         build_toyworld_checkpoint(target, spec, show_progress=show_progress)
     return target

@@ -25,6 +25,7 @@ BACKGROUNDS = {"grey": (128, 128, 128), "black": (20, 20, 24), "brown": (110, 75
 SIZE_PX = {"small": 26, "large": 38}
 POSITION_X = {"left": 0.25, "middle": 0.5, "right": 0.75}
 ATTRIBUTES = ("shape", "colour", "pattern")  # what identifies an object (a concept is one such triple)
+ATTRIBUTE_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS}
 
 
 @dataclass(frozen=True)
