@@ -14,6 +14,7 @@ COLUMNS = (
     ("recognition", ("recognition", "weighted")),
     ("rec. positive", ("recognition", "positive")),
     ("rec. negative", ("recognition", "negative")),
+    ("rec. AUROC", ("recognition", "auroc")),
     ("rec. free answer", ("recognition", "free_answer", "weighted")),
     ("visual QA", ("vqa", "accuracy")),
     ("text QA", ("text_qa", "accuracy")),

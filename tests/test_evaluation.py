@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,7 +40,12 @@ def test_free_answers_are_parsed_by_whole_words(text, verdict):
 
 def test_recognition_accuracy_on_known_cases():
     result = recognition_accuracy(torch.tensor([0.9, 0.2, 0.7, 0.6]), torch.tensor([0.1, 0.8]))
-    assert result == {"positive": 0.75, "negative": 0.5, "weighted": 0.625}
+    # AUROC: of the 8 (positive, negative) pairs, every positive beats 0.1 and only 0.9 beats 0.8.
+    assert result == {"positive": 0.75, "negative": 0.5, "weighted": 0.625, "auroc": pytest.approx(5 / 8)}
+    # Ranked perfectly but all below the threshold: chance accuracy, AUROC 1.
+    result = recognition_accuracy(torch.tensor([0.4, 0.3]), torch.tensor([0.2, 0.1, 0.05]))
+    assert result["weighted"] == 0.5 and result["auroc"] == 1.0
+    assert math.isnan(recognition_accuracy(torch.tensor([0.4]), torch.zeros(0))["auroc"])
 
 
 # ---- multiple choice from letter logits --------------------------------------------------------------

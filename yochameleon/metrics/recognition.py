@@ -56,7 +56,19 @@ def yes_probabilities(model, builder, images: list, question: str = DEFAULT_QUES
 
 
 def recognition_accuracy(p_yes_positives: torch.Tensor, p_yes_negatives: torch.Tensor) -> dict:
-    """Positive, negative and weighted (0.5 pos + 0.5 neg) accuracy at the 0.5 threshold."""
+    """Positive, negative and weighted (0.5 pos + 0.5 neg) accuracy at the 0.5 threshold, and AUROC.
+
+    The accuracies are the Yo'LLaVA protocol. AUROC (P(Yes) of positives ranked above negatives;
+    0.5 is chance) does not depend on the threshold: an adapter that ranks every positive above
+    every negative but answers No to all of them scores weighted 0.5 and AUROC 1.0.
+    """
+    from torchmetrics.functional.classification import binary_auroc
+
     pos = float((p_yes_positives > 0.5).float().mean()) if len(p_yes_positives) else float("nan")
     neg = float((p_yes_negatives <= 0.5).float().mean()) if len(p_yes_negatives) else float("nan")
-    return {"positive": pos, "negative": neg, "weighted": 0.5 * pos + 0.5 * neg}
+    auroc = float("nan")
+    if len(p_yes_positives) and len(p_yes_negatives):
+        scores = torch.cat([p_yes_positives, p_yes_negatives]).float()
+        truth = torch.cat([torch.ones(len(p_yes_positives)), torch.zeros(len(p_yes_negatives))]).long()
+        auroc = float(binary_auroc(scores, truth))
+    return {"positive": pos, "negative": neg, "weighted": 0.5 * pos + 0.5 * neg, "auroc": auroc}

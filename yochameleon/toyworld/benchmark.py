@@ -6,7 +6,9 @@ For each (concept, recipe) it runs the normal training (`yochameleon.train`'s co
 `+concept=toy-<name> recipe=<recipe>`), then measures on the trained adapter:
 
 - held-out recognition, weighted accuracy (the concept's 10 held-out renders vs 20 held-out
-  negatives, a third of them look-alikes), from the run's final evaluation;
+  negatives, a third of them look-alikes), and the AUROC of P(Yes) over the same images (does
+  the adapter rank the concept above the rest, whatever the Yes/No threshold), from the run's
+  final evaluation;
 - text-only QA: "What colour / pattern / shape is <name>?" with no image, never trained on
   (the toy concepts have no conversation file and generated conversations are off): the
   highest logit among the attribute's values after the understanding tokens;
@@ -87,7 +89,8 @@ def run_one(concept: str, recipe: str, seed: int, out: Path, cache_dir: Path, n_
                "train_seconds": round(time.perf_counter() - started, 1),
                "recognition": summary["final"]["eval/recognition/weighted"],
                "recognition_positive": summary["final"]["eval/recognition/positive"],
-               "recognition_negative": summary["final"]["eval/recognition/negative"]}
+               "recognition_negative": summary["final"]["eval/recognition/negative"],
+               "recognition_auroc": summary["final"]["eval/recognition/auroc"]}
     pm = PersonalizedModel.load(run_dir / "adapter", device="cpu", cache_dir=cache_dir)
     figures.update(text_qa(pm, concept))
     # Measured for every recipe, also those that never train generation (their g-tokens are untrained).
@@ -101,9 +104,10 @@ def run_one(concept: str, recipe: str, seed: int, out: Path, cache_dir: Path, n_
 
 def table(rows: list[dict]) -> str:
     """Means over concepts per recipe."""
-    columns = ("recognition", "text_qa", "generation", "generation_colour", "generation_shape", "generation_pattern")
-    lines = ["| recipe | concepts | held-out recognition | text QA | generation (all 3 right) | colour | shape | "
-             "pattern |", "|---|---|---|---|---|---|---|---|"]
+    columns = ("recognition", "recognition_auroc", "text_qa", "generation", "generation_colour", "generation_shape",
+               "generation_pattern")
+    lines = ["| recipe | concepts | held-out recognition | recognition AUROC | text QA | generation (all 3 right) | "
+             "colour | shape | pattern |", "|---|---|---|---|---|---|---|---|---|"]
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         mine = [r for r in rows if r["recipe"] == recipe]
         means = [sum(r[c] for r in mine) / len(mine) for c in columns]
