@@ -150,3 +150,12 @@ def test_yes_no_curriculum_examples_are_answered_by_the_one_attribute_that_decid
             assert differs in ([], [attribute]), text
             assert answer == ("No." if differs else "Yes."), text
     assert {"Yes.", "No."} <= set(answers)
+
+
+def test_shipped_pack_is_the_current_toy_build():
+    from yochameleon.toyworld import build, ship
+
+    key = build.toyworld_dir().name.removeprefix("toyworld-")
+    assert ship.packed_key() == key, (
+        f"{ship.PACK} does not hold the current toy build {key}: the build recipe changed; "
+        "run `make toyworld-pack` and commit the new pack")
