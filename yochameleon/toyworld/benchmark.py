@@ -33,7 +33,6 @@ from yochameleon.toyworld.build import CONCEPTS
 
 RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
            "no-self-prompting")
-VALUES = {"colour": tuple(world.COLOURS), "pattern": world.PATTERNS, "shape": world.SHAPES}
 
 
 @torch.no_grad()
@@ -50,7 +49,7 @@ def text_qa(pm, name: str) -> dict:
         prompt = answer_prompts(pm.model, builder, [builder.prompt_ids(question)], "text_qa", "forced")
         ids, mask = left_pad(prompt, pm.backbone.tokenizer.pad_token_id)
         logits = pm.model.last_logits(ids, mask)[0]
-        values = VALUES[attribute]
+        values = world.ATTRIBUTE_VALUES[attribute]
         columns = first_token_ids(pm.backbone.tokenizer, [f"{v}." for v in values])
         correct[attribute] = values[int(logits[columns].argmax())] == getattr(thing, attribute)
     return {"text_qa": sum(correct.values()) / len(correct), **{f"text_qa_{k}": float(v) for k, v in correct.items()}}
@@ -61,9 +60,9 @@ def generation(pm, name: str, judge, n: int, seed: int) -> dict:
     images = pm.generate_images(f"A photo of <{name}>.", n=n, temperature=0.7, seed=seed, batch_size=n)
     verdicts = judge.predict(images)
     thing = CONCEPTS[name]
-    right = [{a: v[a] == getattr(thing, a) for a in VALUES} for v in verdicts]
+    right = [{a: v[a] == getattr(thing, a) for a in world.ATTRIBUTES} for v in verdicts]
     out = {"generation": sum(all(r.values()) for r in right) / n}
-    out.update({f"generation_{a}": sum(r[a] for r in right) / n for a in VALUES})
+    out.update({f"generation_{a}": sum(r[a] for r in right) / n for a in world.ATTRIBUTES})
     return out, images
 
 

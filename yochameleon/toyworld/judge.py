@@ -15,7 +15,7 @@ from torch import nn
 
 from yochameleon.toyworld import world
 
-HEADS = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "pattern": world.PATTERNS}
+HEADS = world.ATTRIBUTE_VALUES
 
 
 class AttributeJudge(nn.Module):

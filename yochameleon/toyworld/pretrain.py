@@ -116,7 +116,7 @@ class AttributeProbe(torch.nn.Module):
     straight-through quantizer into the encoder, so the codes must carry the attributes.
     """
 
-    SIZES = (len(world.SHAPES) + 1, len(world.COLOURS) + 1, len(world.PATTERNS) + 1)
+    SIZES = tuple(len(world.ATTRIBUTE_VALUES[a]) + 1 for a in world.ATTRIBUTES)
 
     def __init__(self, embed_dim: int, side: int):
         super().__init__()
@@ -125,7 +125,7 @@ class AttributeProbe(torch.nn.Module):
     @staticmethod
     def targets(scenes) -> torch.Tensor:
         """(B, slots, 3) class ids; the last class of each attribute means 'no thing here'."""
-        values = (world.SHAPES, tuple(world.COLOURS), world.PATTERNS)
+        values = [world.ATTRIBUTE_VALUES[a] for a in world.ATTRIBUTES]
         out = torch.tensor([len(v) for v in values]).repeat(len(scenes), len(world.POSITIONS), 1)
         for row, scene in enumerate(scenes):
             for thing in scene.things:
@@ -250,7 +250,7 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
         thing = scene.things[0]
         attribute = "colour" if kind == "verify_colour" else rng.choice(world.ATTRIBUTES)
         truth = getattr(thing, attribute)
-        asked = truth if rng.random() < 0.5 else rng.choice([v for v in world.ATTRIBUTE_VALUES[attribute] if v != truth])
+        asked = truth if rng.random() < 0.5 else world.other_value(attribute, truth, rng)
         question = f"Is the thing {'a ' if attribute == 'shape' else ''}{asked}?"
         return _example(ids, ids.image(code_of(scene)) + ids.text(question), ids.text("Yes." if asked == truth else "No."))
     if kind == "generate":
@@ -267,7 +267,7 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
     if kind.startswith("define_recognize_"):  # one attribute decides: the shown thing differs only there
         attribute = kind.removeprefix("define_recognize_")
         positive = rng.random() < 0.5
-        other = rng.choice([v for v in world.ATTRIBUTE_VALUES[attribute] if v != getattr(thing, attribute)])
+        other = world.other_value(attribute, getattr(thing, attribute), rng)
         scene = world.random_scene(rng, two_things=0.0, must_include=thing if positive else replace(thing, **{attribute: other}))
         question = rng.choice(templates.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
         return _example(ids, prefix + ids.image(code_of(scene)) + ids.text(question),
@@ -304,7 +304,7 @@ MIXTURE = {"caption": 0.10, "vqa": 0.16, "verify": 0.12, "generate": 0.10, "defi
 # Half the recognition answers are a bare "Yes."/"No.": the loss is averaged per example, and in a
 # ten-token answer the one token that decides gets a tenth of the weight (measured: with the long
 # answers only and no `verify` family, 4500 steps left definition recognition at chance, 0.50;
-# fine-tuning on bare answers alone lifted single-attribute checks to 0.99 within 700 steps).
+# fine-tuning build 3 on bare-answer colour checks alone lifted them to 0.99 within 700 steps).
 SHORT_ANSWER = 0.5
 # Stage 3. Yes/no questions are never learnt inside the broad mixture (measured on build 4's
 # stage 2, 6000 steps with `verify` at 12%: single-attribute checks 0.52, definition
@@ -444,6 +444,21 @@ def spec_key(spec: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _cached_stage(file: Path, module: torch.nn.Module, run) -> dict:
+    """A build stage: `module`'s weights and the stage report from `file`, or `run()` then both saved atomically."""
+    from safetensors.torch import load_file, save_file
+
+    if file.is_file():
+        module.load_state_dict(load_file(str(file)))
+        return json.loads(file.with_suffix(".json").read_text())
+    report = run()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(file) + ".tmp")
+    file.with_suffix(".json").write_text(json.dumps(report))
+    Path(str(file) + ".tmp").replace(file)
+    return report
+
+
 def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, show_progress: bool = True) -> dict:
     """Pretrain the toy backbone and write it in HF format; returns the build report."""
     from tqdm.auto import tqdm
@@ -463,22 +478,15 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
 
     # Stage 1 is cached on its own (keyed by the VQ settings), so changing the language-model
     # recipe does not retrain the tokenizer.
-    from safetensors.torch import load_file, save_file
-
-    vq_file = Path(out_dir).parent / f"toyworld-vq-{vq_key(spec)}.safetensors"
-    vq = model.model.vqmodel
-    if vq_file.is_file():
-        vq.load_state_dict(load_file(str(vq_file)))
-        vq_report = json.loads(vq_file.with_suffix(".json").read_text())
-    else:
+    def stage1() -> dict:
         bar = tqdm(total=spec["vq_steps"], desc="toy world: VQ tokenizer", disable=not show_progress)
-        vq_report = train_vq(model, seed, spec["vq_steps"], spec["vq_batch"], spec["vq_object_weight"],
-                             spec["vq_attribute_weight"], lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")))
+        report = train_vq(model, seed, spec["vq_steps"], spec["vq_batch"], spec["vq_object_weight"],
+                          spec["vq_attribute_weight"], lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")))
         bar.close()
-        vq_file.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(vq_file) + ".tmp")
-        vq_file.with_suffix(".json").write_text(json.dumps(vq_report))
-        Path(str(vq_file) + ".tmp").replace(vq_file)
+        return report
+
+    vq_report = _cached_stage(Path(out_dir).parent / f"toyworld-vq-{vq_key(spec)}.safetensors", model.model.vqmodel,
+                              stage1)
     vq_seconds = time.perf_counter() - started
 
     first_image_id = tiny.FIRST_IMAGE_ID
@@ -492,24 +500,21 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
             cache[scene] = encode(model, [world.render(scene)])[0]
         return cache[scene]
 
+    trained = trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], first_image_id)
+
     # Stage 2 (the broad mixture, most of the build's time) is cached on its own too.
-    lm_file = Path(out_dir).parent / f"toyworld-lm-{lm_key(spec)}.safetensors"
-    if lm_file.is_file():
-        model.load_state_dict(load_file(str(lm_file)))
-        lm_report = json.loads(lm_file.with_suffix(".json").read_text())
-    else:
-        rows = RowTrainer(model, trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], first_image_id))
+    def stage2() -> dict:
+        rows = RowTrainer(model, trained)
         bar = tqdm(total=spec["lm_steps"], desc="toy world: language model", disable=not show_progress)
-        lm_report = train_lm(model, ids, rows, seed, spec["lm_steps"], spec["lm_batch"], spec["lm_lr"], code_of,
-                             lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+        report = train_lm(model, ids, rows, seed, spec["lm_steps"], spec["lm_batch"], spec["lm_lr"], code_of,
+                          lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
         bar.close()
         rows.write_back(model)
-        lm_report = {f"lm_{k}": v for k, v in lm_report.items()}
-        lm_report["lm_stage_seconds"] = round(time.perf_counter() - started - vq_seconds, 1)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(lm_file) + ".tmp")
-        lm_file.with_suffix(".json").write_text(json.dumps(lm_report))
-        Path(str(lm_file) + ".tmp").replace(lm_file)
-    rows = RowTrainer(model, trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], first_image_id))
+        return {**{f"lm_{k}": v for k, v in report.items()},
+                "lm_stage_seconds": round(time.perf_counter() - started - vq_seconds, 1)}
+
+    lm_report = _cached_stage(Path(out_dir).parent / f"toyworld-lm-{lm_key(spec)}.safetensors", model, stage2)
+    rows = RowTrainer(model, trained)
     phases = tuple(zip(FOCUS, spec["focus_steps"], strict=True))
     bar = tqdm(total=sum(spec["focus_steps"]), desc="toy world: yes/no curriculum", disable=not show_progress)
     focus_report = train_lm(model, ids, rows, seed, 0, spec["lm_batch"], spec["focus_lr"], code_of,

@@ -25,7 +25,7 @@ BACKGROUNDS = {"grey": (128, 128, 128), "black": (20, 20, 24), "brown": (110, 75
 SIZE_PX = {"small": 26, "large": 38}
 POSITION_X = {"left": 0.25, "middle": 0.5, "right": 0.75}
 ATTRIBUTES = ("shape", "colour", "pattern")  # what identifies an object (a concept is one such triple)
-ATTRIBUTE_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS}
+ATTRIBUTE_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS}  # in ATTRIBUTES order
 
 
 @dataclass(frozen=True)
@@ -212,9 +212,12 @@ def attribute_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str
 def _mutate(thing: Thing, rng: random.Random, keep: int = 2) -> Thing:
     """The same thing with `3 - keep` of shape / colour / pattern changed (a look-alike when keep=2)."""
     changed = rng.sample(ATTRIBUTES, 3 - keep)
-    values = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS}
-    updates = {a: rng.choice([v for v in values[a] if v != getattr(thing, a)]) for a in changed}
-    return replace(thing, **updates)
+    return replace(thing, **{a: other_value(a, getattr(thing, a), rng) for a in changed})
+
+
+def other_value(attribute: str, value: str, rng: random.Random) -> str:
+    """A value of `attribute` other than `value`, uniformly."""
+    return rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v != value])
 
 
 def look_alike(thing: Thing, rng: random.Random, keep: int = 2) -> Thing:
