@@ -117,3 +117,42 @@ def test_epoch_plan_with_a_preparation(demo_photos):
     soft = [s for s in epoch if s.n_tokens is not None]
     assert len(soft) == 4 and all(s.task == "generation" and s.image.startswith("s") for s in soft)
     assert sum(s.task == "text_qa" for s in epoch) == len(demo_photos)  # generated QA capped per epoch
+
+
+def test_group_loss_counts_the_self_prompt_group_as_one_answer_token(backbone, tokens, cache, demo_photos):
+    spec = SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?", "Yes, <sks> is here.")
+    per_token = SampleBuilder(backbone, tokens, cache, self_prompting=True).build(spec)
+    per_group = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="group").build(spec)
+    assert per_token["input_ids"] == per_group["input_ids"] and per_token["labels"] == per_group["labels"]
+    first = next(i for i, x in enumerate(per_group["labels"]) if x != -100)
+    k = len(tokens.u_token_ids())
+    assert per_token["weights"][first:] == [1.0] * (len(per_token["labels"]) - first)
+    assert per_group["weights"][first:first + k] == [1.0 / k] * k  # the group weighs one token
+    assert per_group["weights"][first + k:] == [1.0] * (len(per_group["labels"]) - first - k)
+    assert set(per_group["weights"][:first]) == {0.0}
+    image = SampleBuilder(backbone, tokens, cache, True, group_loss="group").build(
+        SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>."))
+    assert set(w for w, x in zip(image["weights"], image["labels"]) if x != -100) == {1.0}  # images: every token
+    batch = collate([per_group, image], backbone.tokenizer.pad_token_id)
+    short = min((0, 1), key=lambda r: len([per_group, image][r]["input_ids"]))
+    assert batch["weights"].shape == batch["labels"].shape and float(batch["weights"][short, -1]) == 0.0  # padding
+    with pytest.raises(ValueError, match="self_prompt_loss"):
+        SampleBuilder(backbone, tokens, cache, True, group_loss="sometimes")
+
+
+def test_balanced_recognition_shows_the_photos_as_often_as_negatives(demo_photos):
+    prep = SimpleNamespace(hard_negatives=[f"h{i}" for i in range(7)], easy_negatives=[f"e{i}" for i in range(9)],
+                           soft_positives=[], conversations=[])
+    concept = SimpleNamespace(photos=demo_photos, negatives=[], conversations=[])
+    tasks = {"recognition": True, "vqa": False, "text_qa": False, "generation": False}
+    plain = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep).epoch(0)
+    balanced = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep,
+                         balance_recognition=True).epoch(0)
+    for epoch in (plain, balanced):
+        assert sum(not s.positive for s in epoch) == 7 + len(demo_photos)
+    assert sum(s.positive for s in plain) == len(demo_photos)
+    positives = [s for s in balanced if s.positive]
+    assert len(positives) == 7 + len(demo_photos)
+    assert {s.image for s in positives} == {str(p) for p in demo_photos}  # every photo, each shown 3-4 times
+    counts = [sum(s.image == str(p) for s in positives) for p in demo_photos]
+    assert max(counts) - min(counts) <= 1

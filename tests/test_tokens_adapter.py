@@ -146,3 +146,21 @@ def test_prompts_without_the_concept_are_untouched_by_loaded_adapters(backbone):
     others = torch.ones(a.shape[-1], dtype=torch.bool)
     others[tokens.token_ids] = False
     assert torch.equal(a[..., others], b[..., others])  # the frozen backbone forgets nothing
+
+
+def test_loss_weights_make_a_weighted_mean_per_sample(backbone):
+    tokens = make_tokens(backbone)
+    ids = torch.tensor([[0, *tokens.token_ids.tolist(), 9001, 9002, 9003, 9004]])
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, -100)
+    labels[0, -4:] = ids[0, -4:]
+    model = PersonalizedChameleon(backbone.model, [tokens], 0.0)
+    plain = model(ids, mask, labels)["per_sample"]
+    ones = model(ids, mask, labels, torch.ones(ids.shape))["per_sample"]
+    assert torch.allclose(plain, ones, atol=1e-6)  # weights of one are the plain per-sample mean
+    weights = torch.zeros(ids.shape)
+    weights[0, -1] = 1.0  # only the last target counts
+    last = model(ids, mask, labels, weights)["per_sample"]
+    hidden, _ = model.hidden_states(ids, mask)
+    expected = torch.nn.functional.cross_entropy(model.logits(hidden[0, -2:-1]), ids[0, -1:])
+    assert torch.allclose(last, expected.reshape(1), atol=1e-5)

@@ -24,7 +24,7 @@ class ConceptData:
     conversations: list[dict] = field(default_factory=list)
     description: str | None = None
     class_noun: str | None = None  # e.g. "dog": lets generated answers about "the dog" become "<sks>"
-    category: str = "object"  # object | pet | person: which attribute questions to ask
+    category: str = "object"  # object | pet | person | toy: which attribute questions to ask
 
     @classmethod
     def from_config(cls, cfg) -> "ConceptData":

@@ -20,6 +20,12 @@ from yochameleon.data import templates
 from yochameleon.model.personalized import IGNORE_INDEX
 
 TASKS = ("recognition", "vqa", "text_qa", "generation")
+# How the self-prompt group before a *text* answer counts in that sample's loss (images always count
+# every token): "token", each group token as much as an answer token (upstream's plain LM loss);
+# "group", the whole group as much as one answer token. Measured on the toy world (README): with
+# 16 u-tokens in every answer, "token" spends most of a recognition sample's loss on reciting the
+# group, and the rows learn to recite it before they learn to tell the concept apart.
+GROUP_LOSS = ("token", "group")
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,17 @@ class SampleSpec:
 class SampleBuilder:
     """Turns `SampleSpec`s into token ids and labels for one concept on one backbone."""
 
-    def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = ()):
+    def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = (),
+                 group_loss: str = "token"):
         # `tokens` is the concept `<sks>` refers to; `others` are further loaded concepts,
         # each named by its own `<name>` in text and introduced in the system prefix too.
+        # `group_loss`: how much the self-prompt group weighs in a text answer's loss (`GROUP_LOSS`).
+        if group_loss not in GROUP_LOSS:
+            raise ValueError(f"recipe.self_prompt_loss must be one of {', '.join(GROUP_LOSS)}, got {group_loss!r}")
         self.backbone, self.tokens, self.cache = backbone, tokens, code_cache
         self.concepts = [tokens, *others]
         self.self_prompting = self_prompting
+        self.group_loss = group_loss
         self._text_cache: dict[str, list[int]] = {}
 
     def text_ids(self, text: str) -> list[int]:
@@ -95,22 +106,30 @@ class SampleBuilder:
                 question = question.replace("<sks>", self.tokens.g_tokens_string(spec.n_tokens))
             prompt = self.prompt_ids(question)
             answer = self.answer_prefix("generation", spec.n_tokens) + self.image_ids(spec.image, spec.flip)
+            weights = [1.0] * len(answer)
         else:
             shown = spec.image if spec.task in ("recognition", "vqa") else None
             prompt = self.prompt_ids(spec.question, shown, spec.flip)
-            answer = self.answer_prefix(spec.task) + self.text_ids(spec.answer)
+            group = self.answer_prefix(spec.task)
+            answer = group + self.text_ids(spec.answer)
+            group_weight = 1.0 / len(group) if group and self.group_loss == "group" else 1.0
+            weights = [group_weight] * len(group) + [1.0] * (len(answer) - len(group))
         answer = answer + [self.backbone.end_of_turn_id]
-        return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer, "task": spec.task}
+        return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer,
+                "weights": [0.0] * len(prompt) + weights + [1.0], "task": spec.task}
 
 
 class EpochPlan:
     """The samples of every epoch, fixed by (seed, epoch): resuming at step s replays exactly."""
 
     def __init__(self, concept, tasks: dict, seed: int, negatives_per_photo: int = 2, preparation=None,
-                 soft_positives_per_epoch: int = 0):
+                 soft_positives_per_epoch: int = 0, balance_recognition: bool = False):
         # Without a preparation, negatives are drawn at random from the whole pool each epoch;
         # with one, every hard negative is used each epoch plus a random draw of easy ones.
+        # balance_recognition: the photos are shown (re-flipped, with fresh questions) as often as
+        # negatives are, so "Yes" and "No" are equally likely targets.
         self.concept, self.tasks, self.seed = concept, tasks, seed
+        self.balance_recognition = balance_recognition
         self.negatives_per_photo = negatives_per_photo
         self.hard = list(preparation.hard_negatives) if preparation else []
         self.easy = list(preparation.easy_negatives) if preparation else [str(p) for p in concept.negatives]
@@ -135,11 +154,14 @@ class EpochPlan:
         photos = [str(p) for p in self.concept.photos]
         specs: list[SampleSpec] = []
         if self.tasks.get("recognition", True):
-            for photo in photos:
-                specs.append(SampleSpec("recognition", photo, flip(), pick(templates.RECOGNITION_QUESTIONS),
-                                        pick(templates.POSITIVE_ANSWERS), True))
             count = min(len(self.easy), self.negatives_per_photo * len(photos))
             easy = [self.easy[i] for i in torch.randperm(len(self.easy), generator=g)[:count].tolist()]
+            shown = len(photos)
+            if self.balance_recognition and photos:
+                shown = max(shown, len(self.hard) + len(easy))
+            for index in range(shown):
+                specs.append(SampleSpec("recognition", photos[index % len(photos)], flip(),
+                                        pick(templates.RECOGNITION_QUESTIONS), pick(templates.POSITIVE_ANSWERS), True))
             for negative in self.hard + easy:
                 specs.append(SampleSpec("recognition", str(negative), flip(),
                                         pick(templates.RECOGNITION_QUESTIONS), pick(templates.NEGATIVE_ANSWERS),
@@ -181,8 +203,13 @@ class EpochPlan:
 
 
 def collate(samples: list[dict], pad_id: int) -> dict:
-    """Right-pad a batch to its longest sample (dynamic padding, never a fixed length)."""
+    """Right-pad a batch to its longest sample (dynamic padding, never a fixed length).
+
+    `weights` (each label's weight in its sample's loss) is there when every sample has them.
+    """
     longest = max(len(s["input_ids"]) for s in samples)
+    weighted = all("weights" in s for s in samples)
+    weights = torch.zeros((len(samples), longest), dtype=torch.float32)
     input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((len(samples), longest), dtype=torch.long)
@@ -191,8 +218,10 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         input_ids[row, :n] = torch.tensor(sample["input_ids"])
         labels[row, :n] = torch.tensor(sample["labels"])
         attention[row, :n] = 1
+        if weighted:
+            weights[row, :n] = torch.tensor(sample["weights"])
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention,
-            "tasks": [s["task"] for s in samples]}
+            "weights": weights if weighted else None, "tasks": [s["task"] for s in samples]}
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

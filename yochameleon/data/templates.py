@@ -160,6 +160,12 @@ ATTRIBUTE_QUESTIONS = {
         "Describe the {noun} in one sentence.",
         "What stands out most about the {noun}?",
     ],
+    # The toy world (yochameleon/toyworld): the questions its backbone was pretrained to answer.
+    "toy": [
+        "What colour is the {noun}?",
+        "What pattern does the {noun} have?",
+        "What shape is the {noun}?",
+    ],
     "person": [
         "What is the hair color of the {noun}?",
         "How long is the {noun}'s hair?",

@@ -54,8 +54,10 @@ class PersonalizedChameleon(nn.Module):
             logits = concept(hidden=hidden, logits=logits)
         return logits
 
-    def forward(self, input_ids, attention_mask, labels) -> dict:
+    def forward(self, input_ids, attention_mask, labels, weights=None) -> dict:
         """Next-token loss on `labels` != -100: mean per sample, then over the batch.
+
+        `weights` (same shape as `labels`, optional) makes the per-sample mean a weighted one.
 
         Right-padded rows run in groups of similar length (`length_groups`), each cut to its own
         longest row, so a 40-token text question is not padded to a 1000-token image sample. The
@@ -64,25 +66,28 @@ class PersonalizedChameleon(nn.Module):
         lengths = attention_mask.sum(1).tolist()
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
         if not (self.length_group_ratio and right_padded and len(lengths) > 1):
-            return self._loss(input_ids, attention_mask, labels)
+            return self._loss(input_ids, attention_mask, labels, weights)
         per_sample = torch.zeros(len(lengths), device=input_ids.device)
         for rows in length_groups(lengths, self.length_group_ratio):
             index = torch.tensor(rows, device=input_ids.device)
             n = max(lengths[r] for r in rows)
-            part = self._loss(input_ids[index, :n], attention_mask[index, :n], labels[index, :n])["per_sample"]
+            part = self._loss(input_ids[index, :n], attention_mask[index, :n], labels[index, :n],
+                              None if weights is None else weights[index, :n])["per_sample"]
             per_sample = per_sample.index_copy(0, index, part)
         return {"loss": per_sample.mean(), "per_sample": per_sample}
 
-    def _loss(self, input_ids, attention_mask, labels) -> dict:
+    def _loss(self, input_ids, attention_mask, labels, weights=None) -> dict:
         hidden, _ = self.hidden_states(input_ids, attention_mask)
         targets = labels[:, 1:]
         mask = targets != IGNORE_INDEX
         picked = hidden[:, :-1][mask]  # (N, hidden) rows that predict a target
         token_loss = F.cross_entropy(self.logits(picked).float(), targets[mask], reduction="none")
+        weight = mask.float() if weights is None else weights[:, 1:].to(token_loss.device).float() * mask
         sample_index = mask.nonzero()[:, 0]
-        counts = mask.sum(1).clamp(min=1)
-        per_sample = torch.zeros(len(labels), device=token_loss.device).index_add(0, sample_index, token_loss)
-        per_sample = per_sample / counts
+        totals = weight.sum(1).clamp(min=1e-12)
+        per_sample = torch.zeros(len(labels), device=token_loss.device).index_add(
+            0, sample_index, token_loss * weight[mask])
+        per_sample = per_sample / totals
         return {"loss": per_sample.mean(), "per_sample": per_sample}
 
     @torch.no_grad()

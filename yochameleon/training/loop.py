@@ -222,7 +222,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
     eval_pos, eval_neg, _ = concept.eval_split()
     all_images = [*concept.photos, *eval_pos, *eval_neg]
-    builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting))
+    builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting),
+                            group_loss=str(recipe.get("self_prompt_loss", "token")))
     from yochameleon.prepare import prepare_concept
 
     with main_process_first(rank):
@@ -232,7 +233,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         cache.warm([*preparation.hard_negatives, *preparation.easy_negatives,
                     *(p for p, _ in preparation.soft_positives)])
     plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo),
-                     preparation, int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0)
+                     preparation, int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0,
+                     balance_recognition=bool(recipe.get("balance_recognition", False)))
 
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
     micro_per_epoch = plan.steps_per_epoch(batch_size)
@@ -275,7 +277,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             batch = collate([builder.build(s) for s in specs], backbone.tokenizer.pad_token_id)
             with accelerator.accumulate(model):
                 out = model(batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
-                            batch["labels"].to(accelerator.device))
+                            batch["labels"].to(accelerator.device),
+                            None if batch["weights"] is None else batch["weights"].to(accelerator.device))
                 # Mean over the *global* batch: DDP averages gradients over ranks, hence the factor `world`.
                 accelerator.backward(out["per_sample"].sum() * world / len(global_specs))
                 if accelerator.sync_gradients and tcfg.grad_clip:
