@@ -5,13 +5,14 @@
 For each (concept, recipe) it runs the normal training (`yochameleon.train`'s code with
 `+concept=toy-<name> recipe=<recipe>`), then measures on the trained adapter:
 
-- held-out recognition, weighted accuracy (the concept's 10 held-out renders vs 20 held-out
+- held-out recognition, weighted accuracy (the concept's 40 held-out renders vs 80 held-out
   negatives, a third of them look-alikes), and the AUROC of P(Yes) over the same images (does
   the adapter rank the concept above the rest, whatever the Yes/No threshold), from the run's
   final evaluation;
-- text-only QA: "What colour / pattern / shape is <name>?" with no image, never trained on
-  (the toy concepts have no conversation file and generated conversations are off): the
-  highest logit among the attribute's values after the understanding tokens;
+- text-only QA: "What colour / pattern / shape is <name>?" with no image, scored against the
+  concept's true attributes: the highest logit among the attribute's values after the
+  understanding tokens. What the adapter was taught is the backbone's own answers about the 5
+  photos (generated conversations, category `toy`), which can be wrong (the shape most often);
 - generation faithfulness: images drawn for "A photo of <name>." judged by the world's
   attribute classifier (shape, colour and pattern all right).
 
