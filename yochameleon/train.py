@@ -38,6 +38,7 @@ def _print_summary(summary: dict) -> None:
         f"{summary.get('loss_last_10pct', float('nan')):.4f} (last 10%)",
         f"  recognition   positive {final['eval/recognition/positive']:.3f}  negative "
         f"{final['eval/recognition/negative']:.3f}  weighted {final['eval/recognition/weighted']:.3f}"
+        f"  AUROC {final.get('eval/recognition/auroc', float('nan')):.3f}"
         f"  ({'held-out' if final['eval/split_is_heldout'] else 'training'} photos)",
         f"  sample answer {summary['sample_answer']!r}",
     ]
