@@ -64,7 +64,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bench", 16, 16)
     tokens.to(device)
     photos = sorted((ASSET_DIR / "demo" / "corgi" / "train").glob("*.jpg"))
-    builder = SampleBuilder(backbone, tokens, VQCodeCache(backbone, None), self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, VQCodeCache(backbone, None), self_prompting=True, group_loss="group")
     specs = [SampleSpec("recognition", str(photos[0]), False, "Is <sks> in this photo?", "Yes, <sks> is here."),
              SampleSpec("recognition", str(photos[1]), False, "Is <sks> in this photo?", "Yes, it is <sks>."),
              SampleSpec("text_qa", None, False, "What is <sks>?", "<sks> is the subject of my photos."),
@@ -76,6 +76,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
             extra = PAD_TO - len(s["input_ids"])
             s["input_ids"] = s["input_ids"] + [pad] * extra
             s["labels"] = s["labels"] + [IGNORE_INDEX] * extra
+            s["weights"] = s["weights"] + [0.0] * extra
     batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate(samples, pad).items()}
     batch["attention_mask"] = (batch["input_ids"] != pad).long() if variant in ("ours+pad1500", "reference") \
         else batch["attention_mask"]
@@ -105,7 +106,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
             logits = model.lm_head(hidden[:, :-1]).float()  # full vocabulary at every position
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
                                    ignore_index=IGNORE_INDEX)
-        return wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])["loss"]
+        return wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["weights"])["loss"]
 
     def step():
         loss = forward()
