@@ -208,8 +208,8 @@ def collate(samples: list[dict], pad_id: int) -> dict:
     `weights` (each label's weight in its sample's loss) is there when every sample has them.
     """
     longest = max(len(s["input_ids"]) for s in samples)
-    weighted = all("weights" in s for s in samples)
-    weights = torch.zeros((len(samples), longest), dtype=torch.float32)
+    weights = (torch.zeros((len(samples), longest), dtype=torch.float32)
+               if all("weights" in s for s in samples) else None)
     input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((len(samples), longest), dtype=torch.long)
@@ -218,10 +218,10 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         input_ids[row, :n] = torch.tensor(sample["input_ids"])
         labels[row, :n] = torch.tensor(sample["labels"])
         attention[row, :n] = 1
-        if weighted:
+        if weights is not None:
             weights[row, :n] = torch.tensor(sample["weights"])
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention,
-            "weights": weights if weighted else None, "tasks": [s["task"] for s in samples]}
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "weights": weights,
+            "tasks": [s["task"] for s in samples]}
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -223,7 +223,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     eval_pos, eval_neg, _ = concept.eval_split()
     all_images = [*concept.photos, *eval_pos, *eval_neg]
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting),
-                            group_loss=str(recipe.get("self_prompt_loss", "token")))
+                            group_loss=str(recipe.self_prompt_loss))
     from yochameleon.prepare import prepare_concept
 
     with main_process_first(rank):
@@ -234,7 +234,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     *(p for p, _ in preparation.soft_positives)])
     plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed), int(recipe.negatives_per_photo),
                      preparation, int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0,
-                     balance_recognition=bool(recipe.get("balance_recognition", False)))
+                     balance_recognition=bool(recipe.balance_recognition))
 
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
     micro_per_epoch = plan.steps_per_epoch(batch_size)
