@@ -5,7 +5,7 @@ subject (as in DreamBooth and Yo'Chameleon); CLIP-T the mean cosine between each
 and its own prompt; DINO the CLIP-I computation with a self-supervised ViT's CLS embedding.
 
 Nothing here downloads: open_clip weights come from a local file (`clip.checkpoint` in
-conf/eval.yaml), the DINO model from a local Hugging Face directory (`dino.checkpoint`),
+yochameleon/conf/eval.yaml), the DINO model from a local Hugging Face directory (`dino.checkpoint`),
 and a CLIP tokenizer that would have to be fetched from the hub is refused with an error.
 `build_tiny_clip` / `build_tiny_dino` write random-weight encoders that take the same
 loading paths, for tests and the demo.
@@ -138,7 +138,7 @@ class ClipScorer:
 
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise SimilarityError(f"CLIP checkpoint {path} does not exist; set clip.checkpoint (conf/eval.yaml, "
+            raise SimilarityError(f"CLIP checkpoint {path} does not exist; set clip.checkpoint (yochameleon/conf/eval.yaml, "
                                   f"e.g. `python -m evaluation.run clip.checkpoint=/path/open_clip_model.safetensors`) "
                                   f"to local open_clip weights for {model_name}, or clip.checkpoint=null to skip "
                                   "CLIP-I/CLIP-T")
@@ -201,7 +201,7 @@ class DinoScorer:
         path = Path(checkpoint).expanduser()
         if not (path / "config.json").is_file():
             what = "does not exist" if not path.exists() else "is not a Hugging Face model directory (no config.json)"
-            raise SimilarityError(f"DINO checkpoint {path} {what}; set dino.checkpoint (conf/eval.yaml) to a local "
+            raise SimilarityError(f"DINO checkpoint {path} {what}; set dino.checkpoint (yochameleon/conf/eval.yaml) to a local "
                                   "copy of e.g. facebook/dinov2-small, or dino.checkpoint=null to skip DINO")
         try:
             model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)

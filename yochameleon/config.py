@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_DIR.parent / "conf"
+CONFIG_DIR = PACKAGE_DIR / "conf"
 ASSET_DIR = PACKAGE_DIR / "assets"
 
 

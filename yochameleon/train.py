@@ -1,6 +1,6 @@
 """Train a concept adapter: `python -m yochameleon.train +concept=bo`.
 
-Every option has a default that runs; see conf/ and the README. Examples:
+Every option has a default that runs; see yochameleon/conf/ and the README. Examples:
     python -m yochameleon.train +concept=demo
     python -m yochameleon.train +concept=bo model=anole-7b model.path=/data/Anole-7b-v0.1-hf
     python -m yochameleon.train +concept=demo trainer.resume=true

@@ -1,4 +1,4 @@
-"""Turn a `conf/model/*.yaml` config into a loaded backbone."""
+"""Turn a `yochameleon/conf/model/*.yaml` config into a loaded backbone."""
 
 from __future__ import annotations
 
