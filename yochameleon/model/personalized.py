@@ -38,14 +38,16 @@ class PersonalizedChameleon(nn.Module):
             embeds = concept(input_ids=input_ids, embeds=embeds)
         return embeds
 
-    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                       use_cache: bool = False):
-        """Last hidden states (B, T, hidden) and the KV cache."""
+        """Last hidden states (B, T, hidden) and the KV cache (a transformers `Cache`, e.g. `DynamicCache`)."""
+        # The pinned transformers names the cache `cache`; `past_key_values` (argument or output
+        # attribute) still works but logs a deprecation warning on every forward.
         out = self.backbone.model(
             inputs_embeds=self.embed(input_ids), attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, use_cache=use_cache,
+            cache=cache, use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits (image tokens included) for the given hidden states."""
