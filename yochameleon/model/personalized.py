@@ -22,11 +22,14 @@ IGNORE_INDEX = -100
 class PersonalizedChameleon(nn.Module):
     """Frozen backbone + `PersonalizedTokens` modules (only those have parameters that train)."""
 
-    def __init__(self, backbone_model, concepts: list[PersonalizedTokens], length_group_ratio: float = 0.5):
+    def __init__(self, backbone_model, concepts: list[PersonalizedTokens], length_group_ratio: float = 0.5,
+                 gradient_checkpointing: bool = False):
         super().__init__()
         self.backbone = backbone_model
         self.concepts = nn.ModuleList(concepts)
         self.length_group_ratio = length_group_ratio  # see `length_groups`; 0 pads the whole batch together
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(backbone_model)
         ids = [int(i) for c in concepts for i in c.token_ids]
         if len(ids) != len(set(ids)):
             raise TokenLayoutError("two loaded concepts use the same token ids; load them with remapping")
@@ -131,6 +134,17 @@ class PersonalizedChameleon(nn.Module):
             position_ids = position_ids[:, -1:] + 1
             hidden, cache = self.hidden_states(next_ids[:, None], mask, position_ids, cache, use_cache=True)
         return [[t for t in out if t not in stop_ids] for out in outputs]
+
+
+def enable_gradient_checkpointing(backbone_model) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of storing them.
+
+    Non-reentrant checkpointing: gradients reach the concept rows through the frozen layers
+    without forcing the (frozen) embedding output to require grad, so the input-grad hook that
+    transformers adds for the reentrant variant is removed again. Only active in training mode.
+    """
+    backbone_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    backbone_model.disable_input_require_grads()
 
 
 def length_groups(lengths: list[int], ratio: float) -> list[list[int]]:

@@ -242,7 +242,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
 
     # Under ZeRO-3 every module call gathers weights collectively, so all ranks must make the same
     # calls: length groups (their number depends on each rank's samples) are off there.
-    model = PersonalizedChameleon(backbone.model, [tokens], 0.0 if zero3 else float(tcfg.get("length_group_ratio", 0.5)))
+    model = PersonalizedChameleon(backbone.model, [tokens], 0.0 if zero3 else float(tcfg.get("length_group_ratio", 0.5)),
+                                  gradient_checkpointing=bool(tcfg.get("gradient_checkpointing", False)))
     if ds_plugin is not None:  # no DataLoader here, so DeepSpeed's "auto" sizes are ours to fill
         ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(1, batch_size // world)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
