@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation import methods as M
 from evaluation import scoring
-from evaluation.questions import EvalSet, MCQuestion
+from evaluation.questions import EvalSet, MCQuestion, YoLLaVASet
 from yochameleon.config import CONFIG_DIR, register_resolvers
 from yochameleon.errors import YoChameleonError
 
@@ -179,6 +179,20 @@ def _scorers(cfg) -> dict:
     return scorers
 
 
+def load_eval_set(cfg) -> EvalSet | YoLLaVASet:
+    """The configured evaluation set: the shipped DreamBooth set (default) or Yo'LLaVA's (`eval_set=yollava`)."""
+    kind = str(cfg.eval_set.get("kind") or "dreambooth")
+    if kind == "dreambooth":
+        return EvalSet(Path(cfg.eval_set.dir), Path(cfg.eval_set.images))
+    if kind == "yollava":
+        eval_set = YoLLaVASet(Path(cfg.eval_set.root), cfg.eval_set.get("visual_qa"), cfg.eval_set.get("text_qa"))
+        if not eval_set.available():
+            raise EvaluationError(f"Yo'LLaVA data root {eval_set.root} has no test/<subject>/ folders; set "
+                                  "eval_set.root=/path/to/yollava-data (or YOLLAVA_DATA)")
+        return eval_set
+    raise EvaluationError(f"unknown eval_set.kind {kind!r}: choose eval_set=dreambooth or eval_set=yollava")
+
+
 def evaluate(cfg, out_dir: Path) -> dict:
     """Run every configured task for every configured method; returns the metrics dict."""
     from yochameleon.data.concept import ConceptData
@@ -188,21 +202,22 @@ def evaluate(cfg, out_dir: Path) -> dict:
     torch.manual_seed(int(cfg.seed))
     concept = ConceptData.from_config(cfg.concept)
     subject = str(cfg.concept.get("eval_subject") or concept.name)
-    eval_set = EvalSet(Path(cfg.eval_set.dir), Path(cfg.eval_set.images))
-    have_set = (eval_set.root / "split.json").is_file() and eval_set.images.is_dir()
+    eval_set = load_eval_set(cfg)
+    have_set = eval_set.available()
     if not have_set:
-        log.warning("evaluation set %s with images %s not found: recognition uses the concept's own test "
-                    "negatives and the QA tasks are skipped", eval_set.root, eval_set.images)
+        log.warning("evaluation set %s not found: recognition uses the concept's own test negatives and the QA "
+                    "tasks are skipped", eval_set.where())
     tasks = list(cfg.tasks)
     skipped: dict[str, str] = {}
 
     if cfg.adapter:
         extra = [Path(a) for a in (cfg.get("extra_adapters") or [])]
-        pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=str(cfg.device), cache_dir=cfg.cache_dir)
+        pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=str(cfg.device), cache_dir=cfg.cache_dir,
+                                    dtype=str(cfg.get("dtype", "auto")))
         backbone = pm.backbone
     else:
         pm = None
-        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device)
+        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device, dtype=str(cfg.get("dtype", "auto")))
 
     # Who is who: the eval set's subject names <-> loaded concepts.
     subject_of = {concept.name: subject, **{str(k): str(v) for k, v in (cfg.get("subjects") or {}).items()}}
@@ -223,8 +238,10 @@ def evaluate(cfg, out_dir: Path) -> dict:
         else:
             methods.append(M.baseline_method(kind, backbone, names, descriptions, photos))
 
-    positives = list(concept.test_photos)
-    negatives = eval_set.other_test_photos(subject) if have_set and subject in eval_set.subjects() else []
+    in_set = have_set and subject in eval_set.subjects()
+    # Yo'LLaVA protocol: the subject's test photos are the positives (the DreamBooth concepts bring their own).
+    positives = eval_set.test_photos(subject) if in_set and eval_set.kind == "yollava" else list(concept.test_photos)
+    negatives = eval_set.other_test_photos(subject) if in_set else []
     negatives = [p for p in negatives if p.is_file()] or list(concept.test_negatives)
     if "recognition" in tasks and not positives:
         skipped["recognition"] = (f"concept <{concept.name}> has no test_photos: recognition skipped (set "
@@ -234,7 +251,7 @@ def evaluate(cfg, out_dir: Path) -> dict:
         log.warning("no negative photos for recognition: only positive accuracy is reported")
 
     questions: dict[str, list[MCQuestion]] = {}
-    if have_set and subject in eval_set.subjects():
+    if in_set:
         visual = eval_set.visual_qa(subject)
         questions = {"vqa": visual.questions, "text_qa": eval_set.text_qa(subject),
                      "multi_concept": eval_set.multi_concept(subject)}
@@ -242,10 +259,21 @@ def evaluate(cfg, out_dir: Path) -> dict:
             skipped["vqa_missing_images"] = f"{len(visual.missing_images)} image(s) not found: " + ", ".join(
                 visual.missing_images)
     elif have_set:
-        skipped["qa"] = f"subject {subject!r} is not in {eval_set.root}/split.json: QA tasks skipped"
+        skipped["qa"] = f"subject {subject!r} is not in the evaluation set {eval_set.where()}: QA tasks skipped"
+    if in_set and eval_set.kind == "yollava":
+        for task, file, name in (("vqa", eval_set.visual_file, "yollava-visual-qa.json"),
+                                 ("text_qa", eval_set.text_file, "text_qa.json")):
+            if task in tasks and file is None:
+                skipped[task] = (f"no {name} in {eval_set.root} or beside it: {task} skipped (set "
+                                 f"eval_set.{'visual_qa' if task == 'vqa' else 'text_qa'}=<file>)")
 
     scorers = _scorers(cfg) if "generation" in tasks else {}
-    results: dict = {"concept": concept.name, "subject": subject, "methods": {}, "skipped": skipped}
+    results: dict = {"concept": concept.name, "subject": subject, "methods": {}, "skipped": skipped,
+                     "eval_set": {"kind": eval_set.kind}}
+    if eval_set.kind == "yollava":  # what loaded, so a run can be checked against the published set's size
+        results["eval_set"] = {**eval_set.summary(), "subject_test_photos": len(positives),
+                               "subject_negatives": len(negatives), "subject_visual_qa": len(questions.get("vqa", [])),
+                               "subject_text_qa": len(questions.get("text_qa", []))}
     from tqdm.auto import tqdm
 
     for method in tqdm(methods, desc="methods"):
