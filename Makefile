@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo demo-photos test bench lint toyworld toyworld-pack toyworld-bench evaluate
+.PHONY: setup demo demo-photos test test-slow test-all bench lint toyworld toyworld-pack toyworld-bench evaluate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ toyworld-pack: toyworld
 toyworld-bench: toyworld
 	$(PY) -m yochameleon.toyworld.benchmark --out outputs/toyworld-benchmark-$$(date +%Y%m%d-%H%M%S)
 
+# The fast suite (every component, under 10 minutes on 2 cores) and the slow one (end-to-end runs,
+# multi-process DDP/DeepSpeed, the toy-world quality gate, a non-editable install). CI runs both.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow
 
 bench: setup
 	$(PY) benchmarks/image_sampling.py
