@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.report import bar_chart, log_wandb_table, markdown_table, rows_of
+from evaluation.report import bar_chart, log_wandb_table, markdown_table, published_table, rows_of
 
 
 def find_metrics(paths: list[Path]) -> list[Path]:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         print(f"error: no metrics.json in {', '.join(map(str, args.runs))}; run python -m evaluation.run first",
               file=sys.stderr)
         return 1
-    rows = []
+    rows, yollava_rows = [], []
     for file in files:
         try:
             results = json.loads(file.read_text())
@@ -47,11 +47,15 @@ def main(argv=None) -> int:
             print(f"warning: skipping {file}: not valid JSON ({err})", file=sys.stderr)
             continue
         rows += rows_of(results, label=file.parent.name)
+        if (results.get("eval_set") or {}).get("kind") == "yollava":
+            yollava_rows += rows_of(results, label=file.parent.name)
     if not rows:
         print("error: none of the metrics files holds a method's results", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
+    if yollava_rows:  # runs on the Yo'LLaVA data: their mean per method beside the paper's reported rows
+        table += "\n\nAgainst the published table (Yo'LLaVA data):\n\n" + published_table(yollava_rows, "these runs")
     (args.out / "comparison.md").write_text(table + "\n")
     chart = bar_chart(rows, args.out / "comparison.png", "comparison")
     print(table)

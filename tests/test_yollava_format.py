@@ -247,3 +247,23 @@ def test_user_command_trains_and_evaluates_on_a_yollava_set(tmp_path, cache_dir,
     assert "Against the published table (Yo'LLaVA data)" in report
     assert "| this run | bo | adapter |" in report and "| this run | bo | plain |" in report
     assert "| Yo'Chameleon | 0.845 | 0.604 | 0.721 | 0.783 |" in report
+
+
+def test_compare_sets_the_mean_over_subjects_beside_the_papers_rows(tmp_path):
+    for concept, rec, text in (("bo", 0.75, 0.6), ("mam", 0.55, 0.4)):
+        metrics = {"concept": concept, "subject": concept, "skipped": {}, "eval_set": {"kind": "yollava"},
+                   "methods": {"adapter": {"tokens": 37, "recognition": {"weighted": rec}, "text_qa": {"accuracy": text},
+                                           "vqa": {"accuracy": None}},
+                               "plain": {"tokens": 0, "recognition": {"weighted": 0.5}}}}
+        (tmp_path / concept).mkdir()
+        (tmp_path / concept / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "cmp"
+    result = subprocess.run([sys.executable, "-m", "evaluation.compare", str(tmp_path), "--out", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = (out / "comparison.md").read_text()
+    assert "| these runs | bo | adapter | 0.750 | - | 0.600 | - |" in table
+    assert "| these runs, mean | 2 concepts | adapter | 0.650 | - | 0.500 | - |" in table
+    assert "| these runs, mean | 2 concepts | plain | 0.500 | - | - | - |" in table
+    assert "| Yo'Chameleon paper, reported (not measured here) | 40 Yo'LLaVA subjects | Chameleon | 0.500 | 0.474 | " \
+           "0.405 | 0.425 |" in table
