@@ -1,7 +1,8 @@
-"""Hydra/OmegaConf glue: the config directory and the `${asset:...}` resolver."""
+"""Hydra/OmegaConf glue: the config directory, the user's config directories and the `${asset:...}` resolver."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -9,6 +10,33 @@ from omegaconf import OmegaConf
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "conf"
 ASSET_DIR = PACKAGE_DIR / "assets"
+USER_CONFIG_ENV = "YOCHAMELEON_CONFIG_PATH"  # more config directories, separated like PATH
+
+
+def user_config_dirs() -> list[Path]:
+    """Config directories of the user's own: `$YOCHAMELEON_CONFIG_PATH` entries, then `./conf` of the working directory.
+
+    They hold the same groups as the shipped configs (`concept/<name>.yaml`, `model/...`) and are
+    searched after them, so a user's `conf/concept/<name>.yaml` works with the installed package.
+    """
+    entries = [e for e in os.environ.get(USER_CONFIG_ENV, "").split(os.pathsep) if e]
+    dirs: list[Path] = []
+    for entry in entries:
+        path = Path(entry).expanduser().resolve()
+        if not path.is_dir():
+            from yochameleon.errors import YoChameleonError
+
+            raise YoChameleonError(f"{USER_CONFIG_ENV} names {path}, which is not a directory; fix or unset it")
+        dirs.append(path)
+    local = Path.cwd() / "conf"
+    if local.is_dir():
+        dirs.append(local.resolve())
+    return [d for i, d in enumerate(dirs) if d != CONFIG_DIR.resolve() and d not in dirs[:i]]
+
+
+def _hydra_searchpath() -> list[str]:
+    # `hydra.searchpath` of train.yaml / eval.yaml: only directories that exist (Hydra warns about missing ones).
+    return [f"file://{d}" for d in user_config_dirs()]
 
 
 def register_resolvers() -> None:
@@ -17,6 +45,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda rel: str(ASSET_DIR / rel))
     if not OmegaConf.has_resolver("toyworld"):  # `${toyworld:bo,train}` -> a toy concept's rendered photos
         OmegaConf.register_new_resolver("toyworld", _toy_concept_dir)
+    if not OmegaConf.has_resolver("yochameleon_searchpath"):  # train.yaml's hydra.searchpath: the user's conf dirs
+        OmegaConf.register_new_resolver("yochameleon_searchpath", _hydra_searchpath)
     if not OmegaConf.has_resolver("eval_set"):  # `${eval_set:dreambooth}` -> the shipped evaluation set
         OmegaConf.register_new_resolver("eval_set", lambda name: str(PACKAGE_DIR.parent / "evaluation" / "sets" / name))
 

@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="samples", help="output directory for the PNG files")
     parser.add_argument("--model-path", default=None, help="local backbone directory (default: the adapter's record)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="backbone weights: auto = bfloat16 on a GPU, float32 on CPU (a 7B model: ~14 vs ~28 GB)")
     args = parser.parse_args(argv)
     if args.num_images <= 0:
         parser.error(f"-n must be positive, got {args.num_images}")
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     try:
         check_writable(out)
-        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device)
+        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device,
+                                    dtype=args.dtype)
         pm.check_prompt(args.prompt)
         images = pm.generate_images(args.prompt, n=args.num_images, guidance_scale=args.guidance,
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -23,6 +23,7 @@ from yochameleon.data.samples import SampleBuilder, left_pad
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, answer_prompts, yes_probabilities
 from yochameleon.model.backbone import load_backbone
+from yochameleon.model.loading import resolve_dtype
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )
@@ -70,13 +71,18 @@ class PersonalizedModel:
         self.model = PersonalizedChameleon(backbone.model, list(concepts)).to(backbone.device).eval()
 
     @classmethod
-    def load(cls, adapters, model_path=None, device: str | None = None, dtype: str = "float32",
+    def load(cls, adapters, model_path=None, device: str | None = None, dtype: str = "auto",
              cache_dir=None) -> "PersonalizedModel":
-        """Load the backbone (from the first adapter's record unless `model_path`) and every adapter."""
+        """Load the backbone (from the first adapter's record unless `model_path`) and every adapter.
+
+        `dtype` is the backbone's: "auto" (bfloat16 on a GPU, float32 on CPU), "float32", "bfloat16"
+        or "float16"; the concept rows keep their own precision and are cast where they are used.
+        """
         adapters = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters)]
         if not adapters:
             raise YoChameleonError("give at least one adapter directory")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = resolve_dtype(dtype, device)
         path = _base_model_path(adapters[0], model_path, cache_dir)
         backbone = load_backbone(path, name=read_adapter_config(adapters[0])["base_model"].get("name"),
                                  dtype=dtype, device=device)

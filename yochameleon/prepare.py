@@ -111,7 +111,10 @@ def _load_all(paths, progress: bool, what: str):
 def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> None:
     rcfg, scfg = cfg.retrieval, cfg.recipe.soft_positives
     embedder = build_embedder(rcfg, backbone)
-    photo_images, photos, _ = _load_all(concept.photos, False, "photos")  # photos were validated already
+    # The concept's own photos are the training data: an unreadable one is refused (ImageError naming the
+    # file and the fix, as training's VQ encoding refuses it), never silently dropped like a pool image.
+    photos = list(concept.photos)
+    photo_images = [load_image(p) for p in photos]
     pool_images, pool, skipped = _load_all(concept.negatives, progress, "negative pool")
     warnings = []
     if skipped:

@@ -6,8 +6,25 @@ from pathlib import Path
 
 import torch
 
+from yochameleon.errors import YoChameleonError
 from yochameleon.model.backbone import Backbone, load_backbone
 from yochameleon.model.tiny import ensure_tiny_checkpoint
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype, device: torch.device | str) -> str:
+    """The backbone weights' dtype: `auto` is bfloat16 on a GPU and float32 on CPU (as trainer.precision=auto).
+
+    A 7B backbone is ~28 GB in float32 and ~14 GB in bfloat16; an explicit dtype is used as given.
+    """
+    dtype = "auto" if dtype is None else str(dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise YoChameleonError(f"unknown backbone dtype {dtype!r}; choose one of {', '.join(DTYPES)} "
+                               "(model.dtype=... / dtype=... / --dtype ...)")
+    if dtype == "auto":
+        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return dtype
 
 
 def resolve_model_path(model_cfg, cache_dir: str | Path) -> Path:
@@ -23,11 +40,10 @@ def resolve_model_path(model_cfg, cache_dir: str | Path) -> Path:
     return check_backbone_dir(model_cfg.get("path"))
 
 
-def load_configured_backbone(model_cfg, cache_dir: str | Path, device: torch.device | str = "cpu") -> Backbone:
-    """Load the backbone a model config names; bf16 weights only where the device supports them."""
+def load_configured_backbone(model_cfg, cache_dir: str | Path, device: torch.device | str = "cpu",
+                             dtype: str | None = None) -> Backbone:
+    """Load the backbone a model config names, in `dtype` (default: `model.dtype`; see `resolve_dtype`)."""
+    dtype = resolve_dtype(dtype if dtype is not None else model_cfg.get("dtype", "auto"), device)
     path = resolve_model_path(model_cfg, cache_dir)
-    dtype = str(model_cfg.get("dtype", "float32"))
-    if torch.device(device).type == "cpu" and dtype == "bfloat16" and not model_cfg.get("allow_cpu_bf16", False):
-        dtype = "float32"  # bf16 matmuls on CPU are slow and inexact; keep fp32 there
     return load_backbone(path, name=str(model_cfg.name), dtype=dtype, device=device,
                          attn_implementation=str(model_cfg.get("attn_implementation", "sdpa")))
