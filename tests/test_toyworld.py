@@ -45,6 +45,38 @@ def test_toy_concept_splits_hold_the_concept_only_where_they_should():
     assert concept_scenes("bo", "train") != concept_scenes("bo", "test")
 
 
+def test_toy_validation_split_is_its_own_and_the_concepts_use_it():
+    """val / val_negatives come from their own seed streams: no scene is shared with train or test."""
+    from yochameleon.config import CONFIG_DIR
+
+    for name, thing in CONCEPTS.items():
+        val, val_negatives = concept_scenes(name, "val"), concept_scenes(name, "val_negatives")
+        assert len(val) == 40 and len(val_negatives) == 80
+        assert all(any(t.identity == thing.identity for t in s.things) for s in val)
+        assert all(all(t.identity != thing.identity for t in s.things) for s in val_negatives)
+        others = {*concept_scenes(name, "train"), *concept_scenes(name, "test_many"),
+                  *concept_scenes(name, "test_negatives_many"), *concept_scenes(name, "negatives")}
+        assert not ({*val, *val_negatives} & others)
+        config = (CONFIG_DIR / "concept" / f"toy-{name}.yaml").read_text()
+        assert f"${{toyworld:{name},val}}" in config and f"${{toyworld:{name},val_negatives}}" in config
+
+
+def test_held_out_text_qa_wordings_were_never_trained_on():
+    from yochameleon.data import templates
+    from yochameleon.toyworld.benchmark import HELDOUT_QUESTIONS
+    from yochameleon.toyworld.pretrain import TOY_SPEC, corpus_lines
+
+    trained = {q.format(noun="thing").replace("the thing", "<sks>") for q in templates.ATTRIBUTE_QUESTIONS["toy"]}
+    assert trained == {q for q, _ in world.CONCEPT_QUESTIONS.values()}  # what toy_text_qa scores as "training"
+    corpus = "\n".join(corpus_lines(TOY_SPEC["seed"]))
+    for attribute, wordings in HELDOUT_QUESTIONS.items():
+        assert attribute in world.ATTRIBUTE_VALUES and len(wordings) == 2
+        for question in wordings:
+            assert question not in trained
+            assert question.replace("<sks> ", "").replace("<sks>", "") not in corpus
+            assert question.replace("<sks>", "the thing") not in corpus
+
+
 def test_row_trainer_loss_is_the_exact_full_vocabulary_cross_entropy(backbone):
     from yochameleon.toyworld.pretrain import RowTrainer
 

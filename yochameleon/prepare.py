@@ -68,7 +68,7 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
     blob = json.dumps({
         "version": PREPARE_VERSION, "embedder": embedder_key, "backbone": backbone.fingerprint(),
         "photos": [file_digest(p) for p in concept.photos], "pool": _pool_signature(concept.negatives),
-        "held_out": [file_digest(p) for p in concept.test_photos],
+        "held_out": [file_digest(p) for p in [*concept.val_photos, *concept.test_photos]],
         "retrieval": _plain(cfg.retrieval), "soft": _plain(cfg.recipe.soft_positives), "k_g": int(cfg.recipe.k_g),
         "conversations": bool(concept.conversations) or _plain(cfg.recipe.conversations),
         "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
@@ -122,7 +122,7 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
     photo_emb, pool_emb = embedder.embed(photo_images), embedder.embed(pool_images)
 
     # The subject's own pictures, training and held-out, must never become negatives (nor leak the test set).
-    held_out_images, held_out, _ = _load_all(concept.test_photos, False, "held-out photos")
+    held_out_images, held_out, _ = _load_all([*concept.val_photos, *concept.test_photos], False, "held-out photos")
     photo_digests = {file_digest(p) for p in [*photos, *held_out]}
     photo_hashes = [difference_hash(im) for im in [*photo_images, *held_out_images]]
     duplicates = {}

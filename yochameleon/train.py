@@ -24,24 +24,46 @@ log = logging.getLogger("yochameleon.train")
 register_resolvers()
 
 
+_SPLIT_WORDS = {"test": "test photos, scored once at the end", "val": "validation photos",
+               "train": "TRAINING photos: no held-out split"}
+
+
+def _recognition_line(label: str, metrics: dict) -> str:
+    split = metrics.get("eval/split", "train")
+    words = _SPLIT_WORDS.get(split, split) if metrics.get("eval/split_is_heldout") or split == "train" else (
+        "held-out positives vs TRAINING negatives")
+    return (f"  {label:<13} positive {metrics['eval/recognition/positive']:.3f}  negative "
+            f"{metrics['eval/recognition/negative']:.3f}  weighted {metrics['eval/recognition/weighted']:.3f}"
+            f"  AUROC {metrics.get('eval/recognition/auroc', float('nan')):.3f}  ({words})")
+
+
 def _print_summary(summary: dict) -> None:
     final = summary["final"]
+    best = summary.get("best") or {}
+    chosen = (f"{summary['best_adapter']}  (chosen on the validation split by "
+              + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k != "selected_on") + ")"
+              if summary.get("best_adapter") else
+              "none: no validation split (concept.val_photos / val_negatives), so nothing was chosen; "
+              "use the adapter above (the last step)")
     lines = [
         "",
         f"done: {summary['steps']} steps in {summary['wall_seconds']} s",
         f"  adapter       {summary['adapter']}",
-        f"  best adapter  {summary['best_adapter']}",
+        f"  best adapter  {chosen}",
         f"  metrics       {summary['metrics']}",
         f"  W&B run       {summary['wandb'] or 'off (logger=none)'}",
         f"  image samples {summary['samples'] or 'off'}",
         f"  loss          {summary.get('loss_first_10pct', float('nan')):.4f} (first 10% of steps) -> "
         f"{summary.get('loss_last_10pct', float('nan')):.4f} (last 10%)",
-        f"  recognition   positive {final['eval/recognition/positive']:.3f}  negative "
-        f"{final['eval/recognition/negative']:.3f}  weighted {final['eval/recognition/weighted']:.3f}"
-        f"  AUROC {final.get('eval/recognition/auroc', float('nan')):.3f}"
-        f"  ({'held-out' if final['eval/split_is_heldout'] else 'training'} photos)",
-        f"  sample answer {summary['sample_answer']!r}",
     ]
+    if summary.get("val"):
+        lines.append(_recognition_line("validation", summary["val"]))
+    lines.append(_recognition_line("recognition", final))
+    if summary.get("text_qa"):
+        qa = summary["text_qa"]
+        lines.append(f"  text QA       {qa['text_qa']:.3f} (training wordings)  {qa['text_qa_heldout']:.3f} "
+                     "(held-out wordings)")
+    lines.append(f"  sample answer {summary['sample_answer']!r}")
     print("\n".join(lines))
 
 

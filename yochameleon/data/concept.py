@@ -1,4 +1,8 @@
-"""A concept's files, validated up front: photos, held-out photos, negative pools, conversations."""
+"""A concept's files, validated up front: photos, validation and test photos, negative pools, conversations.
+
+Three splits: train (learn), val (choose: the best checkpoint, defaults), test (report once).
+Nothing is ever chosen on the test split.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,20 @@ from pathlib import Path
 
 from yochameleon.data.conversations import load_conversations
 from yochameleon.data.images import check_photo_count, list_images, list_images_recursive, validate_concept_name
+from yochameleon.errors import ConceptDataError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSplit:
+    """Photos to score recognition on, and what they are."""
+
+    name: str  # "val" | "test" | "train"
+    positives: list[Path]
+    negatives: list[Path]
+    heldout: bool  # neither the positives nor the negatives were trained on
+    note: str = ""  # says what is not held out, when something is not
 
 
 @dataclass
@@ -25,6 +41,8 @@ class ConceptData:
     description: str | None = None
     class_noun: str | None = None  # e.g. "dog": lets generated answers about "the dog" become "<sks>"
     category: str = "object"  # object | pet | person | toy: which attribute questions to ask
+    val_photos: list[Path] = field(default_factory=list)
+    val_negatives: list[Path] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg) -> "ConceptData":
@@ -38,21 +56,69 @@ class ConceptData:
         test_photos = list_images(cfg.test_photos, f"held-out photos of <{name}>") if cfg.get("test_photos") else []
         test_negatives = (list_images_recursive(list(cfg.test_negatives), "held-out negatives")
                           if cfg.get("test_negatives") else [])
+        val_photos = list_images(cfg.val_photos, f"validation photos of <{name}>") if cfg.get("val_photos") else []
+        val_negatives = (list_images_recursive(list(cfg.val_negatives), "validation negatives")
+                         if cfg.get("val_negatives") else [])
+        if bool(val_photos) != bool(val_negatives):
+            given, missing = ("val_photos", "val_negatives") if val_photos else ("val_negatives", "val_photos")
+            raise ConceptDataError(
+                f"concept <{name}>: concept.{given} is set but concept.{missing} is not. A validation split chooses "
+                f"the best adapter and needs both held-out photos of <{name}> and held-out negatives; set "
+                f"concept.{missing}, or remove concept.{given} (then the final adapter is kept and nothing is chosen).")
+        test_set = {p.resolve() for p in test_photos}
+        val_set = {p.resolve() for p in val_photos}
+        for shared, other in ((val_set & photo_set, "photos"), (val_set & test_set, "test_photos")):
+            if shared:
+                raise ConceptDataError(
+                    f"concept <{name}>: {len(shared)} validation photo(s) are also in concept.{other} (e.g. "
+                    f"{sorted(shared)[0]}). A split is only held out if its files are nowhere else; give "
+                    f"concept.val_photos a folder of its own.")
         # A test folder of all concepts contains this concept's own held-out photos: never call those negatives.
-        test_set = {p.resolve() for p in test_photos} | photo_set
-        test_negatives = [p for p in test_negatives if p.resolve() not in test_set]
+        own = test_set | val_set | photo_set
+        test_negatives = [p for p in test_negatives if p.resolve() not in own]
+        val_negatives = [p for p in val_negatives if p.resolve() not in own]
+        shared = {p.resolve() for p in val_negatives} & {p.resolve() for p in test_negatives}
+        if shared:
+            raise ConceptDataError(
+                f"concept <{name}>: {len(shared)} image(s) are in both concept.val_negatives and "
+                f"concept.test_negatives (e.g. {sorted(shared)[0]}). What chooses the adapter must not be what "
+                "reports it; give the validation negatives a folder of their own.")
         conversations = (load_conversations(cfg.conversations, name, photo_dir=cfg.photos)
                          if cfg.get("conversations") else [])
         return cls(name=name, photos=photos, negatives=negatives, test_photos=test_photos,
                    test_negatives=test_negatives, conversations=conversations,
                    description=cfg.get("description"), class_noun=cfg.get("class_noun"),
-                   category=str(cfg.get("category") or "object"))
+                   category=str(cfg.get("category") or "object"), val_photos=val_photos, val_negatives=val_negatives)
 
-    def eval_split(self) -> tuple[list[Path], list[Path], str]:
-        """Photos to measure recognition on: held-out when given, else the training data (said loudly)."""
-        if self.test_photos:
-            negatives = self.test_negatives or self.negatives[: max(len(self.test_photos), 4)]
-            return self.test_photos, negatives, "held-out"
-        log.warning("concept <%s> has no test_photos: recognition accuracy is measured on the TRAINING photos "
-                    "and says little about generalisation", self.name)
-        return self.photos, self.negatives[: max(len(self.photos), 4)], "train"
+    def held_out_photos(self) -> list[Path]:
+        """Photos of the concept that training must never use (validation and test)."""
+        return [*self.val_photos, *self.test_photos]
+
+    def selection_split(self) -> EvalSplit:
+        """What evaluations during training score: the validation split, else the training photos (said loudly).
+
+        Only a validation split may choose anything (the best adapter); the training photos are
+        scored to watch learning, never to choose.
+        """
+        if self.val_photos:
+            return EvalSplit("val", self.val_photos, self.val_negatives, True)
+        log.warning("concept <%s> has no val_photos/val_negatives: evaluations during training score the TRAINING "
+                    "photos, and no best adapter is chosen (the final one is kept)", self.name)
+        return EvalSplit("train", self.photos, self.negatives[: max(len(self.photos), 4)], False,
+                         "training photos and training negatives")
+
+    def test_split(self) -> EvalSplit | None:
+        """The split scored once, at the end, for reporting (None without test_photos)."""
+        if not self.test_photos:
+            return None
+        if self.test_negatives:
+            return EvalSplit("test", self.test_photos, self.test_negatives, True)
+        log.warning("concept <%s> has test_photos but no test_negatives: the held-out photos are scored against "
+                    "TRAINING negatives, so the negative accuracy is not held out (set concept.test_negatives)",
+                    self.name)
+        return EvalSplit("test", self.test_photos, self.negatives[: max(len(self.test_photos), 4)], False,
+                         "held-out positives, TRAINING negatives (no test_negatives)")
+
+    def report_split(self) -> EvalSplit:
+        """The split a run's final figures come from: test when there is one, else the selection split."""
+        return self.test_split() or self.selection_split()

@@ -36,24 +36,50 @@ RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-onl
            "no-self-prompting")
 
 
+# Held-out wordings of the three attribute questions: never in training (the concept's QA is asked in
+# templates.ATTRIBUTE_QUESTIONS["toy"] = world.CONCEPT_QUESTIONS' wording) nor in the backbone's
+# pretraining corpus, so they show whether the rows learnt the attribute or the question string.
+HELDOUT_QUESTIONS = {
+    "colour": ("Which colour does <sks> have?", "Tell me the colour of <sks>."),
+    "pattern": ("Which pattern is on <sks>?", "Tell me the pattern of <sks>."),
+    "shape": ("Which shape does <sks> have?", "Tell me the shape of <sks>."),
+}
+
+
 @torch.no_grad()
-def text_qa(pm, name: str) -> dict:
-    """Accuracy of the attribute questions about <name>, scored among the attribute's values."""
+def toy_text_qa(model, builder, name: str) -> dict:
+    """Text-only attribute questions about toy concept <name>, scored among the attribute's values.
+
+    `text_qa`: the training wordings ("What colour is <sks>?"); `text_qa_heldout`: wordings the
+    adapter never saw (HELDOUT_QUESTIONS). The highest first-token logit among the attribute's
+    values after the understanding tokens is the answer.
+    """
     from yochameleon.data.samples import left_pad
     from yochameleon.metrics.recognition import answer_prompts
-    from evaluation.scoring import first_token_ids
 
-    builder = pm._builder(name)
+    backbone = builder.backbone
     thing = CONCEPTS[name]
-    correct = {}
-    for attribute, (question, _) in world.CONCEPT_QUESTIONS.items():
-        prompt = answer_prompts(pm.model, builder, [builder.prompt_ids(question)], "text_qa", "forced")
-        ids, mask = left_pad(prompt, pm.backbone.tokenizer.pad_token_id)
-        logits = pm.model.last_logits(ids, mask)[0]
+
+    def right(attribute: str, question: str) -> bool:
+        prompt = answer_prompts(model, builder, [builder.prompt_ids(question)], "text_qa", "forced")
+        ids, mask = left_pad(prompt, backbone.tokenizer.pad_token_id)
+        logits = model.last_logits(ids.to(backbone.device), mask.to(backbone.device))[0]
         values = world.ATTRIBUTE_VALUES[attribute]
-        columns = first_token_ids(pm.backbone.tokenizer, [f"{v}." for v in values])
-        correct[attribute] = values[int(logits[columns].argmax())] == getattr(thing, attribute)
-    return {"text_qa": sum(correct.values()) / len(correct), **{f"text_qa_{k}": float(v) for k, v in correct.items()}}
+        columns = [backbone.tokenizer(f"{v}.", add_special_tokens=False)["input_ids"][0] for v in values]
+        return values[int(logits[columns].argmax())] == getattr(thing, attribute)
+
+    trained = {a: right(a, question) for a, (question, _) in world.CONCEPT_QUESTIONS.items()}
+    heldout = {a: [right(a, q) for q in questions] for a, questions in HELDOUT_QUESTIONS.items()}
+    n_heldout = sum(len(v) for v in heldout.values())
+    return {"text_qa": sum(trained.values()) / len(trained),
+            "text_qa_heldout": sum(sum(v) for v in heldout.values()) / n_heldout,
+            **{f"text_qa_{k}": float(v) for k, v in trained.items()},
+            **{f"text_qa_heldout_{k}": sum(v) / len(v) for k, v in heldout.items()}}
+
+
+def text_qa(pm, name: str) -> dict:
+    """`toy_text_qa` for a loaded PersonalizedModel."""
+    return toy_text_qa(pm.model, pm._builder(name), name)
 
 
 def generation(pm, name: str, judge, n: int, seed: int) -> dict:

@@ -33,12 +33,14 @@ CONCEPTS = {
     "zuzu": world.Thing("diamond", "pink", "dotted"),
     "kiki": world.Thing("triangle", "green", "solid"),
 }
-# The concept configs train on `train` (5 renders) and score on `test_many` x `test_negatives_many`
-# (40 x 80: with 10 x 20 an AUROC moved by 0.1 between neighbouring evaluations). `test`,
-# `test_negatives` and `train_many` stay for quick looks and experiments past 5 photos
+# The concept configs train on `train` (5 renders), choose (best/, defaults) on `val` x `val_negatives`
+# and report on `test_many` x `test_negatives_many` (40 x 80 each: with 10 x 20 an AUROC moved by
+# 0.1 between neighbouring evaluations). Every split has its own seed stream (`<name>:<split>`).
+# `test`, `test_negatives` and `train_many` stay for quick looks and experiments past 5 photos
 # (e.g. concept.photos='${toyworld:bo,train_many}').
 CONCEPT_SPLITS = {"train": 5, "train_many": 40, "test": 10, "test_many": 40, "negatives": 120, "test_negatives": 20,
-                  "test_negatives_many": 80}
+                  "test_negatives_many": 80, "val": 40, "val_negatives": 80}
+POSITIVE_SPLITS = ("train", "val", "test")  # (and their *_many versions) show the concept
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
@@ -85,9 +87,9 @@ def load_judge(path: str | Path):
 def concept_scenes(name: str, split: str) -> list[world.Scene]:
     """The scenes of one split of a toy concept (deterministic).
 
-    train/test (and their *_many versions) show the concept (test in positions, sizes and backgrounds drawn from another
-    stream, a third of them next to a second thing); negatives and test_negatives never do:
-    a third are look-alikes sharing two of its three attributes, the rest are the world.
+    train/val/test (and their *_many versions) show the concept (val and test in positions, sizes and backgrounds
+    drawn from their own streams, a third of them next to a second thing); negatives, val_negatives and
+    test_negatives never do: a third are look-alikes sharing two of its three attributes, the rest are the world.
     """
     if name not in CONCEPTS:
         raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
@@ -96,8 +98,8 @@ def concept_scenes(name: str, split: str) -> list[world.Scene]:
     scenes = []
     while len(scenes) < CONCEPT_SPLITS[split]:
         base = split.removesuffix("_many")
-        if base in ("train", "test"):
-            scenes.append(world.random_scene(rng, two_things=0.3 if base == "test" else 0.0, must_include=thing))
+        if base in POSITIVE_SPLITS:
+            scenes.append(world.random_scene(rng, two_things=0.0 if base == "train" else 0.3, must_include=thing))
             continue
         if len(scenes) % 3 == 0:
             scene = world.random_scene(rng, two_things=0.0, must_include=world.look_alike(thing, rng))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from yochameleon.concept.adapter import save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
-from yochameleon.data.concept import ConceptData
+from yochameleon.data.concept import ConceptData, EvalSplit
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
@@ -42,20 +42,28 @@ class RunDirError(YoChameleonError):
     """The run directory already holds a run that this command would overwrite."""
 
 
-def evaluate(model, builder, concept: ConceptData, batch_size: int) -> dict:
-    """Recognition accuracy on held-out photos (logits of Yes vs No, one forward pass each)."""
-    positives, negatives, split = concept.eval_split()
-    metrics = {"eval/split_is_heldout": float(split == "held-out")}
+def evaluate(model, builder, split: EvalSplit, batch_size: int, prefix: str = "eval") -> dict:
+    """Recognition accuracy on one split (logits of Yes vs No, one forward pass each), keys `<prefix>/...`.
+
+    During training `split` is the validation split (or the training photos); the test split is
+    scored once, at the end, with prefix "test".
+    """
+    metrics = {f"{prefix}/split": split.name, f"{prefix}/split_is_heldout": float(split.heldout)}
     # Under self-prompting, report both the forced token group and the one the model emits itself.
-    for mode, prefix in (("forced", "eval/recognition"), ("emitted", "eval/recognition_emitted")):
+    for mode, name in (("forced", f"{prefix}/recognition"), ("emitted", f"{prefix}/recognition_emitted")):
         if mode == "emitted" and not builder.answer_prefix("recognition"):
             break  # no token group to emit: the emitted score would repeat the forced one
-        p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size, self_prompt=mode)
-        p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size, self_prompt=mode)
-        metrics |= {f"{prefix}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
-        metrics |= {f"{prefix}/mean_p_yes_positive": float(p_pos.mean()),
-                    f"{prefix}/mean_p_yes_negative": float(p_neg.mean())}
+        p_pos = yes_probabilities(model, builder, split.positives, batch_size=batch_size, self_prompt=mode)
+        p_neg = yes_probabilities(model, builder, split.negatives, batch_size=batch_size, self_prompt=mode)
+        metrics |= {f"{name}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
+        metrics |= {f"{name}/mean_p_yes_positive": float(p_pos.mean()),
+                    f"{name}/mean_p_yes_negative": float(p_neg.mean())}
     return metrics
+
+
+def _unprefixed(metrics: dict, prefix: str) -> dict:
+    """`test/recognition/auroc` -> `eval/recognition/auroc`: the summary's `final` reads like any evaluation."""
+    return {"eval/" + k.removeprefix(prefix + "/"): v for k, v in metrics.items()}
 
 
 def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
@@ -220,8 +228,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                                               bool(recipe.get("shared_tokens", False)))
     tokens.to(accelerator.device)
     cache = VQCodeCache(backbone, Path(cfg.cache_dir) / "vq")
-    eval_pos, eval_neg, _ = concept.eval_split()
-    all_images = [*concept.photos, *eval_pos, *eval_neg]
+    # Evaluations during training score the validation split (or the training photos); only a
+    # validation split chooses best/. The test split is scored once, at the end, to report.
+    select_split, test_split = concept.selection_split(), concept.test_split()
+    all_images = [*concept.photos, *select_split.positives, *select_split.negatives,
+                  *(test_split.positives + test_split.negatives if test_split else [])]
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting),
                             group_loss=str(recipe.self_prompt_loss))
     from yochameleon.prepare import prepare_concept
@@ -265,6 +276,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     logger = (RunLogger(cfg.logger, run_dir, run_config, wandb_id, start_step if resuming else None) if main
               else NullLogger())
     select_by = str(tcfg.select_best_by)
+    selected_on = "val" if select_split.name == "val" else None  # never the test split, never the training photos
+    last_eval: dict | None = None
     draw_samples = bool(tcfg.sample_images) and backbone.has_decoder and bool(recipe.tasks.generation)
     losses: list[float] = []
     bar = tqdm(total=total_steps, initial=start_step, desc=f"train <{concept.name}>",
@@ -295,7 +308,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         done = step + 1
         if (done % int(tcfg.eval_every) == 0 or done == total_steps) and evaluates:
             model.eval()
-            metrics = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
+            metrics = last_eval = evaluate(inner, builder, select_split, batch_size=int(tcfg.eval_batch_size))
             model.train()
             record |= metrics
             if draw_samples:
@@ -306,11 +319,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     image.save(path)
                 logger.log_image("samples/image", image, f"A photo of <{concept.name}>. (step {done})", step=done)
             score = metrics.get(select_by, -math.inf)
-            if score > best:
+            if selected_on and score > best:
                 best = score
                 with whole_rows(tokens, zero3):
                     if main:
-                        save_adapter(run_dir / "best", tokens, fingerprint, adapter_extra | {"step": done, select_by: score})
+                        save_adapter(run_dir / "best", tokens, fingerprint, adapter_extra | {
+                            "step": done, "selected_on": selected_on, "selection_metric": select_by, select_by: score})
             bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
         logger.log(record, step=done)
         bar.update(1)
@@ -324,22 +338,39 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     barrier()
     with whole_rows(tokens, zero3):
         if main:
-            save_adapter(run_dir / "adapter", tokens, fingerprint, adapter_extra | {"step": total_steps})
+            save_adapter(run_dir / "adapter", tokens, fingerprint,
+                         adapter_extra | {"step": total_steps, "selected_on": None})  # the last step, not a choice
     if evaluates:
         model.eval()
-        final = evaluate(inner, builder, concept, batch_size=int(tcfg.eval_batch_size))
+        if last_eval is None or start_step == total_steps:  # nothing evaluated the last step in this process
+            last_eval = evaluate(inner, builder, select_split, batch_size=int(tcfg.eval_batch_size))
+        # The test split, once, for reporting: nothing above read it.
+        test = (evaluate(inner, builder, test_split, batch_size=int(tcfg.eval_batch_size), prefix="test")
+                if test_split else None)
+        final = _unprefixed(test, "test") if test else last_eval
+        toy_qa = None
+        if cfg.concept.get("toy"):  # the toy world knows the true attributes: text QA in both wordings
+            from yochameleon.toyworld.benchmark import toy_text_qa
+
+            toy_qa = toy_text_qa(inner, builder, concept.name)
         # Forced token group: shows what the rows learnt, whatever the inference setting.
         answer = generate_answer(inner, builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
     if not main:
         return {"run_dir": str(run_dir), "rank": rank, "steps": total_steps}
     logger.log_text("samples/answers", ["question", "answer"], [[templates.FALLBACK_TEXT_QA[0][0], answer]],
                     step=total_steps)
+    if test or toy_qa:
+        logger.log({**(test or {}), **{f"test/{k}": v for k, v in (toy_qa or {}).items()}}, step=total_steps)
     summary = {
-        "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"), "best_adapter": str(run_dir / "best"),
+        "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
+        "best_adapter": str(run_dir / "best") if selected_on and (run_dir / "best").is_dir() else None,
+        "selected_on": selected_on, "final_split": final["eval/split"], "val": last_eval if selected_on else None,
+        "text_qa": toy_qa,
         "metrics": str(run_dir / "metrics.jsonl"), "wandb": logger.wandb_dir,
         "samples": str(run_dir / "samples") if draw_samples else None, "steps": total_steps,
         "resumed_from": start_step if resuming else None, "wall_seconds": round(time.time() - started, 1),
-        "final": final, "best": {select_by: best}, "sample_answer": answer,
+        "final": final, "best": {select_by: best, "selected_on": selected_on} if selected_on else None,
+        "sample_answer": answer,
         "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
         "launcher": f"{accelerator.distributed_type.value} x{world}",
         "deepspeed_zero_stage": int(ds_plugin.zero_stage) if ds_plugin is not None else None,
