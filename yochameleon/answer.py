@@ -1,8 +1,8 @@
 """Ask a personalized model about your concept from the shell.
 
-    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/best --image photo.jpg
+    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/adapter --image photo.jpg
         -> Is <corgi> in this photo?  Yes  (P(Yes) = 0.91)
-    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/best --question "Describe <corgi>."
+    python -m yochameleon.answer --adapter outputs/corgi/yochameleon/adapter --question "Describe <corgi>."
     python -m yochameleon.answer --adapter A --adapter B --image x.jpg --question "What is <a> doing here?"
 """
 

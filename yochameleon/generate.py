@@ -1,9 +1,9 @@
 """Draw your concept: `python -m yochameleon.generate --adapter <dir> --prompt "A photo of <bo> on the beach."`.
 
-    python -m yochameleon.generate --adapter outputs/corgi/yochameleon/best \\
+    python -m yochameleon.generate --adapter outputs/corgi/yochameleon/adapter \\
         --prompt "A photo of <corgi> on the beach." -n 4 --guidance 3.0 --seed 0 --out samples/
     # several concepts in one prompt:
-    python -m yochameleon.generate --adapter runs/bo/best --adapter runs/mam/best --prompt "<bo> and <mam> playing."
+    python -m yochameleon.generate --adapter runs/bo/adapter --adapter runs/mam/adapter --prompt "<bo> and <mam> playing."
 """
 
 from __future__ import annotations

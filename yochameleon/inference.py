@@ -1,7 +1,7 @@
 """Use trained concepts from Python: recognize, answer questions, chat about `<name>`.
 
     from yochameleon.inference import PersonalizedModel
-    pm = PersonalizedModel.load(["outputs/corgi/yochameleon/best"])
+    pm = PersonalizedModel.load(["outputs/corgi/yochameleon/adapter"])
     pm.recognize("photo.jpg")            # Recognition(answer='Yes', probability=0.93, concept='corgi')
     pm.answer("Describe <corgi>.")       # free text, KV cache, never image tokens
     pm.generate_images("A photo of <corgi> on the beach.", n=4, seed=0)   # list of PIL images

@@ -55,8 +55,9 @@ def read_adapter_config(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.exists():
-        raise AdapterError(f"{directory} is not a concept adapter (no {CONFIG_NAME}). Point at the 'adapter' or "
-                           "'best' folder inside a training run, e.g. outputs/<concept>/<run>/best")
+        raise AdapterError(f"{directory} is not a concept adapter (no {CONFIG_NAME}). Point at the 'adapter' folder "
+                           "inside a training run (or 'best', chosen on a validation split when the concept has one), "
+                           "e.g. outputs/<concept>/<run>/adapter")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
