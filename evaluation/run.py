@@ -256,8 +256,9 @@ def evaluate(cfg, out_dir: Path) -> dict:
         questions = {"vqa": visual.questions, "text_qa": eval_set.text_qa(subject),
                      "multi_concept": eval_set.multi_concept(subject)}
         if visual.missing_images:
-            skipped["vqa_missing_images"] = f"{len(visual.missing_images)} image(s) not found: " + ", ".join(
-                visual.missing_images)
+            missing = visual.missing_images
+            skipped["vqa_missing_images"] = (f"{len(missing)} image(s) not found, their questions skipped (first: "
+                                             f"{', '.join(missing[:3])}); check eval_set.root / eval_set.images")
     elif have_set:
         skipped["qa"] = f"subject {subject!r} is not in the evaluation set {eval_set.where()}: QA tasks skipped"
     if in_set and eval_set.kind == "yollava":

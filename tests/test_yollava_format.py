@@ -171,7 +171,7 @@ def _eval_cfg(overrides: list[str], cache_dir: Path):
 
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("eval", overrides=[f"cache_dir={cache_dir}", "logger=none", *overrides], return_hydra_config=False)
+        return compose("eval", overrides=[f"cache_dir={cache_dir}", "logger=none", *overrides])
 
 
 def test_eval_set_yollava_takes_the_concepts_data_root(tmp_path, cache_dir, monkeypatch):
@@ -252,8 +252,8 @@ def test_user_command_trains_and_evaluates_on_a_yollava_set(tmp_path, cache_dir,
 def test_compare_sets_the_mean_over_subjects_beside_the_papers_rows(tmp_path):
     for concept, rec, text in (("bo", 0.75, 0.6), ("mam", 0.55, 0.4)):
         metrics = {"concept": concept, "subject": concept, "skipped": {}, "eval_set": {"kind": "yollava"},
-                   "methods": {"adapter": {"tokens": 37, "recognition": {"weighted": rec}, "text_qa": {"accuracy": text},
-                                           "vqa": {"accuracy": None}},
+                   "methods": {"adapter": {"tokens": 37, "recognition": {"weighted": rec},
+                                           "text_qa": {"accuracy": text}, "vqa": {"accuracy": None}},
                                "plain": {"tokens": 0, "recognition": {"weighted": 0.5}}}}
         (tmp_path / concept).mkdir()
         (tmp_path / concept / "metrics.json").write_text(json.dumps(metrics))
@@ -267,3 +267,19 @@ def test_compare_sets_the_mean_over_subjects_beside_the_papers_rows(tmp_path):
     assert "| these runs, mean | 2 concepts | plain | 0.500 | - | - | - |" in table
     assert "| Yo'Chameleon paper, reported (not measured here) | 40 Yo'LLaVA subjects | Chameleon | 0.500 | 0.474 | " \
            "0.405 | 0.425 |" in table
+
+
+def test_harness_counts_the_missing_images_of_the_subject(tmp_path, cache_dir, tiny_path):
+    from evaluation.run import evaluate
+
+    root = build_yollava(tmp_path)
+    (root / "test" / "mam" / "0.png").unlink()
+    cfg = _eval_cfg(["+concept=bo", f"concept.data_root={root}", "concept.name=mam", "eval_set=yollava",
+                     "methods=[plain]", "tasks=[vqa]"], cache_dir)
+    out = tmp_path / "eval"
+    out.mkdir()
+    results = evaluate(cfg, out)
+    assert results["methods"]["plain"]["vqa"]["n"] == 1  # mam's other question is still asked
+    assert results["skipped"]["vqa_missing_images"].startswith("1 image(s) not found")
+    assert str(root / "test" / "mam" / "0.png") in results["skipped"]["vqa_missing_images"]
+    assert results["eval_set"]["visual_qa_missing_images"] == 1 and results["eval_set"]["visual_qa_loaded"] == 6
