@@ -154,10 +154,14 @@ def write_report(results: dict, out_dir: Path, logger_cfg=None) -> str:
                      f"{t['logit_vs_generate_speedup']:.2f}x faster.")
     if "forgetting" in results:
         f = results["forgetting"]
-        lines.append(f"Forgetting check: {f['prompts']} prompts without a concept ({f['positions']} positions), max "
-                     f"|logit difference| with vs without adapters = {f['max_abs_logit_diff']:.3g} "
-                     f"({'identical' if f['identical'] else 'DIFFERENT'}) outside the adapters' own tokens; greedy "
-                     f"next token changed at {f['next_token_changed']} positions.")
+        lines.append(f"Forgetting: {f['prompts']} prompts that name no concept. Asked as inference asks them (the "
+                     f"soft prompts in context, inference's banned ids), along the plain model's own answers "
+                     f"({f['answer_positions']} positions): greedy next token changed at "
+                     f"{f['greedy_changed_share']:.1%}, mean KL(plain || adapter) {f['mean_kl']:.3f} nats, a concept "
+                     f"token won at {f['concept_token_share']:.1%}. Invariant: with only the rows loaded, max "
+                     f"|logit difference| outside the adapters' own tokens = {f['max_abs_logit_diff']:.3g} "
+                     f"({'identical' if f['identical'] else 'DIFFERENT'}) over {f['positions']} positions; a loaded "
+                     f"identifier won the greedy token at {f['rows_only_concept_wins']} of them.")
     eval_set = results.get("eval_set") or {}
     if eval_set.get("kind") == "yollava":
         lines += ["", "## Against the published table (Yo'LLaVA data)", "",

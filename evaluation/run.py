@@ -1,6 +1,6 @@
 """Evaluate a trained adapter and the prompting baselines on one concept, and write a report.
 
-    python -m evaluation.run +concept=demo adapter=outputs/corgi/yochameleon/best
+    python -m evaluation.run +concept=demo adapter=outputs/corgi/yochameleon/adapter
     python -m evaluation.run +concept=demo adapter=... tasks=[recognition,text_qa] methods=[adapter,plain]
 
 Writes `<out>/metrics.json`, `<out>/report.md`, `<out>/charts/*.png` and a W&B table
@@ -134,35 +134,78 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
 
 
 @torch.no_grad()
-def forgetting(backbone, adapter_model, prompt_images: list) -> dict:
-    """Logits at every position of prompts that name no concept, without and with the adapters loaded.
+def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
+    """What loading the adapters changes on prompts that name no concept.
 
-    The adapters' own reserved ids are new words (their columns are the learned output rows), so
-    they are compared apart: every other column must be bit-identical, since the backbone is frozen.
-    `next_token_changed` counts positions whose greedy next token differs (a concept token outranking
-    the backbone's choice would show up there).
+    Two measurements:
+
+    - the invariant (`identical`, `max_abs_logit_diff`): with the rows loaded but no soft prompt in
+      the prompt, every logit column except the adapters' own ids is bit-identical to the plain
+      model's (the backbone is frozen); it cannot fail unless the backbone is touched. Over the same
+      positions, under inference's banned ids, `rows_only_greedy_changed` counts where the greedy
+      token differs and `rows_only_concept_wins` where a loaded identifier is it;
+    - what a user notices (`greedy_changed_share`, `mean_kl`, `concept_token_share`): the question
+      asked as `PersonalizedModel.answer` asks it (every loaded concept's soft prompt, then the
+      self-prompt group) against the plain model asked the bare question, both with inference's
+      banned ids (`answer_banned_ids`: an identifier only where the question names it). Compared at the plain
+      model's own greedy answer, teacher-forced into both: at each answer position, whether the
+      greedy next token differs, KL(plain || adapter) in nats, and whether a concept's id wins.
     """
     from yochameleon.data.samples import left_pad
+    from yochameleon.inference import answer_banned_ids
+    from yochameleon.metrics.recognition import answer_prompts
     from yochameleon.model.personalized import PersonalizedChameleon
 
+    backbone, adapter_model = pm.backbone, pm.model
+    device = backbone.device
     plain = PersonalizedChameleon(backbone.model, []).eval()
-    builder = M.EvalBuilder(backbone, M.TextSubject("x"), None, False)
-    prompts = [builder.prompt_ids(q) for q in FORGETTING_PROMPTS]
-    prompts += [builder.prompt_ids(FORGETTING_PROMPTS[0], image) for image in prompt_images]
-    own = torch.cat([c.token_ids for c in adapter_model.concepts]).to(backbone.device)
-    keep = torch.ones(backbone.config.vocab_size, dtype=torch.bool, device=backbone.device)
+    bare = M.EvalBuilder(backbone, M.TextSubject("x"), None, False)
+    questions = [(q, None) for q in FORGETTING_PROMPTS] + [(FORGETTING_PROMPTS[0], im) for im in prompt_images]
+    own = torch.cat([c.token_ids for c in adapter_model.concepts]).to(device)
+    keep = torch.ones(backbone.config.vocab_size, dtype=torch.bool, device=device)
     keep[own] = False
-    worst, changed, positions = 0.0, 0, 0
-    for prompt in prompts:
-        ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
-        ids, mask = ids.to(backbone.device), mask.to(backbone.device)
-        a = plain.logits(plain.hidden_states(ids, mask)[0])[0]
-        b = adapter_model.logits(adapter_model.hidden_states(ids, mask)[0])[0]
+    plain_banned = backbone.text_banned_ids().to(device)
+    stops = backbone.text_stop_ids()
+    name = next(iter(pm.concepts))
+    builder = pm._builder(name)
+
+    def positions_logits(model, ids: list[int], last: int) -> torch.Tensor:
+        batch, mask = left_pad([ids], backbone.tokenizer.pad_token_id)
+        batch, mask = batch.to(device), mask.to(device)
+        return model.logits(model.hidden_states(batch, mask)[0])[0][-last:].float()
+
+    worst, positions, changed, kl, concept_wins, answer_positions = 0.0, 0, 0, 0.0, 0, 0
+    first_changed, rows_changed, rows_concept = 0, 0, 0
+    for question, image in questions:
+        prompt = bare.prompt_ids(question, image)
+        adapter_banned = answer_banned_ids(builder, question).to(device)  # as PersonalizedModel.answer bans
+        # The invariant: rows loaded, no soft prompt.
+        a = positions_logits(plain, prompt, len(prompt))
+        b = positions_logits(adapter_model, prompt, len(prompt))
         worst = max(worst, float((a[:, keep] - b[:, keep]).abs().max()))
-        changed += int((a.argmax(-1) != b.argmax(-1)).sum())
         positions += len(a)
-    return {"prompts": len(prompts), "positions": positions, "max_abs_logit_diff": worst,
-            "identical": worst == 0.0, "next_token_changed": changed}
+        rows_pick = b.masked_fill(adapter_banned, float("-inf")).argmax(-1)
+        rows_changed += int((a.masked_fill(plain_banned, float("-inf")).argmax(-1) != rows_pick).sum())
+        rows_concept += int(torch.isin(rows_pick, own).sum())
+        # What a user notices: the plain model's greedy answer, teacher-forced into both prompts.
+        ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
+        answer = plain.generate_text(ids.to(device), mask.to(device), max_new_tokens, plain_banned, stops)[0]
+        user = answer_prompts(adapter_model, builder, [builder.prompt_ids(question, image)], "text_qa",
+                              pm.self_prompt_mode[name])[0]
+        n = len(answer) + 1  # the answer start and the position after each answer token
+        p = positions_logits(plain, prompt + answer, n).masked_fill(plain_banned, float("-inf")).log_softmax(-1)
+        q = positions_logits(adapter_model, user + answer, n).masked_fill(adapter_banned, float("-inf")).log_softmax(-1)
+        pick_p, pick_q = p.argmax(-1), q.argmax(-1)
+        changed += int((pick_p != pick_q).sum())
+        first_changed += int(pick_p[0] != pick_q[0])
+        concept_wins += int(torch.isin(pick_q, own).sum())
+        kl += float(torch.where(p.isfinite(), p.exp() * (p - q), torch.zeros_like(p)).sum())
+        answer_positions += n
+    return {"prompts": len(questions), "positions": positions, "max_abs_logit_diff": worst,
+            "identical": worst == 0.0, "rows_only_greedy_changed": rows_changed,
+            "rows_only_concept_wins": rows_concept, "answer_positions": answer_positions,
+            "greedy_changed_share": changed / answer_positions, "first_token_changed": first_changed,
+            "mean_kl": kl / answer_positions, "concept_token_share": concept_wins / answer_positions}
 
 
 # ---- orchestration -----------------------------------------------------------------------------------
@@ -294,7 +337,7 @@ def evaluate(cfg, out_dir: Path) -> dict:
                                            scorers)
         results["methods"][method.name] = row
     if "forgetting" in tasks and pm is not None:
-        results["forgetting"] = forgetting(backbone, pm.model, [M._photo(str(p)) for p in negatives[:2]])
+        results["forgetting"] = forgetting(pm, [M._photo(str(p)) for p in negatives[:2]])
     first = next(iter(results["methods"].values()), {})
     if "recognition" in first and "logit_vs_generate_speedup" in first["recognition"]:
         rec = first["recognition"]

@@ -183,19 +183,37 @@ def test_missing_or_wrong_encoder_checkpoints_are_named(tmp_path, encoders):
 def test_forgetting_check_finds_identical_logits_outside_the_adapter_tokens(backbone):
     from evaluation.run import forgetting
     from yochameleon.concept.tokens import PersonalizedTokens
-    from yochameleon.model.personalized import PersonalizedChameleon
+    from yochameleon.inference import PersonalizedModel
 
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 2, 2)
     with torch.no_grad():
         tokens.input_rows.normal_(0, 1.0)
         tokens.output_rows.normal_(0, 5.0)  # loud output rows: they may win the argmax, never change others
-    model = PersonalizedChameleon(backbone.model, [tokens]).eval()
+    pm = PersonalizedModel(backbone, [tokens], {"bo": True}, {"bo": "forced"})
     photo = sorted((DEMO / "corgi" / "test").glob("*.jpg"))[0]
     from yochameleon.data.images import load_image
 
-    result = forgetting(backbone, model, [load_image(photo)])
+    result = forgetting(pm, [load_image(photo)])
+    # The invariant: a frozen backbone leaves every other column bit-identical.
     assert result["identical"] and result["max_abs_logit_diff"] == 0.0
     assert result["prompts"] == 4 and result["positions"] > 20
+    # What a user notices is measured, not assumed: shares in [0, 1], a KL >= 0, over the plain answers.
+    assert result["answer_positions"] >= 4 and 0.0 <= result["greedy_changed_share"] <= 1.0
+    assert result["mean_kl"] >= 0.0 and 0.0 <= result["concept_token_share"] <= 1.0
+    # The loud identifier row would win where it is allowed; a question that names no concept bans it.
+    from yochameleon.inference import answer_banned_ids
+
+    builder = pm._builder("bo")
+    identifier = int(tokens.token_ids[0])
+    prompt = builder.prompt_ids("Describe the image.")
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        logits = pm.model.logits(pm.model.hidden_states(ids, torch.ones_like(ids))[0])[0]
+    allowed = logits.masked_fill(backbone.text_banned_ids(allow=[identifier]), float("-inf")).argmax(-1)
+    assert int((allowed == identifier).sum()) > 0
+    assert result["rows_only_concept_wins"] == 0 and result["concept_token_share"] == 0.0
+    assert bool(answer_banned_ids(builder, "Describe the image.")[identifier])
+    assert not bool(answer_banned_ids(builder, "What colour is <bo>?")[identifier])
 
 
 # ---- report and offline comparison -----------------------------------------------------------------------
