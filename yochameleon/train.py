@@ -72,7 +72,8 @@ def main(cfg: DictConfig) -> dict | None:
     """Hydra entry point."""
     if "concept" not in cfg:
         print("error: no concept given. Run `python -m yochameleon.train +concept=<name>` with a file from "
-              f"{CONFIG_DIR / 'concept'} (for example +concept=demo).", file=sys.stderr)
+              f"{CONFIG_DIR / 'concept'} (for example +concept=demo) or your own conf/concept/<name>.yaml in the "
+              "working directory (or under $YOCHAMELEON_CONFIG_PATH).", file=sys.stderr)
         sys.exit(2)
     from yochameleon.training.loop import train
 
