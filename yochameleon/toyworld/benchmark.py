@@ -5,13 +5,14 @@
 For each (concept, recipe) it runs the normal training (`yochameleon.train`'s code with
 `+concept=toy-<name> recipe=<recipe>`), then measures on the trained adapter:
 
-- held-out recognition, weighted accuracy (the concept's 40 held-out renders vs 80 held-out
-  negatives, a third of them look-alikes), and the AUROC of P(Yes) over the same images (does
-  the adapter rank the concept above the rest, whatever the Yes/No threshold), from the run's
-  final evaluation;
+- test recognition, weighted accuracy (the concept's 40 test renders vs 80 test negatives, a
+  third of them look-alikes), and the AUROC of P(Yes) over the same images (does the adapter
+  rank the concept above the rest, whatever the Yes/No threshold), scored once at the end of the
+  run (its validation split chose best/; these figures are the final adapter's);
 - text-only QA: "What colour / pattern / shape is <name>?" with no image, scored against the
   concept's true attributes: the highest logit among the attribute's values after the
-  understanding tokens. What the adapter was taught is the backbone's own answers about the 5
+  understanding tokens, in the training wordings and in held-out ones (HELDOUT_QUESTIONS, two
+  per attribute). What the adapter was taught is the backbone's own answers about the 5
   photos (generated conversations, category `toy`), which can be wrong (the shape most often);
 - generation faithfulness: images drawn for "A photo of <name>." judged by the world's
   attribute classifier (shape, colour and pattern all right).
@@ -130,10 +131,11 @@ def run_one(concept: str, recipe: str, seed: int, out: Path, cache_dir: Path, n_
 
 def table(rows: list[dict]) -> str:
     """Means over concepts per recipe."""
-    columns = ("recognition", "recognition_auroc", "text_qa", "generation", "generation_colour", "generation_shape",
-               "generation_pattern")
-    lines = ["| recipe | concepts | held-out recognition | recognition AUROC | text QA | generation (all 3 right) | "
-             "colour | shape | pattern |", "|---|---|---|---|---|---|---|---|---|"]
+    columns = ("recognition", "recognition_auroc", "text_qa", "text_qa_heldout", "generation", "generation_colour",
+               "generation_shape", "generation_pattern")
+    lines = ["| recipe | concepts | test recognition | recognition AUROC | text QA (training wordings) | "
+             "text QA (held-out wordings) | generation (all 3 right) | colour | shape | pattern |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         mine = [r for r in rows if r["recipe"] == recipe]
         means = [sum(r[c] for r in mine) / len(mine) for c in columns]
