@@ -1,5 +1,6 @@
 """Two real processes on CPU (torchrun: DDP over gloo; DeepSpeed ZeRO-2 and ZeRO-3, with and without offload)
-end with the same adapter as one process."""
+end with the same adapter as one process, with the default settings (image sampling at every evaluation) and
+an epoch whose last batch leaves one process without samples. A ZeRO-2 run resumes exactly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,58 +17,125 @@ from safetensors.torch import load_file
 
 from conftest import REPO
 
-COMMON = ["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=4", "trainer.progress=false",
-          "trainer.sample_images=false", "trainer.deterministic=true", "trainer.device=cpu"]
+WORLD, BATCH, STEPS = 2, 4, 8  # processes, trainer.batch_size (its default), steps
+# One soft positive per epoch makes the demo epoch 25 samples (checked below): 7 steps, the 7th with one
+# sample, so rank 1 has none there; step 8 starts the next epoch. Everything else keeps its default.
+COMMON = ["+concept=demo", "recipe.soft_positives.per_epoch=1", "logger=none", f"trainer.max_steps={STEPS}",
+          f"trainer.eval_every={STEPS}", "trainer.progress=false", "trainer.deterministic=true", "trainer.device=cpu"]
+
+
+def _torchrun() -> str:
+    return shutil.which("torchrun", path=os.path.dirname(sys.executable))
+
+
+def _env(cache_dir: Path) -> dict:
+    return {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+
+
+def _adapter(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "adapter" / "adapter.safetensors"))
+
+
+def _assert_same_rows(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), (key, float((a[key] - b[key]).abs().max()))
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, cache_dir, tiny_path) -> Path:
+    """The one-process reference run every multi-process run must match."""
+    root = tmp_path_factory.mktemp("single")
+    result = subprocess.run([sys.executable, "-m", "yochameleon.train", *COMMON, f"output_root={root}",
+                             "run_name=single"], capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = root / "corgi" / "single"
+    size = json.loads((run_dir / "summary.json").read_text())["samples_per_epoch"]
+    # The premise of these tests: not divisible by the global batch nor by the processes, and the last batch
+    # of the epoch (reached within max_steps) is shorter than the number of processes.
+    assert size % BATCH and size % WORLD and size % BATCH < WORLD and -(-size // BATCH) < STEPS, size
+    assert list((run_dir / "samples").glob("step_*.png"))  # image sampling is on, as by default
+    return run_dir
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, cache_dir, tiny_path):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, cache_dir, single):
     args = [*COMMON, f"output_root={tmp_path}"]
-    ddp = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=ddp"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    ddp = subprocess.run([_torchrun(), "--nproc_per_node", str(WORLD), "-m", "yochameleon.train", *args,
+                          "run_name=ddp"], capture_output=True, text=True, env=_env(cache_dir), timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    assert ddp.stdout.count("done: 4 steps") == 1  # only the main process reports
-    assert json.loads((tmp_path / "corgi" / "ddp" / "summary.json").read_text())["launcher"] == "MULTI_CPU x2"
-    a = load_file(str(tmp_path / "corgi" / "ddp" / "adapter" / "adapter.safetensors"))
-    b = load_file(str(tmp_path / "corgi" / "single" / "adapter" / "adapter.safetensors"))
-    checkpointed = load_file(str(tmp_path / "corgi" / "single" / "checkpoint" / "adapter" / "adapter.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert torch.equal(checkpointed["input_rows"], b["input_rows"])  # the checkpoint holds the final rows
-    metrics = (tmp_path / "corgi" / "ddp" / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == 4  # one writer, one line per step
+    assert ddp.stdout.count(f"done: {STEPS} steps") == 1  # only the main process reports
+    run_dir = tmp_path / "corgi" / "ddp"
+    assert json.loads((run_dir / "summary.json").read_text())["launcher"] == f"MULTI_CPU x{WORLD}"
+    _assert_same_rows(_adapter(run_dir), _adapter(single))
+    checkpointed = load_file(str(single / "checkpoint" / "adapter" / "adapter.safetensors"))
+    assert torch.equal(checkpointed["input_rows"], _adapter(single)["input_rows"])  # the checkpoint holds the final rows
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == STEPS  # one writer, one line per step
+    # The logged loss is the mean over the real global batch (no stand-in sample), as in one process.
+    reference = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    assert [m["train/loss"] for m in metrics] == pytest.approx([m["train/loss"] for m in reference], abs=1e-5)
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == sorted(
+        p.name for p in (single / "samples").glob("*.png"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["zero2", "zero2_offload", "zero3", "zero3_offload"])
-def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, tiny_path):
+def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, single):
     pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
-           "ACCELERATE_USE_DEEPSPEED": "true",
+    env = {**_env(cache_dir), "DS_ACCELERATOR": "cpu", "ACCELERATE_USE_DEEPSPEED": "true",
            "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(REPO / "recipes" / "deepspeed" / f"{config}.json")}
     # trainer.device=cpu would make accelerate pick plain CPU DDP; "auto" lets DeepSpeed run (on its CPU accelerator).
     args = [*[a for a in COMMON if a != "trainer.device=cpu"], f"output_root={tmp_path}"]
-    zero2 = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=zero2"],
-                           capture_output=True, text=True, env=env, timeout=600)
-    assert zero2.returncode == 0, zero2.stderr[-3000:]
-    summary = json.loads((tmp_path / "corgi" / "zero2" / "summary.json").read_text())
-    assert summary["launcher"] == "DEEPSPEED x2"  # really DeepSpeed, not a silent fallback to DDP
+
+    def launch(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([_torchrun(), "--nproc_per_node", str(WORLD), "-m", "yochameleon.train", *args, *extra],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    run = launch("run_name=ds")
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_dir = tmp_path / "corgi" / "ds"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["launcher"] == f"DEEPSPEED x{WORLD}"  # really DeepSpeed, not a silent fallback to DDP
     assert summary["deepspeed_zero_stage"] == int(config[4])
+    assert list((run_dir / "samples").glob("step_*.png"))  # image sampling ran (every rank under ZeRO-3)
+    _assert_same_rows(_adapter(run_dir), _adapter(single))
+    checkpoint = run_dir / "checkpoint"
     if config == "zero3":  # ZeRO-3 cannot continue a checkpoint exactly: refused, nothing touched
-        before = (tmp_path / "corgi" / "zero2" / "checkpoint" / "state.json").read_text()
-        again = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "yochameleon.train", *args, "run_name=zero2",
-                                "trainer.resume=true"], capture_output=True, text=True, env=env, timeout=600)
+        before = (checkpoint / "state.json").read_text()
+        again = launch("run_name=ds", "trainer.resume=true")
         assert again.returncode != 0 and "ZeRO-3" in again.stderr + again.stdout
-        assert (tmp_path / "corgi" / "zero2" / "checkpoint" / "state.json").read_text() == before
-    plain_env = {k: v for k, v in env.items() if not k.startswith(("ACCELERATE_", "DS_"))}
-    single = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
-                            capture_output=True, text=True, env=plain_env, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a = load_file(str(tmp_path / "corgi" / "zero2" / "adapter" / "adapter.safetensors"))
-    b = load_file(str(tmp_path / "corgi" / "single" / "adapter" / "adapter.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+        assert (checkpoint / "state.json").read_text() == before
+    if config == "zero2":
+        # Each rank's optimizer partition is saved; stopped at step 4 and resumed with the same launcher
+        # (through the short last batch), the run ends where the uninterrupted one did.
+        assert sorted(p.name for p in checkpoint.glob("optimizer*.pt")) == [f"optimizer_rank{r}.pt" for r in range(WORLD)]
+        first = launch("run_name=resumed", "trainer.max_steps=4")
+        assert first.returncode == 0, first.stderr[-3000:]
+        resumed_dir = tmp_path / "corgi" / "resumed"
+        # One process cannot continue the per-rank shards: refused with what to do, nothing touched.
+        before = (resumed_dir / "checkpoint" / "state.json").read_text()
+        alone = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=resumed",
+                                f"trainer.max_steps={STEPS}", "trainer.resume=true"],
+                               capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+        assert alone.returncode != 0 and f"--nproc_per_node {WORLD}" in alone.stderr, alone.stderr[-3000:]
+        assert (resumed_dir / "checkpoint" / "state.json").read_text() == before
+        second = launch("run_name=resumed", f"trainer.max_steps={STEPS}", "trainer.resume=true")
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert json.loads((resumed_dir / "summary.json").read_text())["resumed_from"] == 4
+        _assert_same_rows(_adapter(resumed_dir), _adapter(run_dir))
+
+
+def test_a_rank_without_samples_in_a_short_last_batch_still_steps_with_zero_weight():
+    from yochameleon.data.samples import collate
+    from yochameleon.training.loop import rank_share
+
+    batch = ["a", "b", "c"]  # a last batch of 3 samples over 4 processes
+    shares = [rank_share(batch, rank, 4) for rank in range(4)]
+    assert [specs for specs, _ in shares] == [["a"], ["b"], ["c"], ["a"]]  # rank 3 stands in the first sample
+    # Gradients are averaged over the 4 ranks: the factors make that the mean over the 3 real samples.
+    assert [factor for _, factor in shares] == [4 / 3, 4 / 3, 4 / 3, 0.0]
+    assert sum(factor * len(specs) for specs, factor in shares) / 4 == 1.0
+    assert rank_share(list("abcde"), 1, 2) == (["b", "d"], 2 / 5)
+    with pytest.raises(ValueError, match="at least one sample"):
+        collate([], pad_id=0)

@@ -207,6 +207,9 @@ def collate(samples: list[dict], pad_id: int) -> dict:
 
     `weights` (each label's weight in its sample's loss) is there when every sample has them.
     """
+    if not samples:
+        raise ValueError("collate() needs at least one sample: a process left without samples by a short last "
+                         "batch must still run one (the training loop gives it zero loss weight, see rank_share)")
     longest = max(len(s["input_ids"]) for s in samples)
     weights = (torch.zeros((len(samples), longest), dtype=torch.float32)
                if all("weights" in s for s in samples) else None)

@@ -67,6 +67,17 @@ def pick_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: torch
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
 
 
+def weight_rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """weight[rows], also when DeepSpeed ZeRO-3 has partitioned the weight (then every rank must call
+    this: the whole weight is gathered from all ranks while the rows are copied out)."""
+    if not hasattr(weight, "ds_id"):  # an ordinary parameter
+        return weight[rows]
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
+        return weight[rows]  # a copy (advanced indexing), still whole after the gather ends
+
+
 @torch.no_grad()
 def sample_image_tokens(model, backbone, prompts: list[list[int]], sampling: SamplingConfig,
                         uncond_prompts: list[list[int]] | None = None, generator: torch.Generator | None = None,
@@ -85,7 +96,7 @@ def sample_image_tokens(model, backbone, prompts: list[list[int]], sampling: Sam
     image_ids = backbone.image_map.image_token_ids.to(device)  # the only ids that may be sampled
     # Only image-token columns of the head are ever needed here (concept tokens are never image ids),
     # so 8192 of the 65536 output rows are gathered once instead of computing the full vocabulary per token.
-    image_head = backbone.model.lm_head.weight[image_ids]  # (n_image_tokens, hidden)
+    image_head = weight_rows(backbone.model.lm_head.weight, image_ids)  # (n_image_tokens, hidden)
     count, out = len(prompts), []
     cache = DynamicCache(config=backbone.config) if use_cache else None
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -32,7 +32,8 @@ from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilit
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.loading import load_configured_backbone
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.training.checkpoint import has_checkpoint, load_checkpoint, read_state, save_checkpoint
+from yochameleon.training.checkpoint import (has_checkpoint, load_checkpoint, optimizer_shards, read_state,
+                                             save_checkpoint)
 from yochameleon.training.logging import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,19 @@ def whole_rows(tokens, zero3: bool):
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=None)
+
+
+def rank_share(global_specs: list, rank: int, world: int) -> tuple[list, float]:
+    """This process's samples of a global batch, and the factor on their summed loss that makes the
+    loss the mean over the global batch once DDP / DeepSpeed average the gradients over ranks.
+
+    A short last batch can leave a rank without samples; it must still run a forward and backward
+    (DDP and ZeRO synchronise gradients there), so it runs the batch's first sample with factor 0.
+    """
+    mine = global_specs[rank::world]
+    if mine:
+        return mine, world / len(global_specs)
+    return global_specs[:1], 0.0
 
 
 def _gather_task_losses(tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
@@ -287,19 +301,20 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         task_losses = defaultdict(list)
         for micro in range(accum):
             global_specs = plan.batch(step * accum + micro, batch_size)
-            specs = global_specs[rank::world]  # each process takes its share of the global batch
+            specs, loss_factor = rank_share(global_specs, rank, world)  # each process takes its share
             batch = collate([builder.build(s) for s in specs], backbone.tokenizer.pad_token_id)
             with accelerator.accumulate(model):
                 out = model(batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
                             batch["labels"].to(accelerator.device),
                             None if batch["weights"] is None else batch["weights"].to(accelerator.device))
-                # Mean over the *global* batch: DDP averages gradients over ranks, hence the factor `world`.
-                accelerator.backward(out["per_sample"].sum() * world / len(global_specs))
+                # Mean over the *global* batch: DDP averages gradients over ranks, hence `world` in the factor.
+                accelerator.backward(out["per_sample"].sum() * loss_factor)
                 if accelerator.sync_gradients and tcfg.grad_clip:
                     accelerator.clip_grad_norm_(tokens.parameters(), float(tcfg.grad_clip))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            for task, value in _gather_task_losses(batch["tasks"], out["per_sample"].detach()):
+            counted = batch["tasks"] if loss_factor else []  # a stand-in sample is not part of the batch
+            for task, value in _gather_task_losses(counted, out["per_sample"].detach()):
                 task_losses[task].append(value)
         step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
         losses.append(step_loss)
@@ -328,12 +343,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
         logger.log(record, step=done)
         bar.update(1)
-        if (done % int(tcfg.checkpoint_every) == 0 or done == total_steps) and evaluates:
-            with whole_rows(tokens, zero3):
-                if main:
-                    save_checkpoint(run_dir, tokens, optimizer,
-                                    {"step": done, "total_steps": total_steps, "best": best, "wandb_id": logger.wandb_id},
-                                    fingerprint, facts)
+        if done % int(tcfg.checkpoint_every) == 0 or done == total_steps:
+            shards = optimizer_shards(optimizer)  # every rank's ZeRO-1/2 partition (all ranks call it); else None
+            if evaluates:
+                with whole_rows(tokens, zero3):
+                    if main:
+                        save_checkpoint(run_dir, tokens, optimizer,
+                                        {"step": done, "total_steps": total_steps, "best": best,
+                                         "wandb_id": logger.wandb_id}, fingerprint, facts, shards)
     bar.close()
     barrier()
     with whole_rows(tokens, zero3):
@@ -374,6 +391,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "vq_images_encoded_this_run": cache.encoded, "preparation": str(preparation.directory),
         "launcher": f"{accelerator.distributed_type.value} x{world}",
         "deepspeed_zero_stage": int(ds_plugin.zero_stage) if ds_plugin is not None else None,
+        "samples_per_epoch": plan.size,
     }
     if losses:
         tenth = max(1, len(losses) // 10)
