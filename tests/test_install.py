@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose
+from yochameleon.errors import YoChameleonError
 
 # What a source checkout holds that a wheel build must not read (or write into the repository).
 BUILD_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "outputs", "build", "dist",
@@ -49,8 +51,14 @@ def test_user_config_path_variable_adds_directories(tmp_path, monkeypatch):
     monkeypatch.setenv("YOCHAMELEON_CONFIG_PATH", str(elsewhere))
     assert compose(["+concept=mydog"], tmp_path).concept.name == "mydog"
     monkeypatch.setenv("YOCHAMELEON_CONFIG_PATH", str(tmp_path / "missing"))
-    with pytest.raises(Exception, match="YOCHAMELEON_CONFIG_PATH names .*missing.*not a directory"):
+    with pytest.raises(Exception) as raised:  # Hydra wraps it; the command line prints the message
         compose(["+concept=mydog"], tmp_path)
+    causes, error = [], raised.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    ours = [e for e in causes if isinstance(e, YoChameleonError)]
+    assert ours and re.search(r"YOCHAMELEON_CONFIG_PATH names .*missing, which is not a directory", str(ours[0]))
 
 
 @pytest.mark.slow
