@@ -23,10 +23,10 @@ from yochameleon.data.samples import SampleBuilder, left_pad
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, answer_prompts, yes_probabilities
 from yochameleon.model.backbone import load_backbone
-from yochameleon.model.loading import resolve_dtype
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )
+from yochameleon.model.loading import resolve_dtype
 from yochameleon.model.personalized import PersonalizedChameleon, decode_text
 from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
 
