@@ -36,6 +36,12 @@ def _adapter(run_dir: Path) -> dict:
     return load_file(str(run_dir / "adapter" / "adapter.safetensors"))
 
 
+def _step_records(run_dir: Path) -> list[dict]:
+    """The per-step lines of metrics.jsonl (not the final test-split line)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if "train/loss" in record]
+
+
 def _assert_same_rows(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -69,11 +75,10 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert json.loads((run_dir / "summary.json").read_text())["launcher"] == f"MULTI_CPU x{WORLD}"
     _assert_same_rows(_adapter(run_dir), _adapter(single))
     checkpointed = load_file(str(single / "checkpoint" / "adapter" / "adapter.safetensors"))
-    assert torch.equal(checkpointed["input_rows"], _adapter(single)["input_rows"])  # the checkpoint holds the final rows
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == STEPS  # one writer, one line per step
+    assert torch.equal(checkpointed["input_rows"], _adapter(single)["input_rows"])  # the checkpoint: final rows
+    metrics, reference = _step_records(run_dir), _step_records(single)
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))  # one writer, one line per step
     # The logged loss is the mean over the real global batch (no stand-in sample), as in one process.
-    reference = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     assert [m["train/loss"] for m in metrics] == pytest.approx([m["train/loss"] for m in reference], abs=1e-5)
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == sorted(
         p.name for p in (single / "samples").glob("*.png"))
@@ -109,7 +114,8 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
     if config == "zero2":
         # Each rank's optimizer partition is saved; stopped at step 4 and resumed with the same launcher
         # (through the short last batch), the run ends where the uninterrupted one did.
-        assert sorted(p.name for p in checkpoint.glob("optimizer*.pt")) == [f"optimizer_rank{r}.pt" for r in range(WORLD)]
+        shards = sorted(p.name for p in checkpoint.glob("optimizer*.pt"))
+        assert shards == [f"optimizer_rank{r}.pt" for r in range(WORLD)]
         first = launch("run_name=resumed", "trainer.max_steps=4")
         assert first.returncode == 0, first.stderr[-3000:]
         resumed_dir = tmp_path / "corgi" / "resumed"
