@@ -71,7 +71,7 @@ class ConceptData:
             if shared:
                 raise ConceptDataError(
                     f"concept <{name}>: {len(shared)} validation photo(s) are also in concept.{other} (e.g. "
-                    f"{sorted(shared)[0]}). A split is only held out if its files are nowhere else; give "
+                    f"{min(shared)}). A split is only held out if its files are nowhere else; give "
                     f"concept.val_photos a folder of its own.")
         # A test folder of all concepts contains this concept's own held-out photos: never call those negatives.
         own = test_set | val_set | photo_set
@@ -81,7 +81,7 @@ class ConceptData:
         if shared:
             raise ConceptDataError(
                 f"concept <{name}>: {len(shared)} image(s) are in both concept.val_negatives and "
-                f"concept.test_negatives (e.g. {sorted(shared)[0]}). What chooses the adapter must not be what "
+                f"concept.test_negatives (e.g. {min(shared)}). What chooses the adapter must not be what "
                 "reports it; give the validation negatives a folder of their own.")
         conversations = (load_conversations(cfg.conversations, name, photo_dir=cfg.photos)
                          if cfg.get("conversations") else [])
