@@ -193,6 +193,7 @@ def test_shipped_pack_is_the_current_toy_build():
         "run `make toyworld-pack` and commit the new pack")
 
 
+@pytest.mark.slow
 def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(tmp_path, cache_dir):
     """The learning mechanics end to end on the pretrained toy backbone: 5 renders of <bo> (an
     orange striped heart), the understanding-only recipe with the toy defaults, best/ chosen on the
