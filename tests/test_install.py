@@ -45,6 +45,17 @@ def test_user_concept_in_the_working_directory_is_found(tmp_path, monkeypatch):
     assert compose(["+concept=demo"], tmp_path).concept.name == "corgi"  # the shipped ones still resolve
 
 
+def test_user_concept_with_a_shipped_name_is_named_in_a_warning(tmp_path, monkeypatch, caplog):
+    (tmp_path / "conf" / "concept").mkdir(parents=True)
+    (tmp_path / "conf" / "concept" / "demo.yaml").write_text(USER_CONCEPT)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("YOCHAMELEON_CONFIG_PATH", raising=False)
+    with caplog.at_level("WARNING", logger="yochameleon.config"):
+        cfg = compose(["+concept=demo"], tmp_path)
+    assert cfg.concept.name == "corgi"  # Hydra searches the shipped configs first ...
+    assert "demo.yaml" in caplog.text and "rename yours" in caplog.text  # ... and the user is told so
+
+
 def test_user_config_path_variable_adds_directories(tmp_path, monkeypatch):
     elsewhere = _user_conf(tmp_path / "configs")
     monkeypatch.chdir(tmp_path)  # no ./conf here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -34,9 +35,20 @@ def user_config_dirs() -> list[Path]:
     return [d for i, d in enumerate(dirs) if d != CONFIG_DIR.resolve() and d not in dirs[:i]]
 
 
+def shadowed_user_configs(dirs: list[Path]) -> list[tuple[Path, Path]]:
+    """(user file, shipped file) pairs where a user's config has a shipped config's name: Hydra reads the shipped one."""
+    return [(f, CONFIG_DIR / f.relative_to(d)) for d in dirs for f in sorted(d.rglob("*.yaml"))
+            if (CONFIG_DIR / f.relative_to(d)).is_file()]
+
+
 def _hydra_searchpath() -> list[str]:
     # `hydra.searchpath` of train.yaml / eval.yaml: only directories that exist (Hydra warns about missing ones).
-    return [f"file://{d}" for d in user_config_dirs()]
+    dirs = user_config_dirs()
+    for mine, shipped in shadowed_user_configs(dirs):
+        logging.getLogger(__name__).warning(
+            "%s has the name of a shipped config (%s), which Hydra reads instead: rename yours "
+            "(e.g. conf/concept/my-%s) and select it by its new name", mine, shipped, mine.name)
+    return [f"file://{d}" for d in dirs]
 
 
 def register_resolvers() -> None:
