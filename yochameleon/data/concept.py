@@ -17,6 +17,12 @@ from yochameleon.errors import ConceptDataError
 log = logging.getLogger(__name__)
 
 
+def _refuse_shared(name: str, shared: set, what: str, why: str, fix: str) -> None:
+    """Refuse a split whose files are also in another split (what chooses or reports must be held out)."""
+    if shared:
+        raise ConceptDataError(f"concept <{name}>: {len(shared)} {what} (e.g. {min(shared)}). {why}; {fix}.")
+
+
 @dataclass
 class EvalSplit:
     """Photos to score recognition on, and what they are."""
@@ -67,22 +73,20 @@ class ConceptData:
                 f"concept.{missing}, or remove concept.{given} (then the final adapter is kept and nothing is chosen).")
         test_set = {p.resolve() for p in test_photos}
         val_set = {p.resolve() for p in val_photos}
-        for shared, other in ((val_set & photo_set, "photos"), (val_set & test_set, "test_photos")):
-            if shared:
-                raise ConceptDataError(
-                    f"concept <{name}>: {len(shared)} validation photo(s) are also in concept.{other} (e.g. "
-                    f"{min(shared)}). A split is only held out if its files are nowhere else; give "
-                    f"concept.val_photos a folder of its own.")
+        _refuse_shared(name, val_set & photo_set, "validation photo(s) are also in concept.photos",
+                       "A split is only held out if its files are nowhere else",
+                       "give concept.val_photos a folder of its own")
+        _refuse_shared(name, val_set & test_set, "validation photo(s) are also in concept.test_photos",
+                       "A split is only held out if its files are nowhere else",
+                       "give concept.val_photos a folder of its own")
         # A test folder of all concepts contains this concept's own held-out photos: never call those negatives.
         own = test_set | val_set | photo_set
         test_negatives = [p for p in test_negatives if p.resolve() not in own]
         val_negatives = [p for p in val_negatives if p.resolve() not in own]
-        shared = {p.resolve() for p in val_negatives} & {p.resolve() for p in test_negatives}
-        if shared:
-            raise ConceptDataError(
-                f"concept <{name}>: {len(shared)} image(s) are in both concept.val_negatives and "
-                f"concept.test_negatives (e.g. {min(shared)}). What chooses the adapter must not be what "
-                "reports it; give the validation negatives a folder of their own.")
+        _refuse_shared(name, {p.resolve() for p in val_negatives} & {p.resolve() for p in test_negatives},
+                       "image(s) are in both concept.val_negatives and concept.test_negatives",
+                       "What chooses the adapter must not be what reports it",
+                       "give the validation negatives a folder of their own")
         conversations = (load_conversations(cfg.conversations, name, photo_dir=cfg.photos)
                          if cfg.get("conversations") else [])
         return cls(name=name, photos=photos, negatives=negatives, test_photos=test_photos,
