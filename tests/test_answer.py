@@ -47,7 +47,7 @@ def test_generated_text_never_contains_image_tokens(trained, cache_dir):
     with torch.no_grad():
         pm.concepts["corgi"].output_rows.zero_()
     builder = pm._builder("corgi")
-    from yochameleon.data.samples import left_pad
+    from yochameleon.model.decoding import left_pad
 
     ids, mask = left_pad([builder.prompt_ids("Describe <corgi>.")], backbone.tokenizer.pad_token_id)
     lm = backbone.model.lm_head.weight

@@ -9,7 +9,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from yochameleon.concept.tokens import PersonalizedTokens
-from yochameleon.data.samples import left_pad
+from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, sample_image_tokens
 from yochameleon.model.personalized import PersonalizedChameleon
 

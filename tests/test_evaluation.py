@@ -201,7 +201,7 @@ def test_forgetting_check_finds_identical_logits_outside_the_adapter_tokens(back
     assert result["answer_positions"] >= 4 and 0.0 <= result["greedy_changed_share"] <= 1.0
     assert result["mean_kl"] >= 0.0 and 0.0 <= result["concept_token_share"] <= 1.0
     # The loud identifier row would win where it is allowed; a question that names no concept bans it.
-    from yochameleon.inference import answer_banned_ids
+    from yochameleon.model.decoding import answer_banned_ids
 
     builder = pm._builder("bo")
     identifier = int(tokens.token_ids[0])

@@ -12,7 +12,7 @@ import pytest
 from conftest import DEMO, compose
 from yochameleon.data.concept import ConceptData
 from yochameleon.errors import ImageError
-from yochameleon.prepare import prepare_concept
+from yochameleon.data.preparation import prepare_concept
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from conftest import DEMO, compose
 from yochameleon.data.concept import ConceptData
 from yochameleon.data.retrieval import closeness, cosine_topk, easy_negatives, hard_negatives, soft_positive_tiers
-from yochameleon.prepare import prepare_concept
+from yochameleon.data.preparation import prepare_concept
 
 
 def synthetic(similarities: list[float]):

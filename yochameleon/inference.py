@@ -19,15 +19,16 @@ from PIL import Image
 
 from yochameleon.concept.adapter import load_adapter, read_adapter_config
 from yochameleon.data.images import load_image
-from yochameleon.data.samples import SampleBuilder, left_pad
+from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
-from yochameleon.metrics.recognition import DEFAULT_QUESTION, answer_prompts, yes_probabilities
+from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
+from yochameleon.model.decoding import generate_answer
 from yochameleon.model.backbone import load_backbone
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )
 from yochameleon.model.loading import resolve_dtype
-from yochameleon.model.personalized import PersonalizedChameleon, decode_text
+from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
 
 log = logging.getLogger(__name__)
@@ -190,28 +191,6 @@ class PersonalizedModel:
         return images
 
 
-def generate_answer(model, builder, question: str, image=None, self_prompt: str = "forced",
-                    max_new_tokens: int = 64, temperature: float = 0.0, generator=None) -> str:
-    """Text answer after the task's self-prompt group (forced or emitted); identifiers shown as `<name>`."""
-    backbone = builder.backbone
-    prompt = answer_prompts(model, builder, [builder.prompt_ids(question, image)], "text_qa", self_prompt)[0]
-    ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
-    out = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
-                              answer_banned_ids(builder, question), backbone.text_stop_ids(),
-                              temperature=temperature, generator=generator)
-    return decode_text(backbone, builder.concepts, out[0])
-
-
-def answer_banned_ids(builder, question: str) -> torch.Tensor:
-    """(vocab,) bool: ids a text answer to `question` may not contain.
-
-    Image tokens and reserved ids, and a loaded concept's identifier unless the question names it:
-    the identifier's output row is trained on answers that name the concept, and on questions that
-    do not it outranked every word (the tiny model: 278 of 566 positions).
-    """
-    named = set(builder.text_ids(question))
-    return builder.backbone.text_banned_ids(
-        allow=[int(c.token_ids[0]) for c in builder.concepts if int(c.token_ids[0]) in named])
 
 
 class _Scaled:

@@ -225,14 +225,3 @@ def collate(samples: list[dict], pad_id: int) -> dict:
             weights[row, :n] = torch.tensor(sample["weights"])
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "weights": weights,
             "tasks": [s["task"] for s in samples]}
-
-
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts so their last tokens line up (for scoring and generation)."""
-    longest = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt):] = torch.tensor(prompt)
-        mask[row, longest - len(prompt):] = 1
-    return ids, mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from yochameleon.data import templates
-from yochameleon.data.samples import left_pad
+from yochameleon.model.decoding import answer_prompts, left_pad
 
 DEFAULT_QUESTION = templates.RECOGNITION_QUESTIONS[0]
 
@@ -19,24 +19,6 @@ def yes_no_ids(tokenizer) -> tuple[int, int]:
     return yes, no
 
 
-def answer_prompts(model, builder, prompts: list[list[int]], task: str, self_prompt: str = "forced"):
-    """Prompts continued up to where the answer text starts.
-
-    Under self-prompting the answer begins with the task's token group: `forced` appends it,
-    `emitted` lets the model produce that many tokens itself (greedy), as a user's model would.
-    """
-    group = builder.answer_prefix(task)
-    if not group:
-        return prompts
-    if self_prompt == "forced":
-        return [p + group for p in prompts]
-    if self_prompt != "emitted":
-        raise ValueError(f"self_prompt must be 'forced' or 'emitted', got {self_prompt!r}")
-    backbone = builder.backbone
-    ids, mask = left_pad(prompts, backbone.tokenizer.pad_token_id)
-    emitted = model.generate_text(ids.to(backbone.device), mask.to(backbone.device), len(group),
-                                  backbone.image_map.is_image_token, stop_ids=[])
-    return [p + e for p, e in zip(prompts, emitted)]
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from yochameleon.data.samples import left_pad
+from yochameleon.model.decoding import left_pad
 from yochameleon.errors import YoChameleonError
 
 

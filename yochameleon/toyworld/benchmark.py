@@ -55,8 +55,7 @@ def toy_text_qa(model, builder, name: str) -> dict:
     adapter never saw (HELDOUT_QUESTIONS). The highest first-token logit among the attribute's
     values after the understanding tokens is the answer.
     """
-    from yochameleon.data.samples import left_pad
-    from yochameleon.metrics.recognition import answer_prompts
+    from yochameleon.model.decoding import answer_prompts, left_pad
 
     backbone = builder.backbone
     thing = CONCEPTS[name]

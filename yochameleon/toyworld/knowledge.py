@@ -15,7 +15,7 @@ import random
 import torch
 
 from yochameleon.data import templates
-from yochameleon.data.samples import left_pad
+from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.toyworld import world

@@ -27,7 +27,7 @@ from yochameleon.data.concept import ConceptData, EvalSplit
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
-from yochameleon.inference import generate_answer
+from yochameleon.model.decoding import generate_answer
 from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.loading import load_configured_backbone
@@ -249,7 +249,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                   *(test_split.positives + test_split.negatives if test_split else [])]
     builder = SampleBuilder(backbone, tokens, cache, bool(recipe.self_prompting),
                             group_loss=str(recipe.self_prompt_loss))
-    from yochameleon.prepare import prepare_concept
+    from yochameleon.data.preparation import prepare_concept
 
     with main_process_first(rank):
         with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not (tcfg.progress and main)) as bar:

@@ -1,0 +1,238 @@
+"""Prepare a concept once (cached): retrieval of hard negatives, easy negatives, soft-positive tiers.
+
+    python -m yochameleon.prepare +concept=demo      (training runs this automatically)
+
+Embeds the concept photos and the negative pool, then:
+  hard negatives  = for each photo, the most similar pool images that are not the subject,
+  easy negatives  = random pool images,
+  soft positives  = the pool images closest to the photos, split into tiers (closer tier ->
+                    more generation tokens describe it),
+  conversations   = when the concept has none, the base model's answers to attribute questions.
+Writes a readable manifest.json and contact sheets, cached by a key of the photos' content,
+the pool's files, the embedder and the settings: a rerun costs a hash and a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from yochameleon.data import templates
+from yochameleon.data.embedders import build_embedder, embedder_key
+from yochameleon.data.images import load_image
+from yochameleon.data.retrieval import closeness, easy_negatives, hard_negatives, soft_positive_tiers
+from yochameleon.model.decoding import left_pad
+from yochameleon.data.vq_cache import file_digest
+from yochameleon.errors import YoChameleonError
+from yochameleon.io import atomic_dir
+
+log = logging.getLogger(__name__)
+PREPARE_VERSION = 1
+
+
+@dataclass
+class Preparation:
+    """What training takes from the preparation step."""
+
+    directory: Path
+    hard_negatives: list[str]
+    easy_negatives: list[str]
+    soft_positives: list[tuple[str, int]]  # (path, number of generation tokens describing it)
+    conversations: list[dict] = field(default_factory=list)
+    from_cache: bool = False
+
+    @classmethod
+    def from_manifest(cls, directory: Path, from_cache: bool) -> "Preparation":
+        m = json.loads((directory / "manifest.json").read_text())
+        return cls(directory, [h["path"] for h in m["hard_negatives"]], [e["path"] for e in m["easy_negatives"]],
+                   [(i["path"], t["n_tokens"]) for t in m["soft_positive_tiers"] for i in t["items"]],
+                   m.get("generated_conversations", []), from_cache)
+
+
+def _pool_signature(paths: list[Path]) -> list:
+    # Pools can hold millions of files: identify them by path, size and mtime rather than reading every byte.
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+
+
+def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
+    """Content hash of everything the preparation depends on."""
+    blob = json.dumps({
+        "version": PREPARE_VERSION, "embedder": embedder_key, "backbone": backbone.fingerprint(),
+        "photos": [file_digest(p) for p in concept.photos], "pool": _pool_signature(concept.negatives),
+        "held_out": [file_digest(p) for p in [*concept.val_photos, *concept.test_photos]],
+        "retrieval": _plain(cfg.retrieval), "soft": _plain(cfg.recipe.soft_positives), "k_g": int(cfg.recipe.k_g),
+        "conversations": bool(concept.conversations) or _plain(cfg.recipe.conversations),
+        "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _plain(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if hasattr(node, "_metadata") else node
+
+
+def prepare_concept(cfg, concept, backbone, cache_dir: str | Path, progress: bool = True) -> Preparation:
+    """Run (or reuse) the preparation of `concept` for this backbone and recipe."""
+    key = preparation_key(cfg, concept, backbone, embedder_key(cfg.retrieval, backbone))
+    directory = Path(cache_dir) / "prepare" / f"{concept.name}-{key}"
+    if (directory / "manifest.json").exists():
+        log.info("preparation of <%s> from cache: %s", concept.name, directory)
+        return Preparation.from_manifest(directory, from_cache=True)
+    with atomic_dir(directory) as staging:
+        _prepare(cfg, concept, backbone, staging, key, progress)
+    return Preparation.from_manifest(directory, from_cache=False)
+
+
+def _load_all(paths, progress: bool, what: str):
+    """Load images, skipping unreadable ones (listed, never fatal for the pool)."""
+    from tqdm.auto import tqdm
+
+    images, kept, skipped = [], [], []
+    for path in tqdm(paths, desc=f"read {what}", disable=not progress):
+        try:
+            images.append(load_image(path))
+            kept.append(Path(path))
+        except YoChameleonError as err:
+            skipped.append({"path": str(path), "error": str(err)})
+    return images, kept, skipped
+
+
+def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> None:
+    rcfg, scfg = cfg.retrieval, cfg.recipe.soft_positives
+    embedder = build_embedder(rcfg, backbone)
+    # The concept's own photos are the training data: an unreadable one is refused (ImageError naming the
+    # file and the fix, as training's VQ encoding refuses it), never silently dropped like a pool image.
+    photos = list(concept.photos)
+    photo_images = [load_image(p) for p in photos]
+    pool_images, pool, skipped = _load_all(concept.negatives, progress, "negative pool")
+    warnings = []
+    if skipped:
+        warnings.append(f"{len(skipped)} unreadable pool images skipped (listed under skipped_unreadable)")
+    photo_emb, pool_emb = embedder.embed(photo_images), embedder.embed(pool_images)
+
+    # The subject's own pictures, training and held-out, must never become negatives (nor leak the test set).
+    held_out_images, held_out, _ = _load_all([*concept.val_photos, *concept.test_photos], False, "held-out photos")
+    photo_digests = {file_digest(p) for p in [*photos, *held_out]}
+    photo_hashes = [difference_hash(im) for im in [*photo_images, *held_out_images]]
+    duplicates = {}
+    for i, path in enumerate(pool):
+        if file_digest(path) in photo_digests:
+            duplicates[i] = "same file content as a photo of the concept"
+            continue
+        distance = min(bin(difference_hash(pool_images[i]) ^ h).count("1") for h in photo_hashes)
+        if distance <= int(rcfg.duplicate_hash_bits):
+            duplicates[i] = f"same picture as a photo of the concept (resized or re-encoded; hash distance {distance})"
+    near = (pool_emb @ photo_emb.T).amax(dim=1)
+    for i in torch.nonzero(near >= float(rcfg.duplicate_threshold)).flatten().tolist():
+        duplicates.setdefault(i, f"near-duplicate of a concept photo (cosine {float(near[i]):.4f})")
+    excluded = set(duplicates)
+
+    per_photo = int(rcfg.hard_negatives_per_photo)
+    available = len(pool) - len(excluded)
+    if available < per_photo * len(photos) + int(rcfg.easy_negatives):
+        warnings.append(f"pool has {available} usable images; asked for {per_photo} hard negatives x {len(photos)} "
+                        f"photos + {rcfg.easy_negatives} easy negatives: using what exists")
+    index = str(rcfg.get("index", "auto"))
+    if index == "auto":  # exact either way; faiss only pays off for large pools
+        index = "faiss" if len(pool) > 100_000 and importlib.util.find_spec("faiss") else "brute"
+    hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded, index=index)
+    hard_set = excluded | {i for i, _, _ in hard}
+    easy = easy_negatives(len(pool), int(rcfg.easy_negatives), hard_set, int(cfg.seed))
+    tiers = []
+    if scfg.enabled:
+        if available < int(scfg.pool_size):
+            warnings.append(f"soft positives: pool has {available} usable images, asked for {scfg.pool_size}")
+        tiers = soft_positive_tiers(closeness(photo_emb, pool_emb), int(cfg.recipe.k_g), int(scfg.spacing),
+                                    int(scfg.pool_size), excluded)
+    for message in warnings:
+        log.warning("prepare <%s>: %s", concept.name, message)
+
+    conversations = []
+    generate = cfg.recipe.conversations.generate_when_missing and cfg.concept.get("generate_conversations", True)
+    if not concept.conversations and generate and cfg.recipe.tasks.text_qa:
+        conversations = generate_conversations(backbone, photos, photo_images, concept, progress)
+
+    manifest = {
+        "concept": concept.name, "key": key, "embedder": embedder.key, "embedder_quality": embedder.quality,
+        "similarity": "cosine of L2-normalised image embeddings; higher = closer to the concept photos",
+        "photos": [str(p) for p in photos],
+        "hard_negatives": [{"path": str(pool[i]), "score": round(s, 4), "closest_photo": str(photos[p])}
+                           for i, s, p in hard],
+        "easy_negatives": [{"path": str(pool[i])} for i in easy],
+        "soft_positive_tiers": [{"tier": t, "n_tokens": tier["n_tokens"],
+                                 "items": [{"path": str(pool[i]), "score": round(s, 4)} for i, s in tier["items"]]}
+                                for t, tier in enumerate(tiers)],
+        "duplicates_excluded": [{"path": str(pool[i]), "reason": r} for i, r in sorted(duplicates.items())],
+        "skipped_unreadable": skipped, "warnings": warnings, "generated_conversations": conversations,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    images = dict(zip(map(str, pool), pool_images)) | dict(zip(map(str, photos), photo_images))
+    rows = [("concept photos", [(str(p), "") for p in photos]),
+            ("hard negatives", [(h["path"], f"{h['score']:.3f}") for h in manifest["hard_negatives"]]),
+            ("easy negatives", [(e["path"], "") for e in manifest["easy_negatives"]])]
+    rows += [(f"soft positives tier {t['tier']} ({t['n_tokens']} g-tokens)",
+              [(i["path"], f"{i['score']:.3f}") for i in t["items"]]) for t in manifest["soft_positive_tiers"]]
+    for title, items in rows:
+        if items:
+            name = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+            contact_sheet(title, [(images[p], caption) for p, caption in items]).save(out / f"sheet_{name}.png")
+
+
+def difference_hash(image: Image.Image) -> int:
+    """64-bit perceptual hash (brightness gradients of a 9x8 thumbnail): survives resizing and re-encoding."""
+    pixels = list(image.convert("L").resize((9, 8), Image.LANCZOS).tobytes())
+    bits = [pixels[row * 9 + col] > pixels[row * 9 + col + 1] for row in range(8) for col in range(8)]
+    return sum(1 << i for i, bit in enumerate(bits) if bit)
+
+
+def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int = 96, columns: int = 8) -> Image.Image:
+    """A grid of thumbnails with their scores under a title."""
+    rows = (len(items) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * (thumb + 4) + 4, 22 + rows * (thumb + 18)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 4), title, fill="black")
+    for n, (image, caption) in enumerate(items):
+        x, y = 4 + (n % columns) * (thumb + 4), 22 + (n // columns) * (thumb + 18)
+        sheet.paste(image.resize((thumb, thumb)), (x, y))
+        draw.text((x, y + thumb + 2), caption, fill="black")
+    return sheet
+
+
+@torch.no_grad()
+def generate_conversations(backbone, photos, images, concept, progress: bool, max_new_tokens: int = 32) -> list[dict]:
+    """Ask the plain backbone attribute questions about each photo; answers become text-only QA about <sks>."""
+    from tqdm.auto import tqdm
+
+    from yochameleon.model.personalized import PersonalizedChameleon, decode_text
+
+    noun = concept.class_noun or "subject"
+    questions = templates.ATTRIBUTE_QUESTIONS.get(concept.category, templates.ATTRIBUTE_QUESTIONS["object"])
+    plain = PersonalizedChameleon(backbone.model, [])
+    subject = re.compile(rf"\b(the|this|that|a|an)\s+{re.escape(noun)}\b|\b{re.escape(noun)}\b", re.IGNORECASE)
+    turns = []
+    for path, image in tqdm(list(zip(photos, images)), desc="ask the base model about each photo",
+                            disable=not progress):
+        pixels = backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
+        codes = backbone.encode_images(pixels)[0].tolist()
+        for question in questions:
+            text = question.format(noun=noun)
+            prompt = [backbone.bos_id, backbone.boi_id, *codes, backbone.eoi_id,
+                      *backbone.tokenizer(text, add_special_tokens=False)["input_ids"], backbone.end_of_turn_id]
+            ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
+            out = plain.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
+                                      backbone.text_banned_ids(), backbone.text_stop_ids())[0]
+            answer = decode_text(backbone, [], out)
+            if answer:
+                turns.append({"image": None, "source_photo": str(path),
+                              "question": subject.sub("<sks>", text), "answer": subject.sub("<sks>", answer)})
+    return turns
