@@ -14,7 +14,7 @@ from yochameleon.concept.adapter import save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.errors import YoChameleonError
 from yochameleon.inference import PersonalizedModel
-from yochameleon.training.loop import train
+from yochameleon.training.recipe import train
 
 
 @pytest.fixture(scope="module")

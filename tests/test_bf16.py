@@ -12,7 +12,8 @@ from conftest import DEMO, compose
 from yochameleon.config import CONFIG_DIR
 from yochameleon.errors import YoChameleonError
 from yochameleon.inference import PersonalizedModel
-from yochameleon.model.loading import load_configured_backbone, resolve_dtype
+from yochameleon.model.backbone import resolve_dtype
+from yochameleon.sources import load_configured_backbone
 
 
 def test_auto_dtype_is_bfloat16_on_a_gpu_and_float32_on_cpu():
@@ -33,7 +34,7 @@ def test_bfloat16_backbone_trains_answers_draws_and_evaluates(tmp_path, cache_di
 
     from evaluation.run import evaluate
     from evaluation.similarity import build_tiny_clip, build_tiny_dino
-    from yochameleon.training import loop
+    from yochameleon.training import recipe
 
     loaded = []
 
@@ -42,9 +43,9 @@ def test_bfloat16_backbone_trains_answers_draws_and_evaluates(tmp_path, cache_di
         loaded.append(backbone.model.lm_head.weight.dtype)
         return backbone
 
-    monkeypatch.setattr(loop, "load_configured_backbone", load_and_record)
+    monkeypatch.setattr(recipe, "load_configured_backbone", load_and_record)
     run = tmp_path / "run"
-    summary = loop.train(compose(["+concept=demo", "model.dtype=bfloat16", "logger=none", "trainer.max_steps=2",
+    summary = recipe.train(compose(["+concept=demo", "model.dtype=bfloat16", "logger=none", "trainer.max_steps=2",
                                   "trainer.batch_size=2", "trainer.eval_every=2", "trainer.eval_batch_size=4",
                                   "recipe.conversations.generate_when_missing=false"], cache_dir), run)
     assert loaded == [torch.bfloat16]

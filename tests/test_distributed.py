@@ -134,7 +134,7 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
 
 def test_a_rank_without_samples_in_a_short_last_batch_still_steps_with_zero_weight():
     from yochameleon.data.samples import collate
-    from yochameleon.training.loop import rank_share
+    from yochameleon.training.distributed import rank_share
 
     batch = ["a", "b", "c"]  # a last batch of 3 samples over 4 processes
     shares = [rank_share(batch, rank, 4) for rank in range(4)]

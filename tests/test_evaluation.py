@@ -248,7 +248,7 @@ def test_compare_without_metrics_says_what_to_run(tmp_path):
 @pytest.mark.slow
 def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, cache_dir, tiny_path, encoders):
     from conftest import compose
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     run = tmp_path / "run"
     train(compose(["+concept=demo", "logger=none", "trainer.max_steps=2", "trainer.eval_every=2",

@@ -19,7 +19,7 @@ from yochameleon.model.image_generation import (
     GenerationUnavailable, SamplingConfig, decode_image_tokens, filter_logits, sample_image_tokens, to_pil,
 )
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.training.loop import train
+from yochameleon.training.recipe import train
 
 
 @pytest.fixture(scope="module")

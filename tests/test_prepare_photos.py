@@ -29,7 +29,7 @@ def _overrides(photos) -> list[str]:
 
 
 def test_prepare_refuses_an_unreadable_concept_photo_like_training(tmp_path, backbone, cache_dir, broken_concept):
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     cfg = compose(_overrides(broken_concept), cache_dir)
     with pytest.raises(ImageError) as prepared:

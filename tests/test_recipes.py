@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from yochameleon.training.loop import train
+from yochameleon.training.recipe import train
 
 RECIPES = ["yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
            "no-self-prompting"]

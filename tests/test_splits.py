@@ -72,7 +72,7 @@ def test_validation_files_shared_with_other_splits_are_refused(splits):
 
 
 def test_best_adapter_is_chosen_on_validation_and_test_is_scored_once(tmp_path, cache_dir, splits):
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     overrides = [f"concept.{k}={v}" if k.endswith("photos") else f"concept.{k}=[{v}]" for k, v in splits.items()]
     summary = train(compose(["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=2",
@@ -91,7 +91,7 @@ def test_best_adapter_is_chosen_on_validation_and_test_is_scored_once(tmp_path, 
 
 
 def test_without_validation_the_final_adapter_is_kept_and_no_best_is_chosen(tmp_path, cache_dir):
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     summary = train(compose(["+concept=demo", "logger=none", "trainer.max_steps=2", "trainer.eval_every=1",
                              "trainer.sample_images=false"], cache_dir), tmp_path / "run")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from yochameleon.toyworld import world
-from yochameleon.toyworld.build import CONCEPTS, concept_scenes
+from yochameleon.toyworld.concepts import CONCEPTS, concept_scenes
 
 
 def test_scenes_are_deterministic_and_described_by_their_captions():
@@ -64,7 +64,7 @@ def test_toy_validation_split_is_its_own_and_the_concepts_use_it():
 def test_held_out_text_qa_wordings_were_never_trained_on():
     from yochameleon.data import templates
     from yochameleon.toyworld.benchmark import HELDOUT_QUESTIONS
-    from yochameleon.toyworld.pretrain import TOY_SPEC, corpus_lines
+    from yochameleon.toyworld.spec import TOY_SPEC, corpus_lines
 
     trained = {q.format(noun="thing").replace("the thing", "<sks>") for q in templates.ATTRIBUTE_QUESTIONS["toy"]}
     assert trained == {q for q, _ in world.CONCEPT_QUESTIONS.values()}  # what toy_text_qa scores as "training"
@@ -101,7 +101,7 @@ def test_row_trainer_loss_is_the_exact_full_vocabulary_cross_entropy(backbone):
 def test_build_pack_and_unpack_round_trip(tmp_path):
     """A few-step build through the real pipeline; the shipped-pack format restores it."""
     from yochameleon.model.backbone import load_backbone
-    from yochameleon.toyworld.build import load_judge
+    from yochameleon.toyworld.judge import load_judge
     from yochameleon.toyworld.pretrain import build_toyworld_checkpoint
     from yochameleon.toyworld.ship import pack, packed_key, unpack
 
@@ -185,9 +185,9 @@ def test_yes_no_curriculum_examples_are_answered_by_the_one_attribute_that_decid
 
 
 def test_shipped_pack_is_the_current_toy_build():
-    from yochameleon.toyworld import build, ship
+    from yochameleon.toyworld import ship, spec
 
-    key = build.toyworld_dir().name.removeprefix("toyworld-")
+    key = spec.toyworld_dir().name.removeprefix("toyworld-")
     assert ship.packed_key() == key, (
         f"{ship.PACK} does not hold the current toy build {key}: the build recipe changed; "
         "run `make toyworld-pack` and commit the new pack")
@@ -206,7 +206,7 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
 
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.benchmark import text_qa
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     figures = {}
     for label, control in (("control", ["trainer.lr=0", "trainer.max_steps=1"]), ("trained", [])):

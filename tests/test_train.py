@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, compose
-from yochameleon.training import loop
+from yochameleon.training import recipe
 from yochameleon.training.checkpoint import ResumeError
-from yochameleon.training.loop import RunDirError, train
+from yochameleon.training.recipe import RunDirError, train
 
 SHORT = ["+concept=demo", "logger=none", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3",
          "trainer.deterministic=true"]
@@ -65,7 +65,7 @@ def test_interrupted_then_resumed_run_ends_with_the_same_adapter(tmp_path, cache
     straight = tmp_path / "straight"
     train(compose(SHORT, cache_dir), straight)
 
-    real_save = loop.save_checkpoint
+    real_save = recipe.save_checkpoint
 
     def crash_after_first_checkpoint(run_dir, tokens, optimizer, state, *args):
         real_save(run_dir, tokens, optimizer, state, *args)
@@ -73,10 +73,10 @@ def test_interrupted_then_resumed_run_ends_with_the_same_adapter(tmp_path, cache
             raise KeyboardInterrupt  # as if the job were killed here
 
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first_checkpoint)
+    monkeypatch.setattr(recipe, "save_checkpoint", crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(compose(SHORT, cache_dir), interrupted)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(recipe, "save_checkpoint", real_save)
     assert not (interrupted / "adapter").exists()
     with pytest.raises(RunDirError, match="trainer.resume=true"):
         train(compose(SHORT, cache_dir), interrupted)

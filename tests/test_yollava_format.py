@@ -221,7 +221,7 @@ def test_harness_on_a_yollava_set_scores_the_published_columns(tmp_path, cache_d
 @pytest.mark.slow
 def test_user_command_trains_and_evaluates_on_a_yollava_set(tmp_path, cache_dir, tiny_path):
     from conftest import compose
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     root = build_yollava(tmp_path)
     run = tmp_path / "run"

@@ -75,7 +75,7 @@ def main(cfg: DictConfig) -> dict | None:
               f"{CONFIG_DIR / 'concept'} (for example +concept=demo) or your own conf/concept/<name>.yaml in the "
               "working directory (or under $YOCHAMELEON_CONFIG_PATH).", file=sys.stderr)
         sys.exit(2)
-    from yochameleon.training.loop import train
+    from yochameleon.training.recipe import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

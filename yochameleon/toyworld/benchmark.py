@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from yochameleon.toyworld import world
-from yochameleon.toyworld.build import CONCEPTS
+from yochameleon.toyworld.concepts import CONCEPTS
 
 RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
            "no-self-prompting")
@@ -100,8 +100,8 @@ def run_one(concept: str, recipe: str, seed: int, out: Path, cache_dir: Path, n_
 
     from yochameleon.config import CONFIG_DIR, register_resolvers
     from yochameleon.inference import PersonalizedModel
-    from yochameleon.toyworld.build import load_judge
-    from yochameleon.training.loop import train
+    from yochameleon.toyworld.judge import load_judge
+    from yochameleon.training.recipe import train
 
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -1,1 +1,1 @@
-"""The training loop, checkpoints and logging."""
+"""The training recipe (setup, step, evaluate, checkpoint, finish), its distributed helper, checkpoints and logging."""

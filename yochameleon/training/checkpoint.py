@@ -24,6 +24,7 @@ import torch
 from yochameleon.concept.adapter import load_adapter, read_adapter_config, save_adapter
 from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir
+from yochameleon.training.distributed import torch_world
 
 CHECKPOINT_DIR = "checkpoint"
 SHARD_FILE = "optimizer_rank{rank}.pt"
@@ -34,14 +35,6 @@ _LOSS_SCALER, _DROPPED = "loss_scaler", ("param_slice_mappings", "universal_chec
 
 class ResumeError(YoChameleonError):
     """The checkpoint cannot continue this run (different backbone, tokens or recipe)."""
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 def zero_partitioned_optimizer(optimizer):
@@ -82,7 +75,7 @@ def optimizer_shards(optimizer) -> list[dict] | None:
         state.pop(key, None)
     mine = _plain(state, "state")
     mine[_LOSS_SCALER] = {k: v for k, v in vars(scaler).items() if isinstance(v, (bool, int, float))} if scaler else {}
-    world, _ = _world()
+    world, _ = torch_world()
     if world == 1:
         return [mine]
     import torch.distributed as dist
@@ -150,7 +143,7 @@ def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict)
                 f"{ckpt} was written with {key}={saved.get(key)!r} but this run has {key}={value!r}. Resume with the "
                 "same settings, or start a new run with run_name=<new name>.")
     zero = zero_partitioned_optimizer(optimizer)
-    world, rank = _world()
+    world, rank = torch_world()
     _check_optimizer_layout(ckpt, int(state.get("optimizer_shards", 0)), zero, world)
     config = read_adapter_config(ckpt / "adapter")
     from yochameleon.concept.adapter import check_backbone_match

@@ -1,0 +1,374 @@
+"""The training recipe: only the concept's rows learn; everything else is frozen and cached.
+
+    setup()            validate the concept, load the backbone, prepare data, build the optimizer
+    train_step(step)   one optimizer step over the global batch (this process's share of it)
+    evaluate(done)     recognition on the validation split, a sample image, keep best/
+    save_checkpoint()  rows + optimizer + state, atomically, for an exact resume
+    finish()           the last adapter, the test split scored once, the summary
+
+`train(cfg, run_dir)` runs them in order. What differs between one process, DDP and ZeRO lives
+in `training/distributed.py`; preparation in `data/preparation.py`; decoding in `model/decoding.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from yochameleon.concept.adapter import save_adapter
+from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.data import templates
+from yochameleon.data.concept import ConceptData, EvalSplit
+from yochameleon.data.preparation import prepare_concept
+from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
+from yochameleon.data.vq_cache import VQCodeCache
+from yochameleon.errors import YoChameleonError
+from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
+from yochameleon.model.decoding import generate_answer
+from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.personalized import PersonalizedChameleon
+from yochameleon.sources import configured_source, load_configured_backbone
+from yochameleon.training.checkpoint import (has_checkpoint, load_checkpoint, optimizer_shards, read_state,
+                                             save_checkpoint)
+from yochameleon.training.distributed import Distributed, barrier
+from yochameleon.training.logging import NullLogger, RunLogger
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(YoChameleonError):
+    """The run directory already holds a run that this command would overwrite."""
+
+
+def evaluate(model, builder, split: EvalSplit, batch_size: int, prefix: str = "eval") -> dict:
+    """Recognition accuracy on one split (logits of Yes vs No, one forward pass each), keys `<prefix>/...`.
+
+    During training `split` is the validation split (or the training photos); the test split is
+    scored once, at the end, with prefix "test".
+    """
+    metrics = {f"{prefix}/split": split.name, f"{prefix}/split_is_heldout": float(split.heldout)}
+    # Under self-prompting, report both the forced token group and the one the model emits itself.
+    for mode, name in (("forced", f"{prefix}/recognition"), ("emitted", f"{prefix}/recognition_emitted")):
+        if mode == "emitted" and not builder.answer_prefix("recognition"):
+            break  # no token group to emit: the emitted score would repeat the forced one
+        p_pos = yes_probabilities(model, builder, split.positives, batch_size=batch_size, self_prompt=mode)
+        p_neg = yes_probabilities(model, builder, split.negatives, batch_size=batch_size, self_prompt=mode)
+        metrics |= {f"{name}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
+        metrics |= {f"{name}/mean_p_yes_positive": float(p_pos.mean()),
+                    f"{name}/mean_p_yes_negative": float(p_neg.mean())}
+    return metrics
+
+
+def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
+    """One image for "A photo of <sks>." (seeded), to watch generation improve during training."""
+    backbone = builder.backbone
+    generator = torch.Generator(device=backbone.device).manual_seed(seed)
+    tokens = sample_image_tokens(model, backbone, [builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])],
+                                 SamplingConfig(guidance_scale=guidance_scale),
+                                 [builder.unconditional_image_prompt_ids()], generator)
+    return to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)[0]
+
+
+def _unprefixed(metrics: dict, prefix: str) -> dict:
+    """`test/recognition/auroc` -> `eval/recognition/auroc`: the summary's `final` reads like any evaluation."""
+    return {"eval/" + k.removeprefix(prefix + "/"): v for k, v in metrics.items()}
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> bool:
+    """True when we continue a checkpoint; refuses to clobber an existing run otherwise."""
+    if has_checkpoint(run_dir):
+        if resume:
+            return True
+        state = read_state(run_dir)
+        raise RunDirError(
+            f"{run_dir} already holds a run (step {state['step']} of {state['total_steps']}). Continue it with "
+            "trainer.resume=true, or start another with run_name=<new name>. Nothing was changed.")
+    if resume:
+        log.warning("trainer.resume=true but %s has no checkpoint: starting from step 0", run_dir)
+    return False
+
+
+class PersonalizationRecipe:
+    """One concept's training run on a frozen backbone (see the module docstring for the stages)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.tcfg, self.recipe = cfg.trainer, cfg.recipe
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Everything before the first step, in the order that fails fastest on bad input."""
+        self.started = time.time()
+        self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume))
+        self.concept = ConceptData.from_config(self.cfg.concept)  # validate data before loading a large model
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._setup_launcher()
+        self._setup_backbone()
+        self._setup_data()
+        self._setup_optimization()
+        self._setup_state()
+
+    def _setup_launcher(self) -> None:
+        precision = str(self.tcfg.precision)
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and self.tcfg.device != "cpu" else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=self.tcfg.device == "cpu",
+                                       gradient_accumulation_steps=int(self.tcfg.grad_accum))
+        torch.manual_seed(int(self.cfg.seed))
+        self.dist = Distributed(self.accelerator)
+        if self.dist.main:
+            log.info("launcher: %s, %d process(es), device %s, precision %s",
+                     self.accelerator.distributed_type.value, self.dist.world, self.accelerator.device, precision)
+        self.dist.check(int(self.tcfg.batch_size), self.resuming, self.run_dir)
+
+    def _setup_backbone(self) -> None:
+        # Rank 0 builds/caches the tiny model first; a rank-0-first load under ZeRO-3 would deadlock
+        # zero.Init's collectives, hence whole weights (partitioned later, at `prepare`).
+        with self.dist.main_process_first(), self.dist.whole_weights():
+            self.backbone = load_configured_backbone(self.cfg.model, self.cfg.cache_dir,
+                                                     device=self.accelerator.device)
+        recipe = self.recipe
+        self.tokens = PersonalizedTokens.from_backbone(
+            self.backbone.model, self.backbone.config.vocabulary_map, self.concept.name, int(recipe.k_g),
+            int(recipe.k_u), str(recipe.first_token), bool(recipe.get("shared_tokens", False)))
+        self.tokens.to(self.accelerator.device)
+
+    def _setup_data(self) -> None:
+        cfg, recipe, concept = self.cfg, self.recipe, self.concept
+        self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
+        # Evaluations during training score the validation split (or the training photos); only a
+        # validation split chooses best/. The test split is scored once, at the end, to report.
+        self.select_split, self.test_split = concept.selection_split(), concept.test_split()
+        test = self.test_split
+        all_images = [*concept.photos, *self.select_split.positives, *self.select_split.negatives,
+                      *(test.positives + test.negatives if test else [])]
+        self.builder = SampleBuilder(self.backbone, self.tokens, self.cache, bool(recipe.self_prompting),
+                                     group_loss=str(recipe.self_prompt_loss))
+        progress = bool(self.tcfg.progress and self.dist.main)
+        with self.dist.main_process_first():
+            with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not progress) as bar:
+                self.cache.warm(all_images, bar)
+            self.preparation = prepare_concept(cfg, concept, self.backbone, cfg.cache_dir, progress=progress)
+            prep = self.preparation
+            self.cache.warm([*prep.hard_negatives, *prep.easy_negatives, *(p for p, _ in prep.soft_positives)])
+        self.plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed),
+                              int(recipe.negatives_per_photo), self.preparation,
+                              int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0,
+                              balance_recognition=bool(recipe.balance_recognition))
+        self.batch_size, self.accum = int(self.tcfg.batch_size), int(self.tcfg.grad_accum)
+        self.micro_per_epoch = self.plan.steps_per_epoch(self.batch_size)
+        self.total_steps = (int(self.tcfg.max_steps) if self.tcfg.get("max_steps")
+                            else math.ceil(self.tcfg.epochs * self.micro_per_epoch / self.accum))
+
+    def _setup_optimization(self) -> None:
+        tcfg, dist = self.tcfg, self.dist
+        model = PersonalizedChameleon(self.backbone.model, [self.tokens],
+                                      dist.length_group_ratio(float(tcfg.get("length_group_ratio", 0.5))),
+                                      gradient_checkpointing=bool(tcfg.get("gradient_checkpointing", False)))
+        dist.set_micro_batch(self.batch_size)
+        optimizer = torch.optim.AdamW(self.tokens.parameters(), lr=float(tcfg.lr),
+                                      weight_decay=float(tcfg.weight_decay))
+        # Read from the whole weights, before ZeRO-3 may partition them in `prepare`.
+        self.facts = self._run_facts()
+        self.fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
+                                                          "model_config": self.cfg.model.name,
+                                                          "source": configured_source(self.cfg.model)}
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.inner = self.accelerator.unwrap_model(self.model)  # evaluation and sampling bypass any DDP wrapper
+        self.adapter_extra = {**self.facts, "system_prefix": self.tokens.system_prefix(),
+                              "recipe": OmegaConf.to_container(self.recipe, resolve=True)}
+
+    def _run_facts(self) -> dict:
+        """Settings a checkpoint must share with the run that resumes it."""
+        cfg, tokens = self.cfg, self.tokens
+        return {
+            "concept": tokens.name, "model": cfg.model.name, "k_g": tokens.k_g, "k_u": tokens.k_u,
+            "first_token": tokens.token_names[0], "self_prompting": bool(cfg.recipe.self_prompting),
+            "shared_tokens": tokens.shared, "batch_size": int(cfg.trainer.batch_size),
+            "grad_accum": int(cfg.trainer.grad_accum), "seed": int(cfg.seed),
+        }
+
+    def _setup_state(self) -> None:
+        self.start_step, self.best, wandb_id = 0, -math.inf, None
+        if self.resuming:
+            state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts)
+            self.start_step, self.best, wandb_id = state["step"], state["best"], state.get("wandb_id")
+            log.info("resuming %s from step %d", self.run_dir, self.start_step)
+        run_config = OmegaConf.to_container(self.cfg, resolve=True) | {"run_dir": str(self.run_dir)}
+        self.logger = (RunLogger(self.cfg.logger, self.run_dir, run_config, wandb_id,
+                                 self.start_step if self.resuming else None) if self.dist.main else NullLogger())
+        self.select_by = str(self.tcfg.select_best_by)
+        # Never the test split, never the training photos.
+        self.selected_on = "val" if self.select_split.name == "val" else None
+        self.last_eval: dict | None = None
+        self.draw_samples = (bool(self.tcfg.sample_images) and self.backbone.has_decoder
+                             and bool(self.recipe.tasks.generation))
+        self.losses: list[float] = []
+
+    # ---------------------------------------------------------------- the steps
+    def train_step(self, step: int) -> dict:
+        """One optimizer step (grad_accum micro-batches); returns the step's log record."""
+        accelerator, model, dist = self.accelerator, self.model, self.dist
+        device, pad_id = accelerator.device, self.backbone.tokenizer.pad_token_id
+        task_losses = defaultdict(list)
+        for micro in range(self.accum):
+            global_specs = self.plan.batch(step * self.accum + micro, self.batch_size)
+            specs, loss_factor = dist.share(global_specs)  # each process takes its share
+            batch = collate([self.builder.build(s) for s in specs], pad_id)
+            with accelerator.accumulate(model):
+                out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                            batch["labels"].to(device),
+                            None if batch["weights"] is None else batch["weights"].to(device))
+                # Mean over the *global* batch: DDP averages gradients over ranks, hence `world` in the factor.
+                accelerator.backward(out["per_sample"].sum() * loss_factor)
+                if accelerator.sync_gradients and self.tcfg.grad_clip:
+                    accelerator.clip_grad_norm_(self.tokens.parameters(), float(self.tcfg.grad_clip))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            counted = batch["tasks"] if loss_factor else []  # a stand-in sample is not part of the batch
+            for task, value in dist.gather(counted, out["per_sample"].detach()):
+                task_losses[task].append(value)
+        step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
+        self.losses.append(step_loss)
+        record = {"train/loss": step_loss, "train/epoch": (step * self.accum) / self.micro_per_epoch}
+        return record | {f"train/loss/{task}": sum(v) / len(v) for task, v in task_losses.items()}
+
+    def evaluate(self, done: int) -> dict:
+        """Score the selection split, draw a sample, keep best/ (only a validation split chooses)."""
+        self.model.eval()
+        metrics = self.last_eval = evaluate(self.inner, self.builder, self.select_split,
+                                            batch_size=int(self.tcfg.eval_batch_size))
+        self.model.train()
+        if self.draw_samples:
+            image = sample_image(self.inner, self.builder, int(self.cfg.seed), float(self.tcfg.sample_guidance))
+            if self.dist.main:
+                path = self.run_dir / "samples" / f"step_{done:06d}.png"
+                path.parent.mkdir(exist_ok=True)
+                image.save(path)
+            self.logger.log_image("samples/image", image, f"A photo of <{self.concept.name}>. (step {done})",
+                                  step=done)
+        score = metrics.get(self.select_by, -math.inf)
+        if self.selected_on and score > self.best:
+            self.best = score
+            with self.dist.whole_rows(self.tokens):
+                if self.dist.main:
+                    save_adapter(self.run_dir / "best", self.tokens, self.fingerprint, self.adapter_extra | {
+                        "step": done, "selected_on": self.selected_on, "selection_metric": self.select_by,
+                        self.select_by: score})
+        return metrics
+
+    def save_checkpoint(self, done: int) -> None:
+        """Rows, optimizer (every rank's ZeRO-1/2 partition) and state; all ranks must call it."""
+        shards = optimizer_shards(self.optimizer)
+        if self.dist.evaluates:
+            with self.dist.whole_rows(self.tokens):
+                if self.dist.main:
+                    save_checkpoint(self.run_dir, self.tokens, self.optimizer,
+                                    {"step": done, "total_steps": self.total_steps, "best": self.best,
+                                     "wandb_id": self.logger.wandb_id}, self.fingerprint, self.facts, shards)
+
+    def run(self) -> dict:
+        """setup, the steps with evaluations and checkpoints, finish."""
+        self.setup()
+        tcfg, total = self.tcfg, self.total_steps
+        bar = tqdm(total=total, initial=self.start_step, desc=f"train <{self.concept.name}>",
+                   disable=not (tcfg.progress and self.dist.main))
+        self.model.train()
+        for step in range(self.start_step, total):
+            record = self.train_step(step)
+            done = step + 1
+            if (done % int(tcfg.eval_every) == 0 or done == total) and self.dist.evaluates:
+                metrics = self.evaluate(done)
+                record |= metrics
+                bar.set_postfix(loss=f"{record['train/loss']:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
+            self.logger.log(record, step=done)
+            bar.update(1)
+            if done % int(tcfg.checkpoint_every) == 0 or done == total:
+                self.save_checkpoint(done)
+        bar.close()
+        return self.finish()
+
+    # ---------------------------------------------------------------- finish
+    def finish(self) -> dict:
+        """The last step's adapter, the test split once, text QA, and the run's summary."""
+        barrier()
+        dist, run_dir, total = self.dist, self.run_dir, self.total_steps
+        with dist.whole_rows(self.tokens):
+            if dist.main:
+                save_adapter(run_dir / "adapter", self.tokens, self.fingerprint,
+                             self.adapter_extra | {"step": total, "selected_on": None})  # the last step, not a choice
+        if dist.evaluates:
+            final, test, toy_qa, answer = self._final_scores()
+        if not dist.main:
+            return {"run_dir": str(run_dir), "rank": dist.rank, "steps": total}
+        question = templates.FALLBACK_TEXT_QA[0][0]
+        self.logger.log_text("samples/answers", ["question", "answer"], [[question, answer]], step=total)
+        if test or toy_qa:
+            self.logger.log({**(test or {}), **{f"test/{k}": v for k, v in (toy_qa or {}).items()}}, step=total)
+        summary = self._summary(final, toy_qa, answer)
+        self.logger.finish()
+        return summary
+
+    def _final_scores(self) -> tuple[dict, dict | None, dict | None, str]:
+        batch = int(self.tcfg.eval_batch_size)
+        self.model.eval()
+        if self.last_eval is None or self.start_step == self.total_steps:  # nothing evaluated the last step here
+            self.last_eval = evaluate(self.inner, self.builder, self.select_split, batch_size=batch)
+        # The test split, once, for reporting: nothing above read it.
+        test = (evaluate(self.inner, self.builder, self.test_split, batch_size=batch, prefix="test")
+                if self.test_split else None)
+        final = _unprefixed(test, "test") if test else self.last_eval
+        toy_qa = None
+        if self.cfg.concept.get("toy"):  # the toy world knows the true attributes: text QA in both wordings
+            from yochameleon.toyworld.benchmark import toy_text_qa
+
+            toy_qa = toy_text_qa(self.inner, self.builder, self.concept.name)
+        # Forced token group: shows what the rows learnt, whatever the inference setting.
+        answer = generate_answer(self.inner, self.builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
+        return final, test, toy_qa, answer
+
+    def _summary(self, final: dict, toy_qa: dict | None, answer: str) -> dict:
+        run_dir, selected_on, select_by = self.run_dir, self.selected_on, self.select_by
+        summary = {
+            "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
+            "best_adapter": str(run_dir / "best") if selected_on and (run_dir / "best").is_dir() else None,
+            "selected_on": selected_on, "final_split": final["eval/split"],
+            "val": self.last_eval if selected_on else None, "text_qa": toy_qa,
+            "metrics": str(run_dir / "metrics.jsonl"), "wandb": self.logger.wandb_dir,
+            "samples": str(run_dir / "samples") if self.draw_samples else None, "steps": self.total_steps,
+            "resumed_from": self.start_step if self.resuming else None,
+            "wall_seconds": round(time.time() - self.started, 1),
+            "final": final, "best": {select_by: self.best, "selected_on": selected_on} if selected_on else None,
+            "sample_answer": answer,
+            "vq_images_encoded_this_run": self.cache.encoded, "preparation": str(self.preparation.directory),
+            "launcher": self.dist.launcher, "deepspeed_zero_stage": self.dist.zero_stage,
+            "samples_per_epoch": self.plan.size,
+        }
+        if self.losses:
+            tenth = max(1, len(self.losses) // 10)
+            summary["loss_first_10pct"] = sum(self.losses[:tenth]) / tenth
+            summary["loss_last_10pct"] = sum(self.losses[-tenth:]) / tenth
+        return summary
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Personalize one concept; returns a summary (paths, steps, losses, accuracies)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if cfg.trainer.get("deterministic"):
+        # Bit-exact reruns and resumes: multi-threaded index backward otherwise differs at ~1e-7.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return PersonalizationRecipe(cfg, run_dir).run()
+    finally:
+        torch.use_deterministic_algorithms(previous)
