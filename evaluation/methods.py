@@ -56,8 +56,9 @@ class EvalBuilder(SampleBuilder):
             image = _photo(str(image))
         return super().image_ids(image, flip)
 
-    def prompt_ids(self, question: str, image=None, flip: bool = False) -> list[int]:
-        ids = [self.backbone.bos_id]
+    def prefix_ids(self) -> list[int]:
+        """Each subject's introduction, its reference photos after it, then a newline (none if it has no text)."""
+        ids = []
         for concept in self.concepts:
             prefix = concept.system_prefix()
             if prefix:
@@ -66,9 +67,7 @@ class EvalBuilder(SampleBuilder):
                 ids += self.image_ids(photo)
             if prefix:
                 ids += self.text_ids("\n")
-        if image is not None:
-            ids += self.image_ids(image, flip)
-        return ids + self.text_ids(question) + [self.backbone.end_of_turn_id]
+        return ids
 
     def introduction_tokens(self) -> int:
         """Tokens spent introducing the subjects (the prompt minus <s>, the question and end of turn)."""

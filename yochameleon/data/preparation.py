@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from yochameleon.data import templates
+from yochameleon.data.chat import chat_layout
 from yochameleon.data.embedders import build_embedder, embedder_key
 from yochameleon.data.images import load_image
 from yochameleon.data.retrieval import closeness, easy_negatives, hard_negatives, soft_positive_tiers
@@ -218,16 +219,16 @@ def generate_conversations(backbone, photos, images, concept, progress: bool, ma
     noun = concept.class_noun or "subject"
     questions = templates.ATTRIBUTE_QUESTIONS.get(concept.category, templates.ATTRIBUTE_QUESTIONS["object"])
     plain = PersonalizedChameleon(backbone.model, [])
+    layout = chat_layout(backbone)
     subject = re.compile(rf"\b(the|this|that|a|an)\s+{re.escape(noun)}\b|\b{re.escape(noun)}\b", re.IGNORECASE)
     turns = []
     for path, image in tqdm(list(zip(photos, images)), desc="ask the base model about each photo",
                             disable=not progress):
         pixels = backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
-        codes = backbone.encode_images(pixels)[0].tolist()
+        shown = layout.image(backbone.encode_images(pixels)[0].tolist())
         for question in questions:
             text = question.format(noun=noun)
-            prompt = [backbone.bos_id, backbone.boi_id, *codes, backbone.eoi_id,
-                      *backbone.tokenizer(text, add_special_tokens=False)["input_ids"], backbone.end_of_turn_id]
+            prompt = layout.prompt(layout.text(text), image=shown)  # the plain backbone: no prefix
             ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
             out = plain.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,
                                       backbone.text_banned_ids(), backbone.text_stop_ids())[0]

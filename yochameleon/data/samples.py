@@ -1,6 +1,6 @@
 """Training samples for the three task families, and the deterministic order they are seen in.
 
-Chat layout (all ids; loss only on the answer):
+Chat layout (all ids, written by `yochameleon.data.chat`; loss only on the answer):
 
     <s> <sks> is <g..><u..>.\\n [<racm3:break> image <eoss>] question <eot> | [group] answer <eot>
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from yochameleon.data import templates
+from yochameleon.data.chat import ChameleonLayout, chat_layout
 from yochameleon.model.personalized import IGNORE_INDEX
 
 TASKS = ("recognition", "vqa", "text_qa", "generation")
@@ -57,6 +59,11 @@ class SampleBuilder:
         self.group_loss = group_loss
         self._text_cache: dict[str, list[int]] = {}
 
+    @cached_property
+    def layout(self) -> ChameleonLayout:
+        """The backbone's chat layout, which every id list here is assembled in."""
+        return chat_layout(self.backbone)
+
     def text_ids(self, text: str) -> list[int]:
         """Tokenize text; `<sks>` and each concept's `<name>` become its identifier token."""
         text = text.replace("<sks>", self.tokens.identifier)
@@ -73,24 +80,25 @@ class SampleBuilder:
         else:
             pixels = self.backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
             codes = self.backbone.encode_images(pixels)[0].tolist()
-        return [self.backbone.boi_id, *codes, self.backbone.eoi_id]
+        return self.layout.image(codes)
+
+    def prefix_ids(self) -> list[int]:
+        """What introduces the concepts: each one's soft prompt and a newline, tokenized as one text."""
+        return self.text_ids("".join(concept.system_prefix() + "\n" for concept in self.concepts))
 
     def prompt_ids(self, question: str, image=None, flip: bool = False) -> list[int]:
         """The prompt up to and including the end-of-turn token."""
-        prefix = "".join(concept.system_prefix() + "\n" for concept in self.concepts)
-        ids = [self.backbone.bos_id, *self.text_ids(prefix)]
-        if image is not None:
-            ids += self.image_ids(image, flip)
-        return ids + self.text_ids(question) + [self.backbone.end_of_turn_id]
+        prefix = self.prefix_ids()
+        shown = self.image_ids(image, flip) if image is not None else ()
+        return self.layout.prompt(self.text_ids(question), prefix, shown)
 
     def image_prompt_ids(self, text: str) -> list[int]:
         """A generation prompt: the chat prompt, the `<g-tokens>` group under self-prompting, begin-of-image."""
-        return self.prompt_ids(text) + self.answer_prefix("generation") + [self.backbone.boi_id]
+        return self.layout.image_prompt(self.text_ids(text), self.prefix_ids(), self.answer_prefix("generation"))
 
     def unconditional_image_prompt_ids(self) -> list[int]:
         """The classifier-free-guidance prompt: an empty turn, no system prefix, no concept."""
-        empty = self.backbone.tokenizer("", add_special_tokens=False)["input_ids"]
-        return [self.backbone.bos_id, *empty, self.backbone.end_of_turn_id, self.backbone.boi_id]
+        return self.layout.unconditional_image_prompt()
 
     def answer_prefix(self, task: str, n_tokens: int | None = None) -> list[int]:
         """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""
@@ -105,18 +113,18 @@ class SampleBuilder:
             if spec.n_tokens is not None:  # a soft positive: a look-alike, named by part of the g-tokens only
                 question = question.replace("<sks>", self.tokens.g_tokens_string(spec.n_tokens))
             prompt = self.prompt_ids(question)
-            answer = self.answer_prefix("generation", spec.n_tokens) + self.image_ids(spec.image, spec.flip)
-            weights = [1.0] * len(answer)
+            group = self.answer_prefix("generation", spec.n_tokens)
+            answer = self.layout.answer(self.image_ids(spec.image, spec.flip), group)
+            group_weight = 1.0  # an image answer counts every token
         else:
             shown = spec.image if spec.task in ("recognition", "vqa") else None
             prompt = self.prompt_ids(spec.question, shown, spec.flip)
             group = self.answer_prefix(spec.task)
-            answer = group + self.text_ids(spec.answer)
+            answer = self.layout.answer(self.text_ids(spec.answer), group)
             group_weight = 1.0 / len(group) if group and self.group_loss == "group" else 1.0
-            weights = [group_weight] * len(group) + [1.0] * (len(answer) - len(group))
-        answer = answer + [self.backbone.end_of_turn_id]
+        weights = [group_weight] * len(group) + [1.0] * (len(answer) - len(group))  # the end of turn counts 1
         return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer,
-                "weights": [0.0] * len(prompt) + weights + [1.0], "task": spec.task}
+                "weights": [0.0] * len(prompt) + weights, "task": spec.task}
 
 
 class EpochPlan:
