@@ -240,7 +240,7 @@ def evaluate(cfg, out_dir: Path) -> dict:
     """Run every configured task for every configured method; returns the metrics dict."""
     from yochameleon.data.concept import ConceptData
     from yochameleon.inference import PersonalizedModel
-    from yochameleon.model.loading import load_configured_backbone
+    from yochameleon.sources import load_configured_backbone
 
     torch.manual_seed(int(cfg.seed))
     concept = ConceptData.from_config(cfg.concept)

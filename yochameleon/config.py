@@ -64,6 +64,7 @@ def register_resolvers() -> None:
 
 
 def _toy_concept_dir(name: str, split: str) -> str:
-    from yochameleon.toyworld.build import concept_dir
+    # Imported on first use: only toy concepts need it, and the toy world's leaf pulls in torch.
+    from yochameleon.toyworld.concepts import concept_dir
 
     return str(concept_dir(str(name), str(split)))

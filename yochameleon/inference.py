@@ -23,13 +23,12 @@ from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
 from yochameleon.model.decoding import generate_answer
-from yochameleon.model.backbone import load_backbone
+from yochameleon.model.backbone import load_backbone, resolve_dtype
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )
-from yochameleon.model.loading import resolve_dtype
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
+from yochameleon.sources import recorded_source, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +43,16 @@ class Recognition:
 
 
 def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
-    """The backbone an adapter names, unless the caller gives one."""
+    """The backbone an adapter names (its recorded source), unless the caller gives one."""
     if model_path is not None:
         return Path(model_path)
     base = read_adapter_config(adapter_dir)["base_model"]
-    if base.get("model_config") == "tiny":
-        return ensure_tiny_checkpoint(Path(cache_dir or default_cache_dir()) / "models")
-    if base.get("model_config") == "toyworld":
-        from yochameleon.toyworld.build import ensure_toyworld_checkpoint
-
-        return ensure_toyworld_checkpoint(cache_dir)
+    source = recorded_source(base)
     recorded = Path(base.get("path", ""))
-    if not recorded.is_dir():
+    if source == "local" and not recorded.is_dir():
         raise YoChameleonError(f"adapter {adapter_dir} was trained on {base.get('name')!r} at {recorded}, which is "
                                "not here; pass the local checkpoint directory with --model-path / model_path=")
-    return recorded
+    return resolve_source(source, cache_dir, recorded)
 
 
 class PersonalizedModel:

@@ -30,7 +30,7 @@ def main() -> None:
         import time
 
         from yochameleon.data.concept import ConceptData
-        from yochameleon.model.loading import load_configured_backbone
+        from yochameleon.sources import load_configured_backbone
 
         try:
             concept = ConceptData.from_config(cfg.concept)

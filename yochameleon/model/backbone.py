@@ -21,6 +21,7 @@ from yochameleon.model.vq_decoder import ChameleonVQDecoder
 log = logging.getLogger(__name__)
 
 DECODER_PREFIX = "model.vqmodel.decoder."
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 EXPECTED_LAYOUT = (
     "a Hugging Face Chameleon/Anole directory containing config.json (model_type 'chameleon' with a "
     "vocabulary_map), model.safetensors or model.safetensors.index.json with its shards, tokenizer.json, "
@@ -214,6 +215,20 @@ def check_backbone_dir(path: str | Path) -> Path:
     if not any(path.glob("*.safetensors")):
         raise BackboneError(f"{path} has no *.safetensors weights. Expected {EXPECTED_LAYOUT}.")
     return path
+
+
+def resolve_dtype(dtype, device: torch.device | str) -> str:
+    """The backbone weights' dtype: `auto` is bfloat16 on a GPU and float32 on CPU (as trainer.precision=auto).
+
+    A 7B backbone is ~28 GB in float32 and ~14 GB in bfloat16; an explicit dtype is used as given.
+    """
+    dtype = "auto" if dtype is None else str(dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise YoChameleonError(f"unknown backbone dtype {dtype!r}; choose one of {', '.join(DTYPES)} "
+                               "(model.dtype=... / dtype=... / --dtype ...)")
+    if dtype == "auto":
+        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return dtype
 
 
 def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",

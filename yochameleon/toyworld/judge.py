@@ -8,12 +8,16 @@ generated, so it judges generations independently of the model that drew them.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import ImageFilter
+from safetensors.torch import load_file
 from torch import nn
 
 from yochameleon.toyworld import world
+from yochameleon.toyworld.spec import JUDGE_FILE, to_pixels
 
 HEADS = world.ATTRIBUTE_VALUES
 
@@ -37,11 +41,16 @@ class AttributeJudge(nn.Module):
     @torch.no_grad()
     def predict(self, images) -> list[dict[str, str]]:
         """PIL images -> [{"shape": ..., "colour": ..., "pattern": ...}, ...]."""
-        from yochameleon.toyworld.pretrain import to_pixels
-
         logits = self(to_pixels(images))
         picks = {name: logits[name].argmax(-1).tolist() for name in HEADS}
         return [{name: HEADS[name][picks[name][i]] for name in HEADS} for i in range(len(images))]
+
+
+def load_judge(path: str | Path) -> AttributeJudge:
+    """The attribute classifier saved next to a toy backbone (`JUDGE_FILE` in its directory)."""
+    judge = AttributeJudge()
+    judge.load_state_dict(load_file(str(Path(path) / JUDGE_FILE)))
+    return judge.eval()
 
 
 def _labels(scenes) -> dict[str, torch.Tensor]:
@@ -51,10 +60,6 @@ def _labels(scenes) -> dict[str, torch.Tensor]:
 
 def train_judge(seed: int, steps: int = 600, batch: int = 48, progress=None) -> tuple[AttributeJudge, dict]:
     """Train on single-thing renders; returns the judge and its held-out accuracy per attribute."""
-    from PIL import ImageFilter
-
-    from yochameleon.toyworld.pretrain import to_pixels
-
     torch.manual_seed(seed)
     judge = AttributeJudge()
     optimizer = torch.optim.Adam(judge.parameters(), lr=2e-3)

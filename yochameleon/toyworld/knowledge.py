@@ -15,11 +15,13 @@ import random
 import torch
 
 from yochameleon.data import templates
+from yochameleon.model.backbone import load_backbone
 from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.toyworld import world
-from yochameleon.toyworld.pretrain import CAPTION_QUESTION, GENERATION_PROMPT
+from yochameleon.toyworld.judge import HEADS, judge_accuracy, load_judge
+from yochameleon.toyworld.spec import CAPTION_QUESTION, GENERATION_PROMPT, toyworld_dir
 
 HELD_OUT = 50_000_000  # scene seeds for evaluation start here (pretraining draws from its own streams)
 
@@ -120,8 +122,6 @@ def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: in
 @torch.no_grad()
 def vq_ceiling(backbone, judge, rng, n: int) -> dict:
     """The judge on VQ round trips of held-out renders: what any image the backbone reads or draws can show."""
-    from yochameleon.toyworld.judge import judge_accuracy
-
     scenes = [world.random_scene(rng, two_things=0.0) for _ in range(n)]
     pixels = backbone.processor.image_processor([world.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
     rebuilt = to_pil(decode_image_tokens(backbone, backbone.encode_images(pixels)),
@@ -132,8 +132,6 @@ def vq_ceiling(backbone, judge, rng, n: int) -> dict:
 def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n: int = 24, batch: int = 12,
                             temperature: float = 0.7) -> dict:
     """Draw "A photo of a large orange striped heart." and "<name> is ... A photo of <name>."; judge attributes."""
-    from yochameleon.toyworld.judge import HEADS
-
     things = [world.random_thing(rng) for _ in range(n)]
     sampling = SamplingConfig(temperature=temperature, top_k=0)
     generator = torch.Generator().manual_seed(0)
@@ -156,14 +154,13 @@ def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n:
 
 
 def main(argv=None) -> None:
-    from yochameleon.model.backbone import load_backbone
-    from yochameleon.toyworld.build import ensure_toyworld_checkpoint, load_judge
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--path", default=None, help="toy backbone directory (default: the cached build)")
     args = parser.parse_args(argv)
-    path = args.path or ensure_toyworld_checkpoint()
+    path = args.path or toyworld_dir()
+    if not args.path and not (path / "config.json").is_file():  # building is build.py's job (it sits above this)
+        raise SystemExit(f"error: no toy-world backbone at {path}; run `make toyworld` first, or pass --path DIR")
     backbone = load_backbone(path, name="toyworld")
     print(json.dumps(knowledge_report(backbone, load_judge(path), n=args.n), indent=2))
 

@@ -41,71 +41,17 @@ import torch.nn.functional as F
 from yochameleon.data import templates
 from yochameleon.data.samples import collate
 from yochameleon.toyworld import world
+from yochameleon.toyworld.judge import train_judge
+from yochameleon.toyworld.spec import (CAPTION_QUESTION, GENERATION_PROMPT, JUDGE_FILE, TOY_SPEC, corpus_lines,
+                                       spec_key, to_pixels, toyworld_dir)
 
 log = logging.getLogger(__name__)
 
-TOY_BUILD_VERSION = "4"
 TOY_VQ_VERSION = "3"  # stage 1 changes less often than the language model; its own version keeps its cache
-TOY_SPEC = {
-    "hidden_size": 128,
-    "intermediate_size": 352,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 512,
-    "image_resolution": 64,
-    "vq_base_channels": 32,
-    "vq_channel_multiplier": [1, 1, 2, 2],  # 64x64 -> 8x8 codes
-    "vq_latent_channels": 32,
-    "vq_embed_dim": 16,
-    "vq_num_codes": 512,
-    "vq_attn_resolutions": [],
-    "vq_object_weight": 4.0,  # reconstruction weight of object pixels over background pixels
-    "vq_attribute_weight": 0.5,  # weight of the attribute probe on the quantized latents
-    "text_vocab_size": 1200,
-    "seed": 0,
-    "vq_steps": 2500,
-    "vq_batch": 16,
-    "lm_steps": 6000,
-    "lm_batch": 24,
-    "lm_lr": 3e-3,
-    # Stage 3, the yes/no curriculum (constant lr, fresh optimizer): colour checks alone, then
-    # definitions where one attribute decides, then full definitions. See `FOCUS` for why.
-    "focus_steps": [200, 300, 400, 400],
-    "focus_lr": 1e-3,
-    "judge_steps": 400,
-}
 NAME_POOL = (10000, 11000)  # reserved-token numbers used as names in pretraining (recipes use 16200+)
-
-CAPTION_QUESTION = "Describe the image."
-GENERATION_PROMPT = "A photo of {what}."
-
-
-# ---- text the tokenizer is trained on ----------------------------------------------------------
-def corpus_lines(seed: int, n: int = 1500) -> tuple[str, ...]:
-    """World sentences for the BPE, so attribute words become single tokens."""
-    rng = random.Random(seed)
-    lines = [CAPTION_QUESTION]
-    for values in (world.SHAPES, world.COLOURS, world.PATTERNS, world.SIZES, world.BACKGROUNDS):
-        lines += [f"{v}." for v in values] * 20 + [f" {v}" for v in values] * 20
-    for index in range(n):
-        scene = world.scene(seed, index)
-        lines.append(scene.caption())
-        lines.append(GENERATION_PROMPT.format(what=scene.caption()[0].lower() + scene.caption()[1:-1]))
-        lines += [f"{q} {a}." for q, a in world.attribute_questions(scene, rng)]
-        thing = scene.things[0]
-        lines.append(f"is {thing.short()}.")
-    for question, _ in world.CONCEPT_QUESTIONS.values():
-        lines += [question.replace("<sks> ", "").replace("<sks>", "")] * 20
-    return tuple(lines)
 
 
 # ---- stage 1: the VQ tokenizer ------------------------------------------------------------------
-def to_pixels(images) -> torch.Tensor:
-    """PIL images -> (B, 3, H, W) in [-1, 1], as ChameleonImageProcessor does for these sizes."""
-    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-
-
 class AttributeProbe(torch.nn.Module):
     """Reads each position slot's (shape, colour, pattern) from quantized latents; 'none' if empty.
 
@@ -431,19 +377,6 @@ def lm_key(spec: dict) -> str:
     return spec_key({k: v for k, v in spec.items() if not k.startswith("focus_")})
 
 
-def spec_key(spec: dict) -> str:
-    """Identity of a build: spec, tokenizer corpus (our templates and the world's sentences), version.
-
-    Code is not hashed (a shipped build must survive refactors): bump TOY_BUILD_VERSION whenever
-    a change to world.py or this file changes what the build produces.
-    """
-    from yochameleon.model import tiny
-
-    corpus = hashlib.sha256("\n".join(tiny._training_corpus(corpus_lines(spec["seed"]))).encode()).hexdigest()
-    blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def _cached_stage(file: Path, module: torch.nn.Module, run) -> dict:
     """A build stage: `module`'s weights and the stage report from `file`, or `run()` then both saved atomically."""
     from safetensors.torch import load_file, save_file
@@ -526,9 +459,6 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
 
     from safetensors.torch import save
 
-    from yochameleon.toyworld.build import JUDGE_FILE
-    from yochameleon.toyworld.judge import train_judge
-
     bar = tqdm(total=spec["judge_steps"], desc="toy world: attribute judge", disable=not show_progress)
     judge, judge_report = train_judge(seed, spec["judge_steps"],
                                       progress=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
@@ -555,10 +485,10 @@ def main(argv=None) -> None:
         spec["lm_steps"] = args.lm_steps
     if args.vq_steps:
         spec["vq_steps"] = args.vq_steps
-    if args.out is None:
-        from yochameleon.toyworld.build import ensure_toyworld_checkpoint
-
-        out = ensure_toyworld_checkpoint(spec=spec)
+    if args.out is None:  # the cache folder `make toyworld` reads (which also unpacks a shipped build instead)
+        out = toyworld_dir(spec=spec)
+        if not (out / "config.json").exists():
+            build_toyworld_checkpoint(out, spec)
         print(f"toy-world backbone: {out}")
         print((out / "toyworld_build.json").read_text())
         return

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import torch
 
+from yochameleon.model import tiny
+from yochameleon.model.backbone import YoChameleonForConditionalGeneration
+from yochameleon.toyworld.pretrain import trained_token_ids
+from yochameleon.toyworld.spec import JUDGE_FILE, corpus_lines, toyworld_dir
+
 log = logging.getLogger(__name__)
 
 PACK = Path(__file__).resolve().parents[1] / "assets" / "toyworld" / "toyworld.safetensors"
@@ -28,9 +33,6 @@ HEAD = "lm_head.weight"
 def pack(build_dir: str | Path, target: Path = PACK) -> Path:
     """Write the pack of a finished build."""
     from safetensors.torch import load_file, save_file
-
-    from yochameleon.toyworld.build import JUDGE_FILE
-    from yochameleon.toyworld.pretrain import trained_token_ids
 
     build_dir = Path(build_dir)
     meta = json.loads((build_dir / "yochameleon_tiny.json").read_text())
@@ -75,11 +77,6 @@ def unpack(out_dir: str | Path, target: Path = PACK) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save
 
-    from yochameleon.model import tiny
-    from yochameleon.model.backbone import YoChameleonForConditionalGeneration
-    from yochameleon.toyworld.build import JUDGE_FILE
-    from yochameleon.toyworld.pretrain import corpus_lines
-
     with safe_open(str(target), framework="pt") as handle:
         meta = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
@@ -107,10 +104,12 @@ def unpack(out_dir: str | Path, target: Path = PACK) -> Path:
 
 
 def main() -> None:
-    from yochameleon.toyworld.build import ensure_toyworld_checkpoint
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    target = pack(ensure_toyworld_checkpoint())
+    build_dir = toyworld_dir()
+    if not (build_dir / "config.json").is_file():  # building is build.py's job: this module sits below it
+        raise SystemExit(f"error: no toy-world build at {build_dir}; run `make toyworld` (or "
+                         "`python -m yochameleon.toyworld.build`) first, then pack it")
+    target = pack(build_dir)
     print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB)")
 
 

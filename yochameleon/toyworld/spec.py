@@ -1,0 +1,99 @@
+"""What the toy backbone is and where it is cached: its spec, build key, tokenizer corpus, files.
+
+The bottom of the toy world next to `world.py`: every other toyworld module (and the
+`${toyworld:...}` resolver, through `concepts.py`) reads these names from here, so none of
+them needs the orchestrator (`build.py`) and the imports form no circle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from yochameleon.model import tiny
+from yochameleon.toyworld import world
+
+TOY_BUILD_VERSION = "4"
+TOY_SPEC = {
+    "hidden_size": 128,
+    "intermediate_size": 352,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+    "image_resolution": 64,
+    "vq_base_channels": 32,
+    "vq_channel_multiplier": [1, 1, 2, 2],  # 64x64 -> 8x8 codes
+    "vq_latent_channels": 32,
+    "vq_embed_dim": 16,
+    "vq_num_codes": 512,
+    "vq_attn_resolutions": [],
+    "vq_object_weight": 4.0,  # reconstruction weight of object pixels over background pixels
+    "vq_attribute_weight": 0.5,  # weight of the attribute probe on the quantized latents
+    "text_vocab_size": 1200,
+    "seed": 0,
+    "vq_steps": 2500,
+    "vq_batch": 16,
+    "lm_steps": 6000,
+    "lm_batch": 24,
+    "lm_lr": 3e-3,
+    # Stage 3, the yes/no curriculum (constant lr, fresh optimizer): colour checks alone, then
+    # definitions where one attribute decides, then full definitions. See `pretrain.FOCUS` for why.
+    "focus_steps": [200, 300, 400, 400],
+    "focus_lr": 1e-3,
+    "judge_steps": 400,
+}
+
+CAPTION_QUESTION = "Describe the image."
+GENERATION_PROMPT = "A photo of {what}."
+
+JUDGE_FILE = "toyworld_judge.safetensors"  # the attribute judge, saved next to a toy backbone
+
+
+def corpus_lines(seed: int, n: int = 1500) -> tuple[str, ...]:
+    """World sentences for the BPE, so attribute words become single tokens."""
+    rng = random.Random(seed)
+    lines = [CAPTION_QUESTION]
+    for values in (world.SHAPES, world.COLOURS, world.PATTERNS, world.SIZES, world.BACKGROUNDS):
+        lines += [f"{v}." for v in values] * 20 + [f" {v}" for v in values] * 20
+    for index in range(n):
+        scene = world.scene(seed, index)
+        lines.append(scene.caption())
+        lines.append(GENERATION_PROMPT.format(what=scene.caption()[0].lower() + scene.caption()[1:-1]))
+        lines += [f"{q} {a}." for q, a in world.attribute_questions(scene, rng)]
+        thing = scene.things[0]
+        lines.append(f"is {thing.short()}.")
+    for question, _ in world.CONCEPT_QUESTIONS.values():
+        lines += [question.replace("<sks> ", "").replace("<sks>", "")] * 20
+    return tuple(lines)
+
+
+def spec_key(spec: dict) -> str:
+    """Identity of a build: spec, tokenizer corpus (our templates and the world's sentences), version.
+
+    Code is not hashed (a shipped build must survive refactors): bump TOY_BUILD_VERSION whenever
+    a change to world.py or pretrain.py changes what the build produces.
+    """
+    corpus = hashlib.sha256("\n".join(tiny._training_corpus(corpus_lines(spec["seed"]))).encode()).hexdigest()
+    blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def to_pixels(images) -> torch.Tensor:
+    """PIL images -> (B, 3, H, W) in [-1, 1], as ChameleonImageProcessor does for these sizes."""
+    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache the toy world writes into: `cache_dir`, else $YOCHAMELEON_CACHE or ~/.cache/yochameleon."""
+    return Path(cache_dir or tiny.default_cache_dir())
+
+
+def toyworld_dir(cache_dir: str | Path | None = None, spec: dict | None = None) -> Path:
+    """Where the toy backbone of `spec` (default: TOY_SPEC) lives in the cache, built or not."""
+    return cache_root(cache_dir) / "models" / f"toyworld-{spec_key({**TOY_SPEC, **(spec or {})})}"
