@@ -1,13 +1,17 @@
-"""One chat layout: pinned token ids of training, generation and evaluation prompts."""
+"""One chat layout: pinned token ids, the toy pretraining in the personalization layout, the toy's own sentences."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
 
 from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.data import templates
 from yochameleon.data.chat import ChameleonLayout, chat_layout
 from yochameleon.data.samples import SampleBuilder, SampleSpec
+from yochameleon.model.tiny import FIRST_IMAGE_ID
 
 CODES = [[4, 5, 6], [7, 8, 9]]  # image-token ids of a stand-in photo, unflipped and flipped
 
@@ -87,3 +91,108 @@ def test_evaluation_baselines_and_adapters_use_the_same_layout(backbone, tokens)
     described = EvalBuilder(backbone, TextSubject("bo", "an orange heart"), None, False)
     prefix = layout.text("bo is an orange heart.") + layout.text("\n")
     assert described.prompt_ids(question) == layout.prompt(layout.text("Is bo in this photo?"), prefix)
+
+
+# ---- the toy backbone is pretrained in the personalization layout ------------------------------
+class Recorded:
+    """Wraps pretrain.Ids and records every text it tokenizes (the example's sentences, in order)."""
+
+    def __init__(self, ids):
+        self.ids, self.texts = ids, []
+
+    def __getattr__(self, name):
+        return getattr(self.ids, name)
+
+    def text(self, text):
+        self.texts.append(text)
+        return self.ids.text(text)
+
+
+def _toy_example(backbone, kind: str, seed: int):
+    """A pretraining example of `kind` in the tiny tokenizer, with the texts it was made of."""
+    from yochameleon.toyworld import pretrain
+
+    ids = Recorded(pretrain.Ids(backbone.tokenizer, backbone.bos_id, backbone.end_of_turn_id, backbone.boi_id,
+                                backbone.eoi_id, FIRST_IMAGE_ID, [10000]))
+    codes = torch.tensor(CODES[0]) - FIRST_IMAGE_ID  # VQ codes; the world's image ids are codes + FIRST_IMAGE_ID
+    tokens, labels = pretrain.make_example(kind, random.Random(seed), ids, lambda scene: codes)
+    return tokens, labels, ids.texts
+
+
+class NoPrefix(SampleBuilder):
+    """A SampleBuilder whose soft prompt is empty: nothing between <s> and the turn."""
+
+    def prefix_ids(self):
+        return []
+
+
+TASK_OF = {"caption": "vqa", "vqa": "vqa", "verify": "vqa", "generate": "generation",
+           "define_recognize": "recognition", "define_recognize_colour": "recognition",
+           "define_text": "text_qa", "define_generate": "generation"}
+
+
+@pytest.mark.parametrize("kind", list(TASK_OF))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_toy_pretraining_sequences_are_personalization_samples(backbone, kind, seed):
+    """Each toy pretraining sequence is a SampleBuilder sample (self-prompting off) of the same texts.
+
+    A definition "<name> is an orange striped heart." is a concept's soft prompt with words in place
+    of the learned tokens; the world families (caption, vqa, verify, generate) are the same samples
+    with no prefix at all (SampleBuilder itself always writes at least the newline after a prefix).
+    The labels differ only where the toy world masks the name inside an answer.
+    """
+    from evaluation.methods import TextSubject
+
+    tokens, labels, texts = _toy_example(backbone, kind, seed)
+    task = TASK_OF[kind]
+    if kind.startswith("define_"):
+        prefix, name = texts[0], texts[1]  # "<reserved10000> is a ... .\n", then the name alone
+        assert prefix.startswith(f"{name} is ") and prefix.endswith(".\n")
+        subject = TextSubject(name, prefix[len(f"{name} is "):-2])  # its system prefix is the definition
+        builder = SampleBuilder(backbone, subject, FixedCodes([CODES[0], CODES[0]]), self_prompting=False)
+        question, answer = texts[2], (texts[3] if task != "generation" else "")
+        name_id = backbone.tokenizer.convert_tokens_to_ids(name)
+    else:
+        builder = NoPrefix(backbone, TextSubject("x"), FixedCodes([CODES[0], CODES[0]]), self_prompting=False)
+        question, answer = texts[0], (texts[1] if task != "generation" else "")
+        name_id = None
+    sample = builder.build(SampleSpec(task, "scene.png" if task != "text_qa" else None, False, question, answer))
+    assert tokens == sample["input_ids"], texts
+    assert labels == [-100 if t == name_id else t for t in sample["labels"]]
+
+
+# ---- the toy world's sentences are its own ------------------------------------------------------
+TOY_KEY = "f39713380ee4"  # the shipped pack's build key; a new pack (make toyworld-pack) comes with a new key here
+EDITED = {"RECOGNITION_QUESTIONS": ["Edited: is <sks> here?"], "POSITIVE_ANSWERS": ["Edited: yes, <sks>."],
+          "NEGATIVE_ANSWERS": ["Edited: no, not <sks>."], "GENERATION_PROMPTS": ["Edited: draw <sks>."] * 3,
+          "FALLBACK_TEXT_QA": [("Edited: <sks>?", "Edited: <sks>.")]}
+
+
+def test_toy_build_key_is_pinned_and_does_not_read_the_templates(backbone, monkeypatch):
+    from yochameleon.toyworld import ship, spec
+
+    assert spec.spec_key(spec.TOY_SPEC) == TOY_KEY == ship.packed_key()
+    before = [_toy_example(backbone, kind, seed)[:2] for kind in TASK_OF for seed in range(3)]
+    for name, value in EDITED.items():
+        monkeypatch.setattr(templates, name, value)
+    assert spec.spec_key(spec.TOY_SPEC) == TOY_KEY
+    assert [_toy_example(backbone, kind, seed)[:2] for kind in TASK_OF for seed in range(3)] == before
+
+
+def test_unpacking_the_toy_pack_does_not_read_the_templates(tmp_path, monkeypatch):
+    """The unpacked tokenizer is rebuilt from the toy world's own sentences, whatever templates.py says."""
+    import json
+
+    from yochameleon.model import tiny
+    from yochameleon.toyworld import sentences, ship, spec
+
+    for name in EDITED:  # the fixed copy equals the templates the pack was built from
+        assert tuple(getattr(sentences, name)) == tuple(getattr(templates, name))
+    seed, size = spec.TOY_SPEC["seed"], spec.TOY_SPEC["text_vocab_size"]
+    expected, vocabulary = tiny.build_tokenizer(size, spec.corpus_lines(seed))  # from templates.py, unedited
+    for name, value in EDITED.items():
+        monkeypatch.setattr(templates, name, value)
+    out = ship.unpack(tmp_path / "toy")
+    assert json.loads((out / "config.json").read_text())["vocabulary_map"] == vocabulary
+    unpacked = json.loads((out / "tokenizer.json").read_text())["model"]
+    assert unpacked["merges"] == json.loads(expected.backend_tokenizer.to_str())["model"]["merges"]

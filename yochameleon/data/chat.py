@@ -21,8 +21,8 @@ another layout (Janus) gets its own class with these methods.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)

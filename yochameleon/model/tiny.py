@@ -61,15 +61,20 @@ see it here. The subject, the photo, this image, that picture, my friend, your p
 """
 
 
-def _training_corpus(extra: tuple[str, ...] = ()) -> list[str]:
-    """Text the tiny BPE is trained on: a fixed paragraph, our prompt templates and `extra` lines."""
-    from yochameleon.data import templates
+def _training_corpus(extra: tuple[str, ...] = (), sentences=None) -> list[str]:
+    """Text the tiny BPE is trained on: a fixed paragraph, prompt sentences and `extra` lines.
+
+    `sentences` holds the template lists by their `yochameleon.data.templates` names (the default);
+    the toy world passes its own fixed copy, `yochameleon.toyworld.sentences`.
+    """
+    if sentences is None:
+        from yochameleon.data import templates as sentences
 
     lines = [line for line in _BASE_CORPUS.splitlines() if line.strip()]
-    for group in (templates.RECOGNITION_QUESTIONS, templates.POSITIVE_ANSWERS,
-                  templates.NEGATIVE_ANSWERS, templates.GENERATION_PROMPTS):
+    for group in (sentences.RECOGNITION_QUESTIONS, sentences.POSITIVE_ANSWERS,
+                  sentences.NEGATIVE_ANSWERS, sentences.GENERATION_PROMPTS):
         lines += list(group)
-    lines += [q + " " + a for q, a in templates.FALLBACK_TEXT_QA]
+    lines += [q + " " + a for q, a in sentences.FALLBACK_TEXT_QA]
     # Repeat the key answer words so "Yes" and "No" become single tokens.
     lines += ["Yes", "No", "Yes,", "No,", "Yes.", "No."] * 50
     return lines + list(extra)
@@ -80,8 +85,8 @@ def image_token_name(code: int) -> str:
     return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
 
-def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = ()):
-    """Byte-level BPE with the 7B id layout; returns a transformers fast tokenizer."""
+def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = (), sentences=None):
+    """Byte-level BPE with the 7B id layout; returns a transformers fast tokenizer (`_training_corpus` is its text)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -89,7 +94,7 @@ def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = ()):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=text_vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_training_corpus(extra_corpus), trainer)
+    bpe.train_from_iterator(_training_corpus(extra_corpus, sentences), trainer)
     learned = json.loads(bpe.to_str())["model"]
     text_tokens = sorted(learned["vocab"], key=learned["vocab"].get)
 

@@ -14,12 +14,12 @@ import random
 
 import torch
 
-from yochameleon.data import templates
+from yochameleon.data.chat import chat_layout
 from yochameleon.model.backbone import load_backbone
 from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.toyworld import world
+from yochameleon.toyworld import sentences, world
 from yochameleon.toyworld.judge import HEADS, judge_accuracy, load_judge
 from yochameleon.toyworld.spec import CAPTION_QUESTION, GENERATION_PROMPT, toyworld_dir
 
@@ -27,24 +27,27 @@ HELD_OUT = 50_000_000  # scene seeds for evaluation start here (pretraining draw
 
 
 class ToyPrompts:
-    """Prompt ids in the chat layout the pretraining used."""
+    """Prompt ids in the chat layout the pretraining used (and personalization uses)."""
 
     def __init__(self, backbone):
         self.backbone = backbone
-        self.tok = backbone.tokenizer
+        self.layout = chat_layout(backbone)
 
     def text(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+        return self.layout.text(text)
 
     def image(self, image) -> list[int]:
         pixels = self.backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
-        return [self.backbone.boi_id, *self.backbone.encode_images(pixels)[0].tolist(), self.backbone.eoi_id]
+        return self.layout.image(self.backbone.encode_images(pixels)[0].tolist())
 
     def prompt(self, question: str, image=None, prefix: str = "") -> list[int]:
-        ids = [self.backbone.bos_id, *(self.text(prefix) if prefix else [])]
-        if image is not None:
-            ids += self.image(image)
-        return ids + self.text(question) + [self.backbone.end_of_turn_id]
+        """`prefix` is a definition such as "<name> is an orange striped heart.\\n" (none by default)."""
+        return self.layout.prompt(self.text(question), self.text(prefix) if prefix else (),
+                                  self.image(image) if image is not None else ())
+
+    def image_prompt(self, question: str, prefix: str = "") -> list[int]:
+        """A generation prompt: the prompt, then begin-of-image."""
+        return self.layout.image_prompt(self.text(question), self.text(prefix) if prefix else ())
 
 
 def _greedy(model, backbone, prompts: list[list[int]], max_new: int = 24) -> list[str]:
@@ -96,7 +99,7 @@ def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: in
     correct = 0
     for start in range(0, n, batch):
         chunk = cases[start:start + batch]
-        batch_prompts = [prompts.prompt(templates.RECOGNITION_QUESTIONS[0].replace("<sks>", name), world.render(s),
+        batch_prompts = [prompts.prompt(sentences.RECOGNITION_QUESTIONS[0].replace("<sks>", name), world.render(s),
                                         f"{name} is {t.short()}.\n") for t, s, _ in chunk]
         ids, mask = left_pad(batch_prompts, backbone.tokenizer.pad_token_id)
         logits = model.last_logits(ids, mask)
@@ -138,12 +141,12 @@ def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n:
     name = "<reserved12345>"
     out = {}
     for label, make in (
-        ("caption", lambda t: prompts.prompt(GENERATION_PROMPT.format(what=t.noun))),
-        ("definition", lambda t: prompts.prompt(f"A photo of {name}.", prefix=f"{name} is {t.short()}.\n")),
+        ("caption", lambda t: prompts.image_prompt(GENERATION_PROMPT.format(what=t.noun))),
+        ("definition", lambda t: prompts.image_prompt(f"A photo of {name}.", prefix=f"{name} is {t.short()}.\n")),
     ):
         images = []
         for start in range(0, n, batch):
-            chunk = [make(t) + [backbone.boi_id] for t in things[start:start + batch]]
+            chunk = [make(t) for t in things[start:start + batch]]
             tokens = sample_image_tokens(model, backbone, chunk, sampling, generator=generator)
             images += to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)
         verdicts = judge.predict(images)

@@ -32,18 +32,19 @@ import math
 import random
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from yochameleon.data import templates
+from yochameleon.data.chat import ChameleonLayout
 from yochameleon.data.samples import collate
-from yochameleon.toyworld import world
+from yochameleon.toyworld import sentences, world
 from yochameleon.toyworld.judge import train_judge
-from yochameleon.toyworld.spec import (CAPTION_QUESTION, GENERATION_PROMPT, JUDGE_FILE, TOY_SPEC, corpus_lines,
-                                       spec_key, to_pixels, toyworld_dir)
+from yochameleon.toyworld.spec import (CAPTION_QUESTION, GENERATION_PROMPT, JUDGE_FILE, TOY_SPEC, spec_key, to_pixels,
+                                       toy_tokenizer, toyworld_dir)
 
 log = logging.getLogger(__name__)
 
@@ -168,29 +169,35 @@ class Ids:
     first_image_id: int
     names: list[int]  # reserved-token numbers: <reservedNNNNN> names a thing in a definition
 
+    @cached_property
+    def layout(self) -> ChameleonLayout:
+        """The chat layout personalization uses: pretraining in it is what makes the toy personalizable."""
+        return ChameleonLayout(self.tokenizer, self.bos, self.boi, self.eoi, self.eot)
+
     def text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.layout.text(text)
 
     def image(self, codes: torch.Tensor) -> list[int]:
-        return [self.boi, *(codes + self.first_image_id).tolist(), self.eoi]
+        return self.layout.image((codes + self.first_image_id).tolist())
 
 
-def _example(ids: Ids, prompt: list[int], answer: list[int], unscored: set[int] = frozenset()) -> tuple:
-    """(input ids, labels): loss on the answer and the end-of-turn, never on `unscored` ids (names)."""
-    tokens = [ids.bos, *prompt, ids.eot, *answer, ids.eot]
-    labels = [-100] * (len(prompt) + 2) + [t if t not in unscored else -100 for t in answer] + [ids.eot]
-    return tokens, labels
+def _example(ids: Ids, question: list[int], answer: list[int], prefix: list[int] = (), image: list[int] = (),
+             unscored: set[int] = frozenset()) -> tuple:
+    """(input ids, labels) in the chat layout: loss on the answer and end of turn, never on `unscored` ids (names)."""
+    prompt = ids.layout.prompt(question, prefix, image)
+    answer = ids.layout.answer(answer)
+    return prompt + answer, [-100] * len(prompt) + [t if t not in unscored else -100 for t in answer]
 
 
 def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list[int], list[int]]:
     """One pretraining example of a kind; `code_of(scene)` gives the scene image's codes."""
     if kind == "caption":
         scene = world.random_scene(rng)
-        return _example(ids, ids.image(code_of(scene)) + ids.text(CAPTION_QUESTION), ids.text(scene.caption()))
+        return _example(ids, ids.text(CAPTION_QUESTION), ids.text(scene.caption()), image=ids.image(code_of(scene)))
     if kind == "vqa":
         scene = world.random_scene(rng)
         question, answer = rng.choice(world.attribute_questions(scene, rng))
-        return _example(ids, ids.image(code_of(scene)) + ids.text(question), ids.text(f"{answer}."))
+        return _example(ids, ids.text(question), ids.text(f"{answer}."), image=ids.image(code_of(scene)))
     if kind in ("verify", "verify_colour"):  # one attribute decides: the match-to-Yes path definitions build on
         scene = world.random_scene(rng, two_things=0.0)
         thing = scene.things[0]
@@ -198,7 +205,8 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
         truth = getattr(thing, attribute)
         asked = truth if rng.random() < 0.5 else world.other_value(attribute, truth, rng)
         question = f"Is the thing {'a ' if attribute == 'shape' else ''}{asked}?"
-        return _example(ids, ids.image(code_of(scene)) + ids.text(question), ids.text("Yes." if asked == truth else "No."))
+        return _example(ids, ids.text(question), ids.text("Yes." if asked == truth else "No."),
+                        image=ids.image(code_of(scene)))
     if kind == "generate":
         scene = world.random_scene(rng, two_things=0.15)
         caption = scene.caption()
@@ -215,9 +223,9 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
         positive = rng.random() < 0.5
         other = world.other_value(attribute, getattr(thing, attribute), rng)
         scene = world.random_scene(rng, two_things=0.0, must_include=thing if positive else replace(thing, **{attribute: other}))
-        question = rng.choice(templates.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
-        return _example(ids, prefix + ids.image(code_of(scene)) + ids.text(question),
-                        ids.text("Yes." if positive else "No."), {name_id})
+        question = rng.choice(sentences.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
+        return _example(ids, ids.text(question), ids.text("Yes." if positive else "No."), prefix,
+                        ids.image(code_of(scene)), {name_id})
     if kind == "define_recognize":
         roll = rng.random()
         if roll < 0.5:
@@ -227,21 +235,21 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
         else:
             scene = world.random_scene(rng)
             positive = any(t.identity == thing.identity for t in scene.things)
-        question = rng.choice(templates.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
-        answer = rng.choice(templates.POSITIVE_ANSWERS if positive else templates.NEGATIVE_ANSWERS)
+        question = rng.choice(sentences.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
+        answer = rng.choice(sentences.POSITIVE_ANSWERS if positive else sentences.NEGATIVE_ANSWERS)
         if rng.random() < SHORT_ANSWER:
             answer = "Yes." if positive else "No."
-        return _example(ids, prefix + ids.image(code_of(scene)) + ids.text(question),
-                        ids.text(answer.replace("<sks>", name_text)), {name_id})
+        return _example(ids, ids.text(question), ids.text(answer.replace("<sks>", name_text)), prefix,
+                        ids.image(code_of(scene)), {name_id})
     if kind == "define_text":
         attribute = rng.choice(list(world.CONCEPT_QUESTIONS))
         question, _ = world.CONCEPT_QUESTIONS[attribute]
-        return _example(ids, prefix + ids.text(question.replace("<sks>", name_text)),
-                        ids.text(f"{getattr(thing, attribute)}."), {name_id})
+        return _example(ids, ids.text(question.replace("<sks>", name_text)), ids.text(f"{getattr(thing, attribute)}."),
+                        prefix, unscored={name_id})
     if kind == "define_generate":
         scene = world.random_scene(rng, two_things=0.0, must_include=thing)
-        prompt = rng.choice(templates.GENERATION_PROMPTS[:3]).replace("<sks>", name_text)
-        return _example(ids, prefix + ids.text(prompt), ids.image(code_of(scene)), {name_id})
+        prompt = rng.choice(sentences.GENERATION_PROMPTS[:3]).replace("<sks>", name_text)
+        return _example(ids, ids.text(prompt), ids.image(code_of(scene)), prefix, unscored={name_id})
     raise ValueError(f"unknown example kind {kind!r}")
 
 
@@ -404,7 +412,7 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
     torch.manual_seed(seed)
     random.seed(seed)
     started = time.perf_counter()
-    tokenizer, vocab = tiny.build_tokenizer(spec["text_vocab_size"], corpus_lines(seed))
+    tokenizer, vocab = toy_tokenizer(spec)
     config = tiny.build_config(spec, vocab)
     model = YoChameleonForConditionalGeneration(config)
     model.requires_grad_(False)

@@ -21,7 +21,7 @@ import torch
 from yochameleon.model import tiny
 from yochameleon.model.backbone import YoChameleonForConditionalGeneration
 from yochameleon.toyworld.pretrain import trained_token_ids
-from yochameleon.toyworld.spec import JUDGE_FILE, corpus_lines, toyworld_dir
+from yochameleon.toyworld.spec import JUDGE_FILE, toy_tokenizer, toyworld_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def unpack(out_dir: str | Path, target: Path = PACK) -> Path:
         meta = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     spec, key = json.loads(meta["spec"]), meta["key"]
-    tokenizer, vocab = tiny.build_tokenizer(spec["text_vocab_size"], corpus_lines(spec["seed"]))
+    tokenizer, vocab = toy_tokenizer(spec)
     config = tiny.build_config(spec, vocab)
     torch.manual_seed(spec["seed"])  # the untrained rows as the build initialised them
     model = YoChameleonForConditionalGeneration(config)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from yochameleon.model import tiny
-from yochameleon.toyworld import world
+from yochameleon.toyworld import sentences, world
 
 TOY_BUILD_VERSION = "4"
 TOY_SPEC = {
@@ -72,13 +72,23 @@ def corpus_lines(seed: int, n: int = 1500) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def toy_tokenizer(spec: dict):
+    """The toy backbone's BPE (tokenizer, vocabulary), as the build trains it and the unpacking rebuilds it.
+
+    Its text is the toy world's own fixed sentences (`sentences.py`, never data/templates.py) and
+    `corpus_lines`, so editing a template leaves the toy build and the shipped pack valid.
+    """
+    return tiny.build_tokenizer(spec["text_vocab_size"], corpus_lines(spec["seed"]), sentences)
+
+
 def spec_key(spec: dict) -> str:
-    """Identity of a build: spec, tokenizer corpus (our templates and the world's sentences), version.
+    """Identity of a build: spec, tokenizer corpus (the toy world's own sentences and its scenes'), version.
 
     Code is not hashed (a shipped build must survive refactors): bump TOY_BUILD_VERSION whenever
     a change to world.py or pretrain.py changes what the build produces.
     """
-    corpus = hashlib.sha256("\n".join(tiny._training_corpus(corpus_lines(spec["seed"]))).encode()).hexdigest()
+    lines = tiny._training_corpus(corpus_lines(spec["seed"]), sentences)  # what `toy_tokenizer` trains on
+    corpus = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
