@@ -27,7 +27,8 @@ BASELINES = ("plain", "description", "reference_photos")
 
 
 @lru_cache(maxsize=256)
-def _photo(path: str):
+def cached_photo(path: str):
+    """The image file at `path`, read once (the tasks read the same photos for every method)."""
     return load_image(path)
 
 
@@ -53,7 +54,7 @@ class EvalBuilder(SampleBuilder):
 
     def image_ids(self, image, flip: bool = False) -> list[int]:
         if isinstance(image, (str, Path)):
-            image = _photo(str(image))
+            image = cached_photo(str(image))
         return super().image_ids(image, flip)
 
     def prefix_ids(self) -> list[int]:

@@ -4,7 +4,8 @@
     python -m evaluation.run +concept=demo adapter=... tasks=[recognition,text_qa] methods=[adapter,plain]
 
 Writes `<out>/metrics.json`, `<out>/report.md`, `<out>/charts/*.png` and a W&B table
-(offline into `<out>` by default). Every method is scored by the same code:
+(offline into `<out>` by default). Every method is scored by the same code
+(`yochameleon.metrics`, which training and the toy benchmark score with too):
 recognition from the Yes/No logits (and a free answer parsed with word boundaries),
 multiple choice from the option letters' logits, generation by CLIP-I / CLIP-T / DINO
 against the concept's real photos when local encoder checkpoints are configured.
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -24,10 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import methods as M
-from evaluation import scoring
 from evaluation.questions import EvalSet, MCQuestion, YoLLaVASet
 from yochameleon.config import CONFIG_DIR, register_resolvers
 from yochameleon.errors import YoChameleonError
+from yochameleon.metrics import recognition as R
+from yochameleon.metrics.options import accuracy, choose_options
 
 log = logging.getLogger("evaluation.run")
 register_resolvers()
@@ -42,24 +45,16 @@ class EvaluationError(YoChameleonError):
 # ---- tasks -------------------------------------------------------------------------------------------
 def recognition(method: M.Method, subject: str, positives: list, negatives: list, cfg) -> dict:
     """Yo'LLaVA protocol: positive, negative, weighted accuracy from logits, and from free answers."""
-    from yochameleon.metrics.recognition import DEFAULT_QUESTION, recognition_accuracy, yes_probabilities
-
     builder = method.builder(subject)
-    images = [M._photo(str(p)) for p in positives + negatives]
-    p_yes, seconds = scoring.timed(yes_probabilities, method.model, builder, images, DEFAULT_QUESTION,
-                                   int(cfg.batch_size), self_prompt=method.self_prompt)
-    result = recognition_accuracy(p_yes[:len(positives)], p_yes[len(positives):])
+    images = [M.cached_photo(str(p)) for p in positives + negatives]
+    p_yes, seconds = _timed(R.yes_probabilities, method.model, builder, images, R.DEFAULT_QUESTION,
+                            int(cfg.batch_size), self_prompt=method.self_prompt)
+    result = R.recognition_accuracy(p_yes[:len(positives)], p_yes[len(positives):])
     result.update(n_positive=len(positives), n_negative=len(negatives), images_per_second=len(images) / seconds)
     if cfg.recognition.free_answer:
-        texts, free_seconds = scoring.timed(scoring.free_answers, method.model, builder, images, DEFAULT_QUESTION,
-                                            method.self_prompt, int(cfg.recognition.max_new_tokens),
-                                            int(cfg.batch_size))
-        verdicts = [scoring.parse_yes_no(t) for t in texts]
-        pos = [v == "yes" for v in verdicts[:len(positives)]]
-        neg = [v == "no" for v in verdicts[len(positives):]]
-        free = {"positive": _mean(pos), "negative": _mean(neg)}
-        free["weighted"] = 0.5 * free["positive"] + 0.5 * free["negative"]
-        free["unparsed"] = sum(v is None for v in verdicts)
+        texts, free_seconds = _timed(R.free_answers, method.model, builder, images, R.DEFAULT_QUESTION,
+                                     method.self_prompt, int(cfg.recognition.max_new_tokens), int(cfg.batch_size))
+        free = R.free_answer_accuracy(texts[:len(positives)], texts[len(positives):])
         free["images_per_second"] = len(images) / free_seconds
         free["examples"] = texts[:3]
         result["free_answer"] = free
@@ -70,17 +65,20 @@ def recognition(method: M.Method, subject: str, positives: list, negatives: list
     return result
 
 
-def _mean(values) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _timed(fn, *args, **kwargs):
+    """(result, seconds)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
 
 
 def multiple_choice(method: M.Method, subject: str, questions: list[MCQuestion], task: str, cfg) -> dict:
     """Accuracy of the option letters' logits (after the u-tokens under self-prompting)."""
     if not questions:
         return {"accuracy": float("nan"), "n": 0}
-    picks = scoring.choose_options(method.model, method.builder(subject), questions, task, method.self_prompt,
-                                   int(cfg.batch_size))
-    return {"accuracy": scoring.accuracy(picks, questions), "n": len(questions)}
+    picks = choose_options(method.model, method.builder(subject), questions, task, method.self_prompt,
+                           int(cfg.batch_size))
+    return {"accuracy": accuracy(picks, questions), "n": len(questions)}
 
 
 def multi_concept(method: M.Method, subject: str, questions: list[MCQuestion], cfg) -> dict:
@@ -90,8 +88,8 @@ def multi_concept(method: M.Method, subject: str, questions: list[MCQuestion], c
     for question in usable:
         other = next(c for c in question.concepts if c != subject)
         text = method.rewrite(method.rewrite(question.prompt_text(), subject), other)
-        picks = scoring.choose_options(method.model, method.builder(subject, (other,)), [question], "text_qa",
-                                       method.self_prompt, 1, text_of=lambda q, t=text: t)
+        picks = choose_options(method.model, method.builder(subject, (other,)), [question], "text_qa",
+                               method.self_prompt, 1, text_of=lambda q, t=text: t)
         correct += picks[0] == question.answer
     return {"accuracy": correct / len(usable) if usable else float("nan"), "n": len(usable),
             "skipped_without_second_subject": len(questions) - len(usable)}
@@ -122,7 +120,7 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     for index, image in enumerate(images):
         image.save(folder / f"{index:03d}.png")
     result: dict = {"n": len(images), "images": str(folder)}
-    real = [M._photo(str(p)) for p in references]
+    real = [M.cached_photo(str(p)) for p in references]
     if "clip" in scorers:
         result["clip_i"] = scorers["clip"].clip_i(images, real)
         result["clip_t"] = scorers["clip"].clip_t(images, prompts)
@@ -151,9 +149,7 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
       model's own greedy answer, teacher-forced into both: at each answer position, whether the
       greedy next token differs, KL(plain || adapter) in nats, and whether a concept's id wins.
     """
-    from yochameleon.data.samples import left_pad
-    from yochameleon.inference import answer_banned_ids
-    from yochameleon.metrics.recognition import answer_prompts
+    from yochameleon.model.decoding import answer_banned_ids, answer_prompts, left_pad
     from yochameleon.model.personalized import PersonalizedChameleon
 
     backbone, adapter_model = pm.backbone, pm.model
@@ -167,7 +163,7 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     plain_banned = backbone.text_banned_ids().to(device)
     stops = backbone.text_stop_ids()
     name = next(iter(pm.concepts))
-    builder = pm._builder(name)
+    builder = pm.builder(name)
 
     def positions_logits(model, ids: list[int], last: int) -> torch.Tensor:
         batch, mask = left_pad([ids], backbone.tokenizer.pad_token_id)
@@ -337,7 +333,7 @@ def evaluate(cfg, out_dir: Path) -> dict:
                                            scorers)
         results["methods"][method.name] = row
     if "forgetting" in tasks and pm is not None:
-        results["forgetting"] = forgetting(pm, [M._photo(str(p)) for p in negatives[:2]])
+        results["forgetting"] = forgetting(pm, [M.cached_photo(str(p)) for p in negatives[:2]])
     first = next(iter(results["methods"].values()), {})
     if "recognition" in first and "logit_vs_generate_speedup" in first["recognition"]:
         rec = first["recognition"]

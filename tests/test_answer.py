@@ -46,7 +46,7 @@ def test_generated_text_never_contains_image_tokens(trained, cache_dir):
     # Make image tokens the model's favourite continuation; the sampler must still avoid them.
     with torch.no_grad():
         pm.concepts["corgi"].output_rows.zero_()
-    builder = pm._builder("corgi")
+    builder = pm.builder("corgi")
     from yochameleon.model.decoding import left_pad
 
     ids, mask = left_pad([builder.prompt_ids("Describe <corgi>.")], backbone.tokenizer.pad_token_id)
@@ -67,7 +67,7 @@ def test_two_concepts_in_one_prompt(trained, tmp_path, cache_dir):
     both = PersonalizedModel.load([trained, tmp_path / "mam"], cache_dir=cache_dir)
     ids = [set(c.token_ids.tolist()) for c in both.concepts.values()]
     assert ids[0].isdisjoint(ids[1])  # same reserved ids on disk, remapped on load
-    prompt = both._builder("corgi").prompt_ids("Are <corgi> and <mam> friends?")
+    prompt = both.builder("corgi").prompt_ids("Are <corgi> and <mam> friends?")
     assert int(both.concepts["mam"].token_ids[0]) in prompt and int(both.concepts["corgi"].token_ids[0]) in prompt
 
 

@@ -13,10 +13,10 @@ import torch
 
 from conftest import DEMO, REPO
 
-from evaluation import scoring
 from evaluation.methods import EvalBuilder, TextSubject
 from evaluation.questions import EvalSet, MCQuestion, QuestionFileError, load_multi_concept, load_text_qa, load_visual_qa
-from yochameleon.metrics.recognition import recognition_accuracy
+from yochameleon.metrics.options import accuracy, choose_options, first_token_ids
+from yochameleon.metrics.recognition import parse_yes_no, recognition_accuracy
 
 SHARED = REPO.parent / "shared" / "data" / "dreambooth"
 
@@ -35,7 +35,7 @@ SHARED = REPO.parent / "shared" / "data" / "dreambooth"
     ("", None),
 ])
 def test_free_answers_are_parsed_by_whole_words(text, verdict):
-    assert scoring.parse_yes_no(text) == verdict
+    assert parse_yes_no(text) == verdict
 
 
 def test_recognition_accuracy_on_known_cases():
@@ -59,7 +59,7 @@ class FixedLogits:
         logits = torch.zeros(len(ids), self.backbone.config.vocab_size)
         for row in range(len(ids)):
             letter = self.letters[self.calls]
-            logits[row, scoring.first_token_ids(self.backbone.tokenizer, [letter])[0]] = 5.0
+            logits[row, first_token_ids(self.backbone.tokenizer, [letter])[0]] = 5.0
             logits[row, 9000] = 50.0  # a non-option token scores higher: it must be ignored
             self.calls += 1
         return logits
@@ -74,14 +74,14 @@ def test_option_letters_are_scored_among_the_options_only(backbone):
     ]
     model = FixedLogits(backbone, ["B", "C", "A", "B"])
     builder = EvalBuilder(backbone, TextSubject("bo"), None, False)
-    picks = scoring.choose_options(model, builder, questions, "text_qa", batch_size=3)
+    picks = choose_options(model, builder, questions, "text_qa", batch_size=3)
     assert picks == ["B", "C", "A", "B"]
-    assert scoring.accuracy(picks, questions) == 0.75
+    assert accuracy(picks, questions) == 0.75
 
 
 def test_letters_that_share_a_first_token_are_refused(backbone):
     with pytest.raises(ValueError, match="same token"):
-        scoring.first_token_ids(backbone.tokenizer, ["Apple", "Apricot"])
+        first_token_ids(backbone.tokenizer, ["Apple", "Apricot"])
 
 
 # ---- question files ----------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_forgetting_check_finds_identical_logits_outside_the_adapter_tokens(back
     # The loud identifier row would win where it is allowed; a question that names no concept bans it.
     from yochameleon.model.decoding import answer_banned_ids
 
-    builder = pm._builder("bo")
+    builder = pm.builder("bo")
     identifier = int(tokens.token_ids[0])
     prompt = builder.prompt_ids("Describe the image.")
     ids = torch.tensor([prompt])

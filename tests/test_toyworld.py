@@ -63,7 +63,7 @@ def test_toy_validation_split_is_its_own_and_the_concepts_use_it():
 
 def test_held_out_text_qa_wordings_were_never_trained_on():
     from yochameleon.data import templates
-    from yochameleon.toyworld.benchmark import HELDOUT_QUESTIONS
+    from yochameleon.toyworld.checks import HELDOUT_QUESTIONS
     from yochameleon.toyworld.spec import TOY_SPEC, corpus_lines
 
     trained = {q.format(noun="thing").replace("the thing", "<sks>") for q in templates.ATTRIBUTE_QUESTIONS["toy"]}

@@ -195,8 +195,9 @@ def test_eval_set_yollava_takes_the_concepts_data_root(tmp_path, cache_dir, monk
 
 # ---- the harness on a tiny Yo'LLaVA-shaped set -------------------------------------------------------------
 def test_harness_on_a_yollava_set_scores_the_published_columns(tmp_path, cache_dir, tiny_path, monkeypatch):
-    from evaluation.report import PUBLISHED_COLUMNS, write_report
+    from evaluation.report import write_report
     from evaluation.run import evaluate
+    from yochameleon.metrics.table import PUBLISHED_COLUMNS
 
     root = build_yollava(tmp_path, root_name="data", text_beside=False)
     cfg = _eval_cfg(["+concept=bo", f"concept.data_root={root}", "eval_set=yollava", "methods=[plain]",

@@ -57,6 +57,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda rel: str(ASSET_DIR / rel))
     if not OmegaConf.has_resolver("toyworld"):  # `${toyworld:bo,train}` -> a toy concept's rendered photos
         OmegaConf.register_new_resolver("toyworld", _toy_concept_dir)
+    if not OmegaConf.has_resolver("toyworld_checks"):  # `${toyworld_checks:bo}` -> a toy concept's text checks
+        OmegaConf.register_new_resolver("toyworld_checks", _toy_text_checks)
     if not OmegaConf.has_resolver("yochameleon_searchpath"):  # train.yaml's hydra.searchpath: the user's conf dirs
         OmegaConf.register_new_resolver("yochameleon_searchpath", _hydra_searchpath)
     if not OmegaConf.has_resolver("eval_set"):  # `${eval_set:dreambooth}` -> the shipped evaluation set
@@ -68,3 +70,9 @@ def _toy_concept_dir(name: str, split: str) -> str:
     from yochameleon.toyworld.concepts import concept_dir
 
     return str(concept_dir(str(name), str(split)))
+
+
+def _toy_text_checks(name: str) -> list[dict]:
+    from yochameleon.toyworld.checks import text_checks
+
+    return text_checks(str(name))

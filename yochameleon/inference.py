@@ -93,7 +93,8 @@ class PersonalizedModel:
             modes[tokens.name] = str(config.get("recipe", {}).get("inference", {}).get("self_prompt", "forced"))
         return cls(backbone, concepts, self_prompting, modes)
 
-    def _builder(self, concept: str | None) -> SampleBuilder:
+    def builder(self, concept: str | None) -> SampleBuilder:
+        """The prompt builder for `<concept>` (the first loaded one for None), the other loaded concepts beside it."""
         name = self._pick(concept)
         main = self.concepts[name]
         others = tuple(c for n, c in self.concepts.items() if n != name)
@@ -121,7 +122,7 @@ class PersonalizedModel:
         """
         name = self._pick(concept)
         mode = self_prompt or self.self_prompt_mode[name]
-        p_yes = float(yes_probabilities(self.model, self._builder(name), [self._image(image)], question,
+        p_yes = float(yes_probabilities(self.model, self.builder(name), [self._image(image)], question,
                                         self_prompt=mode)[0])
         return Recognition(concept=name, answer="Yes" if p_yes > 0.5 else "No", probability=p_yes)
 
@@ -133,7 +134,7 @@ class PersonalizedModel:
         """
         name = self._pick(concept, question)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
-        return generate_answer(self.model, self._builder(name), question,
+        return generate_answer(self.model, self.builder(name), question,
                                self._image(image) if image is not None else None,
                                self_prompt or self.self_prompt_mode[name], max_new_tokens, temperature, generator)
 
@@ -151,7 +152,7 @@ class PersonalizedModel:
         `<g-tokens>` group; the unconditional one is an empty turn without any concept.
         """
         self.check_prompt(prompt)
-        builder = self._builder(self._pick(concept, prompt))
+        builder = self.builder(self._pick(concept, prompt))
         cond, uncond = builder.image_prompt_ids(prompt), builder.unconditional_image_prompt_ids()
         bb = self.backbone
         limit = int(bb.config.max_position_embeddings)

@@ -1,4 +1,5 @@
-"""A concept's files, validated up front: photos, validation and test photos, negative pools, conversations.
+"""A concept's files, validated up front: photos, validation and test photos, negative pools, conversations,
+and the text checks its answers are scored on.
 
 Three splits: train (learn), val (choose: the best checkpoint, defaults), test (report once).
 Nothing is ever chosen on the test split.
@@ -34,6 +35,40 @@ class EvalSplit:
     note: str = ""  # says what is not held out, when something is not
 
 
+WORDINGS = ("training", "heldout")  # a text check's wording: as in training, or never seen there
+
+
+@dataclass(frozen=True)
+class TextCheck:
+    """A text-only multiple-choice question about the concept; the option whose first token scores highest answers."""
+
+    question: str  # with <sks> (or <name>) for the concept, e.g. "What colour is <sks>?"
+    options: tuple[str, ...]  # the answer words scored, e.g. the colours
+    answer: str  # one of the options
+    wording: str = "training"  # "training": the wording training used; "heldout": one it never saw
+    attribute: str = ""  # what it asks about: figures per attribute (`text_qa_<attribute>`)
+
+
+def parse_text_checks(name: str, entries) -> list[TextCheck]:
+    """`concept.text_checks` entries ({question, options, answer, wording, attribute}) as TextChecks."""
+    checks = []
+    for index, entry in enumerate(entries or []):
+        where = f"concept <{name}>: text_checks[{index}]"
+        if not hasattr(entry, "get") or not entry.get("question") or not entry.get("options"):
+            raise ConceptDataError(f"{where} needs a question, options and an answer, e.g. {{question: 'What colour "
+                                   "is <sks>?', options: [red, blue], answer: red}}")
+        options = tuple(str(o) for o in entry["options"])
+        if len(options) < 2 or len(set(options)) != len(options):
+            raise ConceptDataError(f"{where} has options {list(options)}: give at least two different options")
+        answer, wording = str(entry.get("answer")), str(entry.get("wording") or "training")
+        if answer not in options:
+            raise ConceptDataError(f"{where}: answer {answer!r} is not one of the options {list(options)}")
+        if wording not in WORDINGS:
+            raise ConceptDataError(f"{where}: wording {wording!r} must be one of {', '.join(WORDINGS)}")
+        checks.append(TextCheck(str(entry["question"]), options, answer, wording, str(entry.get("attribute") or "")))
+    return checks
+
+
 @dataclass
 class ConceptData:
     """Everything training and evaluation need to know about one concept's data."""
@@ -49,6 +84,7 @@ class ConceptData:
     category: str = "object"  # object | pet | person | toy: which attribute questions to ask
     val_photos: list[Path] = field(default_factory=list)
     val_negatives: list[Path] = field(default_factory=list)
+    text_checks: list[TextCheck] = field(default_factory=list)  # scored once at the end of training
 
     @classmethod
     def from_config(cls, cfg) -> "ConceptData":
@@ -92,7 +128,8 @@ class ConceptData:
         return cls(name=name, photos=photos, negatives=negatives, test_photos=test_photos,
                    test_negatives=test_negatives, conversations=conversations,
                    description=cfg.get("description"), class_noun=cfg.get("class_noun"),
-                   category=str(cfg.get("category") or "object"), val_photos=val_photos, val_negatives=val_negatives)
+                   category=str(cfg.get("category") or "object"), val_photos=val_photos, val_negatives=val_negatives,
+                   text_checks=parse_text_checks(name, cfg.get("text_checks")))
 
     def held_out_photos(self) -> list[Path]:
         """Photos of the concept that training must never use (validation and test)."""

@@ -11,7 +11,7 @@ For each (concept, recipe) it runs the normal training (`yochameleon.train`'s co
   run (its validation split chose best/; these figures are the final adapter's);
 - text-only QA: "What colour / pattern / shape is <name>?" with no image, scored against the
   concept's true attributes: the highest logit among the attribute's values after the
-  understanding tokens, in the training wordings and in held-out ones (HELDOUT_QUESTIONS, two
+  understanding tokens, in the training wordings and in held-out ones (checks.HELDOUT_QUESTIONS, two
   per attribute). What the adapter was taught is the backbone's own answers about the 5
   photos (generated conversations, category `toy`), which can be wrong (the shape most often);
 - generation faithfulness: images drawn for "A photo of <name>." judged by the world's
@@ -28,58 +28,30 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
+from yochameleon.data.concept import parse_text_checks
+from yochameleon.metrics.options import score_text_checks
 from yochameleon.toyworld import world
+from yochameleon.toyworld.checks import text_checks
 from yochameleon.toyworld.concepts import CONCEPTS
 
 RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
            "no-self-prompting")
 
 
-# Held-out wordings of the three attribute questions: never in training (the concept's QA is asked in
-# templates.ATTRIBUTE_QUESTIONS["toy"] = world.CONCEPT_QUESTIONS' wording) nor in the backbone's
-# pretraining corpus, so they show whether the rows learnt the attribute or the question string.
-HELDOUT_QUESTIONS = {
-    "colour": ("Which colour does <sks> have?", "Tell me the colour of <sks>."),
-    "pattern": ("Which pattern is on <sks>?", "Tell me the pattern of <sks>."),
-    "shape": ("Which shape does <sks> have?", "Tell me the shape of <sks>."),
-}
-
-
-@torch.no_grad()
 def toy_text_qa(model, builder, name: str) -> dict:
     """Text-only attribute questions about toy concept <name>, scored among the attribute's values.
 
-    `text_qa`: the training wordings ("What colour is <sks>?"); `text_qa_heldout`: wordings the
-    adapter never saw (HELDOUT_QUESTIONS). The highest first-token logit among the attribute's
-    values after the understanding tokens is the answer.
+    The concept's text checks (`toyworld.checks`, what `concept.text_checks` of `toy-<name>` holds)
+    scored by `metrics.options.score_text_checks`: `text_qa` in the training wordings ("What
+    colour is <sks>?"), `text_qa_heldout` in wordings the adapter never saw
+    (`toyworld.checks.HELDOUT_QUESTIONS`).
     """
-    from yochameleon.model.decoding import answer_prompts, left_pad
-
-    backbone = builder.backbone
-    thing = CONCEPTS[name]
-
-    def right(attribute: str, question: str) -> bool:
-        prompt = answer_prompts(model, builder, [builder.prompt_ids(question)], "text_qa", "forced")
-        ids, mask = left_pad(prompt, backbone.tokenizer.pad_token_id)
-        logits = model.last_logits(ids.to(backbone.device), mask.to(backbone.device))[0]
-        values = world.ATTRIBUTE_VALUES[attribute]
-        columns = [backbone.tokenizer(f"{v}.", add_special_tokens=False)["input_ids"][0] for v in values]
-        return values[int(logits[columns].argmax())] == getattr(thing, attribute)
-
-    trained = {a: right(a, question) for a, (question, _) in world.CONCEPT_QUESTIONS.items()}
-    heldout = {a: [right(a, q) for q in questions] for a, questions in HELDOUT_QUESTIONS.items()}
-    n_heldout = sum(len(v) for v in heldout.values())
-    return {"text_qa": sum(trained.values()) / len(trained),
-            "text_qa_heldout": sum(sum(v) for v in heldout.values()) / n_heldout,
-            **{f"text_qa_{k}": float(v) for k, v in trained.items()},
-            **{f"text_qa_heldout_{k}": sum(v) / len(v) for k, v in heldout.items()}}
+    return score_text_checks(model, builder, parse_text_checks(name, text_checks(name)))
 
 
 def text_qa(pm, name: str) -> dict:
     """`toy_text_qa` for a loaded PersonalizedModel."""
-    return toy_text_qa(pm.model, pm._builder(name), name)
+    return toy_text_qa(pm.model, pm.builder(name), name)
 
 
 def generation(pm, name: str, judge, n: int, seed: int) -> dict:

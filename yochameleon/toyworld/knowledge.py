@@ -15,6 +15,7 @@ import random
 import torch
 
 from yochameleon.data.chat import chat_layout
+from yochameleon.metrics.recognition import p_yes, says_yes, yes_no_ids
 from yochameleon.model.backbone import load_backbone
 from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
@@ -87,8 +88,7 @@ def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: in
     report["vqa_accuracy"] = sum(_first_word(a) == t.lower() for (_, _, t), a in zip(qa, answers)) / n
 
     # Definitions: "<name> is an orange striped heart." + photo + "Is <name> in this photo?"
-    yes = prompts.text("Yes")[0]
-    no = prompts.text("No")[0]
+    yes, no = yes_no_ids(backbone.tokenizer)
     name = "<reserved12345>"  # outside the pretraining name pool
     cases = []
     for i in range(n):
@@ -102,9 +102,8 @@ def knowledge_report(backbone, judge=None, n: int = 60, seed: int = 0, batch: in
         batch_prompts = [prompts.prompt(sentences.RECOGNITION_QUESTIONS[0].replace("<sks>", name), world.render(s),
                                         f"{name} is {t.short()}.\n") for t, s, _ in chunk]
         ids, mask = left_pad(batch_prompts, backbone.tokenizer.pad_token_id)
-        logits = model.last_logits(ids, mask)
-        says_yes = (logits[:, yes] > logits[:, no]).tolist()
-        correct += sum(y == p for y, (_, _, p) in zip(says_yes, chunk))
+        verdicts = says_yes(p_yes(model.last_logits(ids, mask), yes, no)).tolist()
+        correct += sum(y == p for y, (_, _, p) in zip(verdicts, chunk))
     report["definition_recognition_accuracy"] = correct / n
 
     # Definitions, text only: "What colour is <name>?"
