@@ -41,7 +41,7 @@ BOS, BOI, EOI, EOT = 0, 8197, 8196, 8710
 
 
 def test_recognition_prompt_ids_are_pinned(backbone, tokens):
-    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True, group_loss="token")
     assert builder.prefix_ids() == PREFIX
     prompt = builder.prompt_ids("Is <sks> in this photo?", "photo.jpg", flip=True)
     question = [9022, 8932, SKS, 8983, 8982, 8989, 8742]  # "Is", " ", "<sks>", " in", " this", " photo", "?"
@@ -49,7 +49,7 @@ def test_recognition_prompt_ids_are_pinned(backbone, tokens):
 
 
 def test_text_qa_training_sample_ids_are_pinned(backbone, tokens):
-    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("text_qa", None, False, "What is <sks>?", "A dog."))
     prompt = [BOS, *PREFIX, 9117, 8984, 8932, SKS, 8742, EOT]  # ... "What", " is", " ", "<sks>", "?", end of turn
     answer = [*U, 8744, 9108, 8725, EOT]  # the u-tokens (self-prompt), "A", " dog", ".", end of turn
@@ -59,13 +59,13 @@ def test_text_qa_training_sample_ids_are_pinned(backbone, tokens):
 
 
 def test_generation_prompt_ids_are_pinned(backbone, tokens):
-    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=True, group_loss="token")
     question = [8744, 8989, 9012, 8932, SKS, 8725]  # "A", " photo", " of", " ", "<sks>", "."
     assert builder.image_prompt_ids("A photo of <sks>.") == [BOS, *PREFIX, *question, EOT, *G, BOI]
     assert builder.unconditional_image_prompt_ids() == [BOS, EOT, BOI]
     sample = builder.build(SampleSpec("generation", "photo.jpg", False, "A photo of <sks>."))
     assert sample["input_ids"] == [BOS, *PREFIX, *question, EOT, *G, BOI, 4, 5, 6, EOI, EOT]
-    no_group = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=False)
+    no_group = SampleBuilder(backbone, tokens, FixedCodes(), self_prompting=False, group_loss="token")
     assert no_group.image_prompt_ids("A photo of <sks>.") == [BOS, *PREFIX, *question, EOT, BOI]
 
 
@@ -149,11 +149,13 @@ def test_toy_pretraining_sequences_are_personalization_samples(backbone, kind, s
         prefix, name = texts[0], texts[1]  # "<reserved10000> is a ... .\n", then the name alone
         assert prefix.startswith(f"{name} is ") and prefix.endswith(".\n")
         subject = TextSubject(name, prefix[len(f"{name} is "):-2])  # its system prefix is the definition
-        builder = SampleBuilder(backbone, subject, FixedCodes([CODES[0], CODES[0]]), self_prompting=False)
+        builder = SampleBuilder(backbone, subject, FixedCodes([CODES[0], CODES[0]]), self_prompting=False,
+                                group_loss="token")
         question, answer = texts[2], (texts[3] if task != "generation" else "")
         name_id = backbone.tokenizer.convert_tokens_to_ids(name)
     else:
-        builder = NoPrefix(backbone, TextSubject("x"), FixedCodes([CODES[0], CODES[0]]), self_prompting=False)
+        builder = NoPrefix(backbone, TextSubject("x"), FixedCodes([CODES[0], CODES[0]]), self_prompting=False,
+                                group_loss="token")
         question, answer = texts[0], (texts[1] if task != "generation" else "")
         name_id = None
     sample = builder.build(SampleSpec(task, "scene.png" if task != "text_qa" else None, False, question, answer))

@@ -23,7 +23,7 @@ def cache(backbone, tmp_path):
 
 
 def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?",
                                       "Yes, <sks> is here."))
     ids, labels = sample["input_ids"], sample["labels"]
@@ -33,14 +33,14 @@ def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(bac
     assert ids[first - 1] == backbone.end_of_turn_id  # prompt ends with the end-of-turn token
     assert ids[0] == backbone.bos_id and int(tokens.token_ids[0]) in ids[:3]
     assert ids.count(backbone.boi_id) == 1 and ids.count(backbone.eoi_id) == 1
-    no_sp = SampleBuilder(backbone, tokens, cache, self_prompting=False).build(
+    no_sp = SampleBuilder(backbone, tokens, cache, self_prompting=False, group_loss="token").build(
         SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> here?", "Yes."))
     first = next(i for i, x in enumerate(no_sp["labels"]) if x != -100)
     assert no_sp["input_ids"][first] not in tokens.token_ids.tolist()
 
 
 def test_generation_sample_targets_g_tokens_then_the_image(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("generation", str(demo_photos[0]), True, "A photo of <sks>."))
     target = [x for x in sample["labels"] if x != -100]
     assert target[:4] == tokens.g_token_ids()
@@ -50,7 +50,7 @@ def test_generation_sample_targets_g_tokens_then_the_image(backbone, tokens, cac
 
 
 def test_collate_pads_to_the_longest_sample_only(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
     samples = [builder.build(SampleSpec("text_qa", None, False, "What is <sks>?", "A dog.")),
                builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>."))]
     batch = collate(samples, backbone.tokenizer.pad_token_id)
@@ -76,20 +76,21 @@ def test_vq_codes_are_computed_once_and_invalidated_when_a_photo_changes(backbon
 def test_epoch_plan_is_a_pure_function_of_seed_and_step(demo_photos):
     concept = SimpleNamespace(photos=demo_photos, negatives=[f"neg{i}.jpg" for i in range(10)], conversations=[])
     tasks = {"recognition": True, "vqa": True, "text_qa": True, "generation": True}
-    a, b = EpochPlan(concept, tasks, seed=3), EpochPlan(concept, tasks, seed=3)
+    plain = dict(negatives_per_photo=2, preparation=None, soft_positives_per_epoch=0, balance_recognition=False)
+    a, b = EpochPlan(concept, tasks, seed=3, **plain), EpochPlan(concept, tasks, seed=3, **plain)
     assert [a.batch(s, 4) for s in range(12)] == [b.batch(s, 4) for s in range(12)]
     assert a.epoch(0) != a.epoch(1)
     epoch = a.epoch(0)
     assert sum(s.task == "recognition" and s.positive for s in epoch) == len(demo_photos)
     assert sum(s.task == "recognition" and not s.positive for s in epoch) == 2 * len(demo_photos)
     assert sum(s.task == "generation" for s in epoch) == len(demo_photos)
-    only_gen = EpochPlan(concept, {**{k: False for k in tasks}, "generation": True}, seed=0)
+    only_gen = EpochPlan(concept, {**{k: False for k in tasks}, "generation": True}, seed=0, **plain)
     assert {s.task for s in only_gen.epoch(0)} == {"generation"}
 
 
 def test_soft_positive_sample_uses_only_the_first_n_g_tokens(backbone, cache, demo_photos):
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 16, 16)
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>.", n_tokens=4))
     first = next(i for i, x in enumerate(sample["labels"]) if x != -100)
     assert sample["input_ids"][first:first + 5] == tokens.g_token_ids(4) + [backbone.boi_id]
@@ -111,7 +112,7 @@ def test_epoch_plan_with_a_preparation(demo_photos):
     concept = SimpleNamespace(photos=demo_photos, negatives=[], conversations=[])
     tasks = {"recognition": True, "vqa": True, "text_qa": True, "generation": True}
     epoch = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep,
-                      soft_positives_per_epoch=4).epoch(0)
+                      soft_positives_per_epoch=4, balance_recognition=False).epoch(0)
     negatives = [s.image for s in epoch if s.task == "recognition" and not s.positive]
     assert {"h1", "h2"} <= set(negatives) and len(negatives) == 2 + len(demo_photos)
     soft = [s for s in epoch if s.n_tokens is not None]
@@ -121,7 +122,7 @@ def test_epoch_plan_with_a_preparation(demo_photos):
 
 def test_group_loss_counts_the_self_prompt_group_as_one_answer_token(backbone, tokens, cache, demo_photos):
     spec = SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?", "Yes, <sks> is here.")
-    per_token = SampleBuilder(backbone, tokens, cache, self_prompting=True).build(spec)
+    per_token = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token").build(spec)
     per_group = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="group").build(spec)
     assert per_token["input_ids"] == per_group["input_ids"] and per_token["labels"] == per_group["labels"]
     first = next(i for i, x in enumerate(per_group["labels"]) if x != -100)
@@ -145,9 +146,10 @@ def test_balanced_recognition_shows_the_photos_as_often_as_negatives(demo_photos
                            soft_positives=[], conversations=[])
     concept = SimpleNamespace(photos=demo_photos, negatives=[], conversations=[])
     tasks = {"recognition": True, "vqa": False, "text_qa": False, "generation": False}
-    plain = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep).epoch(0)
+    plain = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep, soft_positives_per_epoch=0,
+                      balance_recognition=False).epoch(0)
     balanced = EpochPlan(concept, tasks, seed=0, negatives_per_photo=1, preparation=prep,
-                         balance_recognition=True).epoch(0)
+                         balance_recognition=True, soft_positives_per_epoch=0).epoch(0)
     for epoch in (plain, balanced):
         assert sum(not s.positive for s in epoch) == 7 + len(demo_photos)
     assert sum(s.positive for s in plain) == len(demo_photos)

@@ -52,7 +52,11 @@ def _hydra_searchpath() -> list[str]:
 
 
 def register_resolvers() -> None:
-    """`${asset:demo/corgi/train}` -> absolute path inside the installed package's assets (and `${eval_set:..}`)."""
+    """`${asset:demo/corgi/train}` -> absolute path inside the installed package's assets (and `${eval_set:..}`),
+    and the config schemas (yochameleon/schema.py) in Hydra's ConfigStore."""
+    from yochameleon.schema import register_schemas
+
+    register_schemas()
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", lambda rel: str(ASSET_DIR / rel))
     if not OmegaConf.has_resolver("toyworld"):  # `${toyworld:bo,train}` -> a toy concept's rendered photos

@@ -24,7 +24,7 @@ def main() -> None:
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def run(cfg: DictConfig) -> None:
-        if "concept" not in cfg:
+        if cfg.get("concept") is None:
             print("error: no concept given. Run `python -m yochameleon.prepare +concept=<name>`.", file=sys.stderr)
             sys.exit(2)
         import time

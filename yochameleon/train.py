@@ -70,7 +70,7 @@ def _print_summary(summary: dict) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     """Hydra entry point."""
-    if "concept" not in cfg:
+    if cfg.get("concept") is None:
         print("error: no concept given. Run `python -m yochameleon.train +concept=<name>` with a file from "
               f"{CONFIG_DIR / 'concept'} (for example +concept=demo) or your own conf/concept/<name>.yaml in the "
               "working directory (or under $YOCHAMELEON_CONFIG_PATH).", file=sys.stderr)

@@ -143,7 +143,7 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
     if available < per_photo * len(photos) + int(rcfg.easy_negatives):
         warnings.append(f"pool has {available} usable images; asked for {per_photo} hard negatives x {len(photos)} "
                         f"photos + {rcfg.easy_negatives} easy negatives: using what exists")
-    index = str(rcfg.get("index", "auto"))
+    index = str(rcfg.index)
     if index == "auto":  # exact either way; faiss only pays off for large pools
         index = "faiss" if len(pool) > 100_000 and importlib.util.find_spec("faiss") else "brute"
     hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded, index=index)
@@ -159,7 +159,7 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         log.warning("prepare <%s>: %s", concept.name, message)
 
     conversations = []
-    generate = cfg.recipe.conversations.generate_when_missing and cfg.concept.get("generate_conversations", True)
+    generate = cfg.recipe.conversations.generate_when_missing
     if not concept.conversations and generate and cfg.recipe.tasks.text_qa:
         conversations = generate_conversations(backbone, photos, photo_images, concept, progress)
 

@@ -46,18 +46,26 @@ class SampleSpec:
 class SampleBuilder:
     """Turns `SampleSpec`s into token ids and labels for one concept on one backbone."""
 
-    def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = (),
-                 group_loss: str = "token"):
+    def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = (), *,
+                 group_loss: str | None = None):
         # `tokens` is the concept `<sks>` refers to; `others` are further loaded concepts,
         # each named by its own `<name>` in text and introduced in the system prefix too.
-        # `group_loss`: how much the self-prompt group weighs in a text answer's loss (`GROUP_LOSS`).
-        if group_loss not in GROUP_LOSS:
+        # `group_loss`: how much the self-prompt group weighs in a text answer's loss (`GROUP_LOSS`),
+        # from recipe.self_prompt_loss (`from_recipe`); None: a builder of prompts only (inference,
+        # evaluation), whose `build` of a training sample is refused rather than given a default.
+        if group_loss is not None and group_loss not in GROUP_LOSS:
             raise ValueError(f"recipe.self_prompt_loss must be one of {', '.join(GROUP_LOSS)}, got {group_loss!r}")
         self.backbone, self.tokens, self.cache = backbone, tokens, code_cache
         self.concepts = [tokens, *others]
         self.self_prompting = self_prompting
         self.group_loss = group_loss
         self._text_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_recipe(cls, backbone, tokens, code_cache, recipe, others: tuple = ()) -> SampleBuilder:
+        """The builder a recipe config (`cfg.recipe`, or an adapter's recorded recipe) describes."""
+        return cls(backbone, tokens, code_cache, bool(recipe["self_prompting"]), others,
+                   group_loss=str(recipe["self_prompt_loss"]))
 
     @cached_property
     def layout(self) -> ChameleonLayout:
@@ -108,6 +116,9 @@ class SampleBuilder:
 
     def build(self, spec: SampleSpec) -> dict:
         """input_ids and labels (prompt masked with -100) for one sample."""
+        if self.group_loss is None:
+            raise ValueError("this SampleBuilder builds prompts only: give group_loss (recipe.self_prompt_loss), "
+                             "e.g. SampleBuilder.from_recipe(..., cfg.recipe), to build training samples")
         if spec.task == "generation":
             question = spec.question
             if spec.n_tokens is not None:  # a soft positive: a look-alike, named by part of the g-tokens only
@@ -130,12 +141,12 @@ class SampleBuilder:
 class EpochPlan:
     """The samples of every epoch, fixed by (seed, epoch): resuming at step s replays exactly."""
 
-    def __init__(self, concept, tasks: dict, seed: int, negatives_per_photo: int = 2, preparation=None,
-                 soft_positives_per_epoch: int = 0, balance_recognition: bool = False):
+    def __init__(self, concept, tasks: dict, seed: int, *, negatives_per_photo: int, preparation,
+                 soft_positives_per_epoch: int, balance_recognition: bool):
         # Without a preparation, negatives are drawn at random from the whole pool each epoch;
         # with one, every hard negative is used each epoch plus a random draw of easy ones.
         # balance_recognition: the photos are shown (re-flipped, with fresh questions) as often as
-        # negatives are, so "Yes" and "No" are equally likely targets.
+        # negatives are, so "Yes" and "No" are equally likely targets. No defaults here: see `from_recipe`.
         self.concept, self.tasks, self.seed = concept, tasks, seed
         self.balance_recognition = balance_recognition
         self.negatives_per_photo = negatives_per_photo
@@ -145,6 +156,15 @@ class EpochPlan:
         self.generated_qa = list(preparation.conversations) if preparation else []
         self.soft_per_epoch = soft_positives_per_epoch
         self.size = len(self.epoch(0))
+
+    @classmethod
+    def from_recipe(cls, concept, recipe, seed: int, preparation) -> EpochPlan:
+        """The plan `cfg.recipe` describes: its tasks, negatives per photo, soft positives and balance."""
+        soft = recipe.soft_positives
+        return cls(concept, {k: bool(v) for k, v in recipe.tasks.items()}, int(seed),
+                   negatives_per_photo=int(recipe.negatives_per_photo), preparation=preparation,
+                   soft_positives_per_epoch=int(soft.per_epoch) if soft.enabled else 0,
+                   balance_recognition=bool(recipe.balance_recognition))
 
     def _generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -161,7 +181,7 @@ class EpochPlan:
 
         photos = [str(p) for p in self.concept.photos]
         specs: list[SampleSpec] = []
-        if self.tasks.get("recognition", True):
+        if self.tasks["recognition"]:
             count = min(len(self.easy), self.negatives_per_photo * len(photos))
             easy = [self.easy[i] for i in torch.randperm(len(self.easy), generator=g)[:count].tolist()]
             shown = len(photos)
@@ -175,10 +195,10 @@ class EpochPlan:
                                         pick(templates.RECOGNITION_QUESTIONS), pick(templates.NEGATIVE_ANSWERS),
                                         False))
         conversations = self.concept.conversations
-        if self.tasks.get("vqa", True):
+        if self.tasks["vqa"]:
             for turn in (c for c in conversations if c["image"] is not None):
                 specs.append(SampleSpec("vqa", turn["image"], False, turn["question"], turn["answer"]))
-        if self.tasks.get("text_qa", True):
+        if self.tasks["text_qa"]:
             user_turns = [c for c in conversations if c["image"] is None]
             turns = user_turns or self.generated_qa
             pairs = [(c["question"], c["answer"]) for c in turns] or list(templates.FALLBACK_TEXT_QA)
@@ -188,7 +208,7 @@ class EpochPlan:
             keep = order if user_turns else order[: max(2, len(photos))]
             for index in keep:
                 specs.append(SampleSpec("text_qa", None, False, *pairs[index]))
-        if self.tasks.get("generation", True):
+        if self.tasks["generation"]:
             for photo in photos:
                 specs.append(SampleSpec("generation", photo, flip(), templates.GENERATION_PROMPTS[0]))
             count = min(len(self.soft), self.soft_per_epoch)

@@ -39,8 +39,8 @@ class RunLogger:
                 log.warning("logger.mode=online but no W&B credentials found (run `wandb login`); logging offline")
                 mode = "offline"
             self.wandb_run = wandb.init(
-                project=logger_cfg.project, entity=logger_cfg.get("entity"), group=logger_cfg.get("group"),
-                tags=[str(t) for t in logger_cfg.get("tags") or []], name=run_config.get("run_name"),
+                project=logger_cfg.project, entity=logger_cfg.entity, group=logger_cfg.group,
+                tags=[str(t) for t in logger_cfg.tags or []], name=run_config.get("run_name"),
                 dir=str(run_dir), mode=mode, config=run_config, id=resume_id, resume="allow" if resume_id else None,
                 settings=wandb.Settings(console="off", silent=True, disable_git=True),
             )

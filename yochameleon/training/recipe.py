@@ -140,7 +140,7 @@ class PersonalizationRecipe:
         recipe = self.recipe
         self.tokens = PersonalizedTokens.from_backbone(
             self.backbone.model, self.backbone.config.vocabulary_map, self.concept.name, int(recipe.k_g),
-            int(recipe.k_u), str(recipe.first_token), bool(recipe.get("shared_tokens", False)))
+            int(recipe.k_u), str(recipe.first_token), bool(recipe.shared_tokens))
         self.tokens.to(self.accelerator.device)
 
     def _setup_data(self) -> None:
@@ -152,8 +152,7 @@ class PersonalizationRecipe:
         test = self.test_split
         all_images = [*concept.photos, *self.select_split.positives, *self.select_split.negatives,
                       *(test.positives + test.negatives if test else [])]
-        self.builder = SampleBuilder(self.backbone, self.tokens, self.cache, bool(recipe.self_prompting),
-                                     group_loss=str(recipe.self_prompt_loss))
+        self.builder = SampleBuilder.from_recipe(self.backbone, self.tokens, self.cache, recipe)
         progress = bool(self.tcfg.progress and self.dist.main)
         with self.dist.main_process_first():
             with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not progress) as bar:
@@ -161,20 +160,17 @@ class PersonalizationRecipe:
             self.preparation = prepare_concept(cfg, concept, self.backbone, cfg.cache_dir, progress=progress)
             prep = self.preparation
             self.cache.warm([*prep.hard_negatives, *prep.easy_negatives, *(p for p, _ in prep.soft_positives)])
-        self.plan = EpochPlan(concept, OmegaConf.to_container(recipe.tasks), int(cfg.seed),
-                              int(recipe.negatives_per_photo), self.preparation,
-                              int(recipe.soft_positives.per_epoch) if recipe.soft_positives.enabled else 0,
-                              balance_recognition=bool(recipe.balance_recognition))
+        self.plan = EpochPlan.from_recipe(concept, recipe, cfg.seed, self.preparation)
         self.batch_size, self.accum = int(self.tcfg.batch_size), int(self.tcfg.grad_accum)
         self.micro_per_epoch = self.plan.steps_per_epoch(self.batch_size)
-        self.total_steps = (int(self.tcfg.max_steps) if self.tcfg.get("max_steps")
+        self.total_steps = (int(self.tcfg.max_steps) if self.tcfg.max_steps
                             else math.ceil(self.tcfg.epochs * self.micro_per_epoch / self.accum))
 
     def _setup_optimization(self) -> None:
         tcfg, dist = self.tcfg, self.dist
         model = PersonalizedChameleon(self.backbone.model, [self.tokens],
-                                      dist.length_group_ratio(float(tcfg.get("length_group_ratio", 0.5))),
-                                      gradient_checkpointing=bool(tcfg.get("gradient_checkpointing", False)))
+                                      dist.length_group_ratio(float(tcfg.length_group_ratio)),
+                                      gradient_checkpointing=bool(tcfg.gradient_checkpointing))
         dist.set_micro_batch(self.batch_size)
         optimizer = torch.optim.AdamW(self.tokens.parameters(), lr=float(tcfg.lr),
                                       weight_decay=float(tcfg.weight_decay))
@@ -364,7 +360,7 @@ class PersonalizationRecipe:
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Personalize one concept; returns a summary (paths, steps, losses, accuracies)."""
     previous = torch.are_deterministic_algorithms_enabled()
-    if cfg.trainer.get("deterministic"):
+    if cfg.trainer.deterministic:
         # Bit-exact reruns and resumes: multi-threaded index backward otherwise differs at ~1e-7.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

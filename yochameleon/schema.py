@@ -1,0 +1,237 @@
+"""The shape of every config: dataclasses registered with Hydra's ConfigStore.
+
+`train.yaml` and `eval.yaml` start their defaults lists with `train_schema` / `eval_schema`, so
+Hydra merges every YAML file and command-line override into these types: a misspelt or unknown
+key, or a value of the wrong type, fails at compose time naming the key and the file, before
+anything runs. The VALUES live in the YAML files under yochameleon/conf/ (one place); a field
+here is `???` (MISSING) when a shipped YAML always sets it, and has a default only when it is
+optional for a user's own file (a concept's validation split, a model's path, ...).
+Library classes read these objects and carry no defaults of their own.
+"""
+
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+
+@dataclass
+class ModelConfig:
+    """conf/model/*.yaml: which backbone, from where, in which precision, and its training defaults."""
+
+    name: str = MISSING
+    source: str = "local"           # local (model.path) | tiny | toyworld: see yochameleon/sources.py
+    path: Optional[str] = None
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    lr: float = MISSING
+    epochs: int = MISSING
+    eval_every: int = MISSING
+
+
+@dataclass
+class ConceptConfig:
+    """conf/concept/<name>.yaml: the subject's photos, its negatives and its splits."""
+
+    name: str = MISSING
+    photos: Any = MISSING
+    negatives: Any = MISSING
+    val_photos: Any = None           # validation split: chooses best/ (with val_negatives)
+    val_negatives: Any = None
+    test_photos: Any = None          # test split: scored once, at the end, for reporting
+    test_negatives: Any = None
+    conversations: Optional[str] = None
+    description: Optional[str] = None
+    class_noun: Optional[str] = None
+    category: Optional[str] = None
+    eval_subject: Optional[str] = None   # the subject's name in the evaluation set, when it differs
+    data_root: Optional[str] = None      # for the concept file's own interpolations (conf/concept/bo.yaml)
+    toy: bool = False                    # a toy-world concept (its true attributes are known)
+    text_checks: Any = None              # multiple-choice text questions scored at the end of training
+
+
+@dataclass
+class SoftPositivesConfig:
+    enabled: bool = MISSING
+    spacing: int = MISSING
+    pool_size: int = MISSING
+    per_epoch: int = MISSING
+
+
+@dataclass
+class ConversationsConfig:
+    generate_when_missing: bool = MISSING
+
+
+@dataclass
+class InferenceConfig:
+    self_prompt: str = MISSING
+
+
+@dataclass
+class TasksConfig:
+    recognition: bool = MISSING
+    vqa: bool = MISSING
+    text_qa: bool = MISSING
+    generation: bool = MISSING
+
+
+@dataclass
+class RecipeConfig:
+    """conf/recipe/*.yaml: the 3S recipe (tokens, soft positives, self-prompting) and the task mix."""
+
+    name: str = MISSING
+    k_g: int = MISSING
+    k_u: int = MISSING
+    first_token: str = MISSING
+    shared_tokens: bool = MISSING
+    self_prompting: bool = MISSING
+    self_prompt_loss: str = MISSING
+    balance_recognition: bool = MISSING
+    negatives_per_photo: int = MISSING
+    soft_positives: SoftPositivesConfig = field(default_factory=SoftPositivesConfig)
+    conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """conf/trainer/default.yaml: steps, optimizer, evaluation, checkpoints, precision."""
+
+    epochs: float = MISSING
+    max_steps: Optional[int] = None
+    batch_size: int = MISSING
+    grad_accum: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    grad_clip: Optional[float] = MISSING
+    length_group_ratio: float = MISSING
+    gradient_checkpointing: bool = MISSING
+    precision: str = MISSING
+    device: str = MISSING
+    eval_every: int = MISSING
+    eval_batch_size: int = MISSING
+    sample_images: bool = MISSING
+    sample_guidance: float = MISSING
+    checkpoint_every: int = MISSING
+    select_best_by: str = MISSING
+    deterministic: bool = MISSING
+    resume: bool = MISSING
+    progress: bool = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    """conf/logger/*.yaml: W&B (offline by default) or none."""
+
+    name: str = MISSING
+    mode: str = "offline"
+    project: str = "yochameleon"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class RetrievalConfig:
+    """train.yaml `retrieval`: hard negatives and soft positives (yochameleon.data.preparation)."""
+
+    model: str = MISSING
+    checkpoint: Optional[str] = None
+    hard_negatives_per_photo: int = MISSING
+    easy_negatives: int = MISSING
+    duplicate_threshold: float = MISSING
+    index: str = MISSING
+    duplicate_hash_bits: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """train.yaml: one training run (`python -m yochameleon.train +concept=<name>`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    concept: Optional[ConceptConfig] = None   # no default on purpose: `+concept=<name>`
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    seed: int = MISSING
+    output_root: str = MISSING
+    run_name: str = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class EvalSetConfig:
+    """conf/eval_set/*.yaml: the shipped DreamBooth set or the published Yo'LLaVA files."""
+
+    kind: str = MISSING
+    dir: Optional[str] = None
+    images: Optional[str] = None
+    root: Optional[str] = None
+    visual_qa: Optional[str] = None
+    text_qa: Optional[str] = None
+
+
+@dataclass
+class ClipConfig:
+    model: str = MISSING
+    checkpoint: Optional[str] = None
+
+
+@dataclass
+class DinoConfig:
+    checkpoint: Optional[str] = None
+
+
+@dataclass
+class RecognitionEvalConfig:
+    free_answer: bool = MISSING
+    max_new_tokens: int = MISSING
+
+
+@dataclass
+class GenerationEvalConfig:
+    prompts: list = MISSING
+    n: int = MISSING
+    temperature: float = MISSING
+    top_k: int = MISSING
+    top_p: float = MISSING
+    guidance_scale: float = MISSING
+
+
+@dataclass
+class EvalConfig:
+    """eval.yaml: the benchmark harness (`python -m evaluation.run +concept=<name> adapter=<dir>`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    concept: Optional[ConceptConfig] = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval_set: EvalSetConfig = field(default_factory=EvalSetConfig)
+    adapter: Optional[str] = None
+    extra_adapters: list = field(default_factory=list)
+    subjects: dict = field(default_factory=dict)
+    tasks: list = MISSING
+    methods: list = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    dtype: str = MISSING
+    batch_size: int = MISSING
+    output_root: str = MISSING
+    eval_name: str = MISSING
+    cache_dir: str = MISSING
+    recognition: RecognitionEvalConfig = field(default_factory=RecognitionEvalConfig)
+    generation: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+
+
+def register_schemas() -> None:
+    """Put `train_schema` and `eval_schema` in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="eval_schema", node=EvalConfig)
