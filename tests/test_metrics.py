@@ -7,12 +7,13 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import DEMO, compose
+from test_evaluation import FixedLogits  # favours one given word per prompt, in the order asked
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data.concept import EvalSplit, TextCheck, parse_text_checks
 from yochameleon.data.images import load_image
 from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import ConceptDataError
-from yochameleon.metrics.options import first_token_ids, score_text_checks
+from yochameleon.metrics.options import score_text_checks
 from yochameleon.metrics.recognition import recognition_accuracy, recognition_metrics, yes_probabilities
 from yochameleon.model.personalized import PersonalizedChameleon
 
@@ -45,21 +46,6 @@ def test_split_scorer_is_yes_probabilities_and_recognition_accuracy(backbone, se
     assert any(k.startswith("val/recognition_emitted/") for k in metrics) == self_prompting
 
 
-class FavouredWord:
-    """A model whose next-token logits favour one given word per prompt, in the order asked."""
-
-    def __init__(self, backbone, words: list[str]):
-        self.backbone, self.words, self.calls = backbone, words, 0
-
-    def last_logits(self, ids, mask):
-        logits = torch.zeros(len(ids), self.backbone.config.vocab_size)
-        for row in range(len(ids)):
-            logits[row, first_token_ids(self.backbone.tokenizer, [self.words[self.calls]])[0]] = 5.0
-            logits[row, 9000] = 50.0  # a token that is not an option scores higher: it must be ignored
-            self.calls += 1
-        return logits
-
-
 def test_text_checks_are_scored_per_wording_and_attribute(backbone):
     colours, eyes = ("red", "blue", "green"), ("red", "blue")
     checks = [TextCheck("What colour is <sks>?", colours, "blue", "training", "colour"),
@@ -67,14 +53,14 @@ def test_text_checks_are_scored_per_wording_and_attribute(backbone):
               TextCheck("Which colour does <sks> have?", colours, "blue", "heldout", "colour"),
               TextCheck("Tell me the colour of <sks>.", colours, "blue", "heldout", "colour")]
     _, builder = _adapter(backbone, True)
-    model = FavouredWord(backbone, ["blue", "blue", "blue", "green"])
+    model = FixedLogits(backbone, ["blue", "blue", "blue", "green"])
     figures = score_text_checks(model, builder, checks)
     assert figures == {"text_qa": 0.5, "text_qa_heldout": 0.5, "text_qa_colour": 1.0, "text_qa_eyes": 0.0,
                        "text_qa_heldout_colour": 0.5}
     assert list(figures) == ["text_qa", "text_qa_heldout", "text_qa_colour", "text_qa_eyes", "text_qa_heldout_colour"]
     assert model.calls == 4
     # Only training wordings: no held-out figure at all.
-    assert score_text_checks(FavouredWord(backbone, ["red"]), builder, checks[1:2]) == {"text_qa": 1.0,
+    assert score_text_checks(FixedLogits(backbone, ["red"]), builder, checks[1:2]) == {"text_qa": 1.0,
                                                                                          "text_qa_eyes": 1.0}
 
 
