@@ -361,7 +361,7 @@ def main(cfg: DictConfig) -> dict | None:
     """Hydra entry point."""
     from evaluation.report import write_report
 
-    if "concept" not in cfg:
+    if cfg.get("concept") is None:
         print("error: no concept given. Run `python -m evaluation.run +concept=<name> adapter=<dir>`.", file=sys.stderr)
         sys.exit(2)
     out_dir = Path(HydraConfig.get().runtime.output_dir)

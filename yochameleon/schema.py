@@ -49,7 +49,6 @@ class ConceptConfig:
     category: Optional[str] = None
     eval_subject: Optional[str] = None   # the subject's name in the evaluation set, when it differs
     data_root: Optional[str] = None      # for the concept file's own interpolations (conf/concept/bo.yaml)
-    toy: bool = False                    # a toy-world concept (its true attributes are known)
     text_checks: Any = None              # multiple-choice text questions scored at the end of training
 
 

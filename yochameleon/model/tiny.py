@@ -61,7 +61,7 @@ see it here. The subject, the photo, this image, that picture, my friend, your p
 """
 
 
-def _training_corpus(extra: tuple[str, ...] = (), sentences=None) -> list[str]:
+def training_corpus(extra: tuple[str, ...] = (), sentences=None) -> list[str]:
     """Text the tiny BPE is trained on: a fixed paragraph, prompt sentences and `extra` lines.
 
     `sentences` holds the template lists by their `yochameleon.data.templates` names (the default);
@@ -86,7 +86,7 @@ def image_token_name(code: int) -> str:
 
 
 def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = (), sentences=None):
-    """Byte-level BPE with the 7B id layout; returns a transformers fast tokenizer (`_training_corpus` is its text)."""
+    """Byte-level BPE with the 7B id layout; returns a transformers fast tokenizer (`training_corpus` is its text)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,7 +94,7 @@ def build_tokenizer(text_vocab_size: int, extra_corpus: tuple[str, ...] = (), se
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=text_vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_training_corpus(extra_corpus, sentences), trainer)
+    bpe.train_from_iterator(training_corpus(extra_corpus, sentences), trainer)
     learned = json.loads(bpe.to_str())["model"]
     text_tokens = sorted(learned["vocab"], key=learned["vocab"].get)
 
@@ -176,7 +176,7 @@ def image_tokens_per_image(vq_config) -> int:
 
 def _spec_key(spec: dict) -> str:
     # The tokenizer is trained on our templates, so editing them must rebuild the model too.
-    corpus = hashlib.sha256("\n".join(_training_corpus()).encode()).hexdigest()
+    corpus = hashlib.sha256("\n".join(training_corpus()).encode()).hexdigest()
     blob = json.dumps({"version": TINY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -5,7 +5,7 @@ The toy backbone's tokenizer is trained on these lines (with the world's own sen
 the shipped pack's identity (`spec.spec_key`). They were copied from `data/templates.py` when the
 pack was built; editing a template there leaves the toy world and its pack as they are, and
 editing one here changes the build key (tests/test_chat_layout.py pins it), so the pack must be
-rebuilt (`make toyworld toyworld-pack`). The names match `templates`, so `tiny._training_corpus`
+rebuilt (`make toyworld toyworld-pack`). The names match `templates`, so `tiny.training_corpus`
 reads either.
 """
 

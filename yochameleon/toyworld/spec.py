@@ -87,7 +87,7 @@ def spec_key(spec: dict) -> str:
     Code is not hashed (a shipped build must survive refactors): bump TOY_BUILD_VERSION whenever
     a change to world.py or pretrain.py changes what the build produces.
     """
-    lines = tiny._training_corpus(corpus_lines(spec["seed"]), sentences)  # what `toy_tokenizer` trains on
+    lines = tiny.training_corpus(corpus_lines(spec["seed"]), sentences)  # what `toy_tokenizer` trains on
     corpus = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 from yochameleon.concept.adapter import save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
-from yochameleon.data.concept import ConceptData, EvalSplit
+from yochameleon.data.concept import ConceptData
 from yochameleon.data.preparation import prepare_concept
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
-from yochameleon.metrics.recognition import recognition_accuracy, yes_probabilities
+from yochameleon.metrics.options import score_text_checks
+from yochameleon.metrics.recognition import recognition_metrics
 from yochameleon.model.decoding import generate_answer
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
@@ -48,25 +49,6 @@ log = logging.getLogger(__name__)
 
 class RunDirError(YoChameleonError):
     """The run directory already holds a run that this command would overwrite."""
-
-
-def evaluate(model, builder, split: EvalSplit, batch_size: int, prefix: str = "eval") -> dict:
-    """Recognition accuracy on one split (logits of Yes vs No, one forward pass each), keys `<prefix>/...`.
-
-    During training `split` is the validation split (or the training photos); the test split is
-    scored once, at the end, with prefix "test".
-    """
-    metrics = {f"{prefix}/split": split.name, f"{prefix}/split_is_heldout": float(split.heldout)}
-    # Under self-prompting, report both the forced token group and the one the model emits itself.
-    for mode, name in (("forced", f"{prefix}/recognition"), ("emitted", f"{prefix}/recognition_emitted")):
-        if mode == "emitted" and not builder.answer_prefix("recognition"):
-            break  # no token group to emit: the emitted score would repeat the forced one
-        p_pos = yes_probabilities(model, builder, split.positives, batch_size=batch_size, self_prompt=mode)
-        p_neg = yes_probabilities(model, builder, split.negatives, batch_size=batch_size, self_prompt=mode)
-        metrics |= {f"{name}/{k}": v for k, v in recognition_accuracy(p_pos, p_neg).items()}
-        metrics |= {f"{name}/mean_p_yes_positive": float(p_pos.mean()),
-                    f"{name}/mean_p_yes_negative": float(p_neg.mean())}
-    return metrics
 
 
 def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
@@ -242,7 +224,7 @@ class PersonalizationRecipe:
     def evaluate(self, done: int) -> dict:
         """Score the selection split, draw a sample, keep best/ (only a validation split chooses)."""
         self.model.eval()
-        metrics = self.last_eval = evaluate(self.inner, self.builder, self.select_split,
+        metrics = self.last_eval = recognition_metrics(self.inner, self.builder, self.select_split,
                                             batch_size=int(self.tcfg.eval_batch_size))
         self.model.train()
         if self.draw_samples:
@@ -304,14 +286,14 @@ class PersonalizationRecipe:
                 save_adapter(run_dir / "adapter", self.tokens, self.fingerprint,
                              self.adapter_extra | {"step": total, "selected_on": None})  # the last step, not a choice
         if dist.evaluates:
-            final, test, toy_qa, answer = self._final_scores()
+            final, test, text_qa, answer = self._final_scores()
         if not dist.main:
             return {"run_dir": str(run_dir), "rank": dist.rank, "steps": total}
         question = templates.FALLBACK_TEXT_QA[0][0]
         self.logger.log_text("samples/answers", ["question", "answer"], [[question, answer]], step=total)
-        if test or toy_qa:
-            self.logger.log({**(test or {}), **{f"test/{k}": v for k, v in (toy_qa or {}).items()}}, step=total)
-        summary = self._summary(final, toy_qa, answer)
+        if test or text_qa:
+            self.logger.log({**(test or {}), **{f"test/{k}": v for k, v in (text_qa or {}).items()}}, step=total)
+        summary = self._summary(final, text_qa, answer)
         self.logger.finish()
         return summary
 
@@ -319,27 +301,25 @@ class PersonalizationRecipe:
         batch = int(self.tcfg.eval_batch_size)
         self.model.eval()
         if self.last_eval is None or self.start_step == self.total_steps:  # nothing evaluated the last step here
-            self.last_eval = evaluate(self.inner, self.builder, self.select_split, batch_size=batch)
+            self.last_eval = recognition_metrics(self.inner, self.builder, self.select_split, batch_size=batch)
         # The test split, once, for reporting: nothing above read it.
-        test = (evaluate(self.inner, self.builder, self.test_split, batch_size=batch, prefix="test")
+        test = (recognition_metrics(self.inner, self.builder, self.test_split, batch_size=batch, prefix="test")
                 if self.test_split else None)
         final = _unprefixed(test, "test") if test else self.last_eval
-        toy_qa = None
-        if self.cfg.concept.get("toy"):  # the toy world knows the true attributes: text QA in both wordings
-            from yochameleon.toyworld.benchmark import toy_text_qa
-
-            toy_qa = toy_text_qa(self.inner, self.builder, self.concept.name)
+        # The concept's multiple-choice text checks (the toy concepts carry theirs), in both wordings.
+        checks = self.concept.text_checks
+        text_qa = score_text_checks(self.inner, self.builder, checks) if checks else None
         # Forced token group: shows what the rows learnt, whatever the inference setting.
         answer = generate_answer(self.inner, self.builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
-        return final, test, toy_qa, answer
+        return final, test, text_qa, answer
 
-    def _summary(self, final: dict, toy_qa: dict | None, answer: str) -> dict:
+    def _summary(self, final: dict, text_qa: dict | None, answer: str) -> dict:
         run_dir, selected_on, select_by = self.run_dir, self.selected_on, self.select_by
         summary = {
             "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
             "best_adapter": str(run_dir / "best") if selected_on and (run_dir / "best").is_dir() else None,
             "selected_on": selected_on, "final_split": final["eval/split"],
-            "val": self.last_eval if selected_on else None, "text_qa": toy_qa,
+            "val": self.last_eval if selected_on else None, "text_qa": text_qa,
             "metrics": str(run_dir / "metrics.jsonl"), "wandb": self.logger.wandb_dir,
             "samples": str(run_dir / "samples") if self.draw_samples else None, "steps": self.total_steps,
             "resumed_from": self.start_step if self.resuming else None,
