@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from conftest import REPO
 
 
@@ -14,6 +16,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow  # one step of the full-matrix reference scheme: 45 s of the fast suite's 10 minutes
 def test_train_step_benchmark_counts_trainable_rows_and_optimizer_state(cache_dir, tiny_path):
     bench = load("train_step")
     ours = bench.measure("ours", "tiny", steps=1)

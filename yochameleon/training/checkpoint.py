@@ -132,8 +132,8 @@ def _check_optimizer_layout(ckpt: Path, saved_shards: int, zero, world: int) -> 
             "run with run_name=<new name>. Nothing was changed.")
 
 
-def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict) -> dict:
-    """Restore rows, optimizer and RNG into the live objects; returns the saved state."""
+def check_run_facts(run_dir: Path, run_facts: dict) -> dict:
+    """Refuse a resume whose settings differ from the checkpoint's (cheap: before any data is prepared)."""
     ckpt = run_dir / CHECKPOINT_DIR
     state = read_state(run_dir)
     saved = state.get("run", {})
@@ -142,6 +142,13 @@ def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict)
             raise ResumeError(
                 f"{ckpt} was written with {key}={saved.get(key)!r} but this run has {key}={value!r}. Resume with the "
                 "same settings, or start a new run with run_name=<new name>.")
+    return state
+
+
+def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict) -> dict:
+    """Restore rows, optimizer and RNG into the live objects; returns the saved state."""
+    ckpt = run_dir / CHECKPOINT_DIR
+    state = check_run_facts(run_dir, run_facts)
     zero = zero_partitioned_optimizer(optimizer)
     world, rank = torch_world()
     _check_optimizer_layout(ckpt, int(state.get("optimizer_shards", 0)), zero, world)

@@ -39,8 +39,8 @@ from yochameleon.model.decoding import generate_answer
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.sources import configured_source, load_configured_backbone
-from yochameleon.training.checkpoint import (has_checkpoint, load_checkpoint, optimizer_shards, read_state,
-                                             save_checkpoint)
+from yochameleon.training.checkpoint import (check_run_facts, has_checkpoint, load_checkpoint, optimizer_shards,
+                                             read_state, save_checkpoint)
 from yochameleon.training.distributed import Distributed, barrier
 from yochameleon.training.logging import NullLogger, RunLogger
 
@@ -124,6 +124,8 @@ class PersonalizationRecipe:
             self.backbone.model, self.backbone.config.vocabulary_map, self.concept.name, int(recipe.k_g),
             int(recipe.k_u), str(recipe.first_token), bool(recipe.shared_tokens))
         self.tokens.to(self.accelerator.device)
+        if self.resuming:  # a resume with other settings is refused before the data is prepared
+            check_run_facts(self.run_dir, self._run_facts())
 
     def _setup_data(self) -> None:
         cfg, recipe, concept = self.cfg, self.recipe, self.concept
