@@ -252,11 +252,11 @@ def evaluate(cfg, out_dir: Path) -> dict:
     if cfg.adapter:
         extra = [Path(a) for a in (cfg.get("extra_adapters") or [])]
         pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=str(cfg.device), cache_dir=cfg.cache_dir,
-                                    dtype=str(cfg.get("dtype", "auto")))
+                                    dtype=str(cfg.dtype))
         backbone = pm.backbone
     else:
         pm = None
-        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device, dtype=str(cfg.get("dtype", "auto")))
+        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device, dtype=str(cfg.dtype))
 
     # Who is who: the eval set's subject names <-> loaded concepts.
     subject_of = {concept.name: subject, **{str(k): str(v) for k, v in (cfg.get("subjects") or {}).items()}}

@@ -186,8 +186,6 @@ class PersonalizedModel:
         return images
 
 
-
-
 class _Scaled:
     """Counts one sampling step of a batch as `rows` tokens on a tqdm bar."""
 

@@ -34,13 +34,8 @@ def resolve_source(source: str, cache_dir: str | Path | None = None, path: str |
 
 
 def configured_source(model_cfg) -> str:
-    """The source kind a model config names: `model.source`, `local` when it gives none."""
-    source = str(model_cfg.get("source") or "local")
-    if source not in SOURCES:
-        raise YoChameleonError(f"model config {model_cfg.get('name')!r} has source {source!r}; choose one of "
-                               f"{', '.join(SOURCES)} (model.source in its conf/model/<name>.yaml, or "
-                               "model.source=... on the command line)")
-    return source
+    """The source kind a model config names (`model.source`; `resolve_source` refuses an unknown one)."""
+    return str(model_cfg.source)
 
 
 def recorded_source(base_model: dict) -> str:
@@ -54,7 +49,7 @@ def recorded_source(base_model: dict) -> str:
 def load_configured_backbone(model_cfg, cache_dir: str | Path, device: torch.device | str = "cpu",
                              dtype: str | None = None) -> Backbone:
     """Load the backbone a model config names, in `dtype` (default: `model.dtype`; see `resolve_dtype`)."""
-    dtype = resolve_dtype(dtype if dtype is not None else model_cfg.get("dtype", "auto"), device)
-    path = resolve_source(configured_source(model_cfg), cache_dir, model_cfg.get("path"))
+    dtype = resolve_dtype(dtype if dtype is not None else model_cfg.dtype, device)
+    path = resolve_source(configured_source(model_cfg), cache_dir, model_cfg.path)
     return load_backbone(path, name=str(model_cfg.name), dtype=dtype, device=device,
-                         attn_implementation=str(model_cfg.get("attn_implementation", "sdpa")))
+                         attn_implementation=str(model_cfg.attn_implementation))
