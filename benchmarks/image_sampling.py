@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     backbone = load_backbone(ensure_tiny_checkpoint(default_cache_dir() / "models"), name="tiny")
-    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bench", 16, 16)
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.vocabulary_map, "bench", 16, 16)
     model = PersonalizedChameleon(backbone.model, [tokens]).eval()
     prompt = SampleBuilder(backbone, tokens, None, self_prompting=True).image_prompt_ids("A photo of <sks>.")
     prompts, greedy = [prompt] * args.images, SamplingConfig(temperature=0.0)

@@ -61,7 +61,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_backbone(ensure_tiny_checkpoint(default_cache_dir() / "models", SIZES[size]), name=size,
                              device=device)
-    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bench", 16, 16)
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.vocabulary_map, "bench", 16, 16)
     tokens.to(device)
     photos = sorted((ASSET_DIR / "demo" / "corgi" / "train").glob("*.jpg"))
     builder = SampleBuilder(backbone, tokens, VQCodeCache(backbone, None), self_prompting=True, group_loss="group")

@@ -52,10 +52,10 @@ class TextSubject:
 class EvalBuilder(SampleBuilder):
     """SampleBuilder that reads image files itself (no VQ cache) and places reference photos."""
 
-    def image_ids(self, image, flip: bool = False) -> list[int]:
+    def shown_image_ids(self, image, flip: bool = False) -> list[int]:
         if isinstance(image, (str, Path)):
             image = cached_photo(str(image))
-        return super().image_ids(image, flip)
+        return super().shown_image_ids(image, flip)
 
     def prefix_ids(self) -> list[int]:
         """Each subject's introduction, its reference photos after it, then a newline (none if it has no text)."""
@@ -65,14 +65,14 @@ class EvalBuilder(SampleBuilder):
             if prefix:
                 ids += self.text_ids(prefix)
             for photo in getattr(concept, "photos", ()):
-                ids += self.image_ids(photo)
+                ids += self.shown_image_ids(photo)
             if prefix:
                 ids += self.text_ids("\n")
         return ids
 
     def introduction_tokens(self) -> int:
-        """Tokens spent introducing the subjects (the prompt minus <s>, the question and end of turn)."""
-        return len(self.prompt_ids("")) - 2 - len(self.text_ids(""))
+        """Tokens spent introducing the subjects: the prompt minus the same prompt without them."""
+        return len(self.prompt_ids("")) - len(self.layout.prompt(self.text_ids("")))
 
 
 @dataclass

@@ -110,9 +110,10 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     for prompt in gen.prompts:
         for start in range(0, int(gen.n), int(cfg.batch_size)):
             rows = min(int(cfg.batch_size), int(gen.n) - start)
-            tokens = sample_image_tokens(method.model, backbone, [builder.image_prompt_ids(prompt)] * rows, sampling,
-                                         [builder.unconditional_image_prompt_ids()] * rows, generator)
-            images += to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)
+            cond = builder.image_prompt_ids(prompt)
+            tokens = sample_image_tokens(method.model, backbone, [cond] * rows, sampling,
+                                         [builder.unconditional_image_prompt_ids(cond)] * rows, generator)
+            images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
             # CLIP-T compares with the prompt as a person reads it: the subject's name in place of <sks>.
             prompts += [prompt.replace("<sks>", method.subjects[subject].name)] * rows
     folder = out_dir / "generated" / method.name
@@ -158,7 +159,7 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     bare = M.EvalBuilder(backbone, M.TextSubject("x"), None, False)
     questions = [(q, None) for q in FORGETTING_PROMPTS] + [(FORGETTING_PROMPTS[0], im) for im in prompt_images]
     own = torch.cat([c.token_ids for c in adapter_model.concepts]).to(device)
-    keep = torch.ones(backbone.config.vocab_size, dtype=torch.bool, device=device)
+    keep = torch.ones(backbone.logits_width, dtype=torch.bool, device=device)
     keep[own] = False
     plain_banned = backbone.text_banned_ids().to(device)
     stops = backbone.text_stop_ids()

@@ -15,7 +15,7 @@ from yochameleon.sources import load_configured_backbone, recorded_source, resol
 
 def test_an_unknown_model_source_names_the_choices_and_the_key(cache_dir):
     model = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"), {"source": "hub"})
-    with pytest.raises(YoChameleonError, match=r"'hub'; choose one of local, tiny, toyworld \(model\.source"):
+    with pytest.raises(YoChameleonError, match=r"'hub'; choose one of local, tiny, toyworld, janus-tiny \(model\.source"):
         load_configured_backbone(model, cache_dir)
     with pytest.raises(YoChameleonError, match="choose one of local, tiny, toyworld"):
         resolve_source("hub", cache_dir)
@@ -23,7 +23,8 @@ def test_an_unknown_model_source_names_the_choices_and_the_key(cache_dir):
 
 def test_every_shipped_model_config_names_a_known_source():
     sources = {f.stem: OmegaConf.load(f).source for f in sorted((CONFIG_DIR / "model").glob("*.yaml"))}
-    assert sources == {"anole-7b": "local", "chameleon-7b": "local", "tiny": "tiny", "toyworld": "toyworld"}
+    assert sources == {"anole-7b": "local", "chameleon-7b": "local", "tiny": "tiny", "toyworld": "toyworld",
+                       "janus-tiny": "janus-tiny", "janus-pro-1b": "local", "janus-pro-7b": "local"}
 
 
 def test_the_adapter_records_its_source_and_inference_resolves_it(tmp_path, cache_dir, tiny_path):

@@ -153,9 +153,10 @@ class PersonalizedModel:
         """
         self.check_prompt(prompt)
         builder = self.builder(self._pick(concept, prompt))
-        cond, uncond = builder.image_prompt_ids(prompt), builder.unconditional_image_prompt_ids()
+        cond = builder.image_prompt_ids(prompt)
+        uncond = builder.unconditional_image_prompt_ids(cond)
         bb = self.backbone
-        limit = int(bb.config.max_position_embeddings)
+        limit = bb.max_positions
         if len(cond) + bb.image_seq_length + 1 > limit:
             raise YoChameleonError(f"prompt is {len(cond)} tokens; with one image ({bb.image_seq_length} tokens) it "
                                    f"exceeds the context window of {limit}. Shorten the prompt.")
@@ -182,7 +183,7 @@ class PersonalizedModel:
                 tokens = sample_image_tokens(self.model, self.backbone, [cond] * rows, sampling,
                                              [uncond] * rows, generator, progress=_Scaled(bar, rows))
                 pixels = decode_image_tokens(self.backbone, tokens)
-                images += to_pil(pixels, self.backbone.processor.image_processor.rescale_factor)
+                images += to_pil(pixels, self.backbone.pixel_scale)
         return images
 
 

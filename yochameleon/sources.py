@@ -1,4 +1,4 @@
-"""Where a backbone comes from: `model.source` (local | tiny | toyworld), resolved in this one place.
+"""Where a backbone comes from: `model.source` (local | tiny | toyworld | janus-tiny), resolved in this one place.
 
 Training resolves a model config's source here and records it in the adapter; inference
 resolves the adapter's record here again. This module sits above `model/` and `toyworld/`,
@@ -14,6 +14,7 @@ import torch
 from yochameleon.errors import YoChameleonError
 from yochameleon.model.backbone import Backbone, check_backbone_dir, load_backbone, resolve_dtype
 from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
+from yochameleon.model.tiny_janus import ensure_tiny_janus
 from yochameleon.toyworld.build import ensure_toyworld_checkpoint
 
 # Each kind -> (cache root, `path`) -> the local HF checkpoint directory, built or unpacked on first use.
@@ -21,6 +22,7 @@ SOURCES = {
     "local": lambda cache, path: check_backbone_dir(path),  # a checkpoint you downloaded: model.path
     "tiny": lambda cache, path: ensure_tiny_checkpoint(cache / "models"),  # random weights, built in seconds
     "toyworld": lambda cache, path: ensure_toyworld_checkpoint(cache),  # pretrained on the toy world
+    "janus-tiny": lambda cache, path: ensure_tiny_janus(cache / "models"),  # a random Janus, built in seconds
 }
 
 

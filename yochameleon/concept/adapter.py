@@ -97,12 +97,12 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
     weights = load_file(str(weights_path))
     names, ids = config["token_names"], config["token_ids"]
     n = 1 + config["k_g"] + config["k_u"]
-    if weights["input_rows"].shape != (n, backbone.config.hidden_size):
+    if weights["input_rows"].shape != (n, backbone.hidden_size):
         raise AdapterError(f"{weights_path} holds rows of shape {tuple(weights['input_rows'].shape)}, "
-                           f"expected ({n}, {backbone.config.hidden_size}); the adapter is damaged")
+                           f"expected ({n}, {backbone.hidden_size}); the adapter is damaged")
     taken = taken_ids or set()
     if taken & set(ids):
-        names, ids = _free_reserved_run(backbone.config.vocabulary_map, n, taken)
+        names, ids = _free_reserved_run(backbone.vocabulary_map, n, taken)
         log.warning("adapter %s: token ids collide with an already loaded concept; moved to %s..%s",
                     directory, names[0], names[-1])
     return PersonalizedTokens(config["concept"], names, ids, config["k_g"], config["k_u"],
@@ -110,8 +110,9 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
 
 
 def _free_reserved_run(vocabulary_map: dict[str, int], count: int, taken: set[int]):
-    """First run of `count` consecutive reserved tokens from <reserved16200> upward that avoids `taken`."""
-    start = 16200
+    """First run of `count` consecutive reserved tokens from <reserved16200> (Chameleon) or <reserved00000>
+    (Janus, whose unused rows are named from 0) upward that avoids `taken`."""
+    start = 16200 if "<reserved16200>" in vocabulary_map else 0
     while start < 100000:
         try:
             names = reserved_token_names(vocabulary_map, f"<reserved{start:05d}>", count)

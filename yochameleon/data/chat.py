@@ -15,8 +15,14 @@ Every caller builds its ids here: training samples (`SampleBuilder`), evaluation
 conversation generation in preparation, and the toy world's pretraining and knowledge report.
 The toy backbone can be personalized *because* it was pretrained on this same layout (a
 definition "<name> is an orange striped heart.\\n" is the soft prompt with words in place of
-the learned tokens); tests/test_chat_layout.py holds that as a test. A backbone family with
-another layout (Janus) gets its own class with these methods.
+the learned tokens); tests/test_chat_layout.py holds that as a test.
+
+Janus-Pro reads its own layout (`JanusLayout`, the roles and markers of its chat template):
+
+    <bos> prefix <|User|>: [<begin_of_image> image <end_of_image>\n] question \n\n<|Assistant|>: | [group] answer <eos>
+
+Its image in a prompt is vision-encoder features (ids the backbone maps to them, model/janus.py),
+its image answer the generation tokenizer's codes; both sit between its image markers.
 """
 
 from __future__ import annotations
@@ -26,14 +32,14 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ChameleonLayout:
-    """The Chameleon chat layout over one tokenizer and its special ids."""
+class ChatLayout:
+    """What every family's layout shares: text ids, and an image between its two markers."""
 
     tokenizer: object
-    bos: int  # <s>
-    boi: int  # <racm3:break>, begin of image
-    eoi: int  # <eoss>, end of image
-    end_of_turn: int  # <reserved08706>
+    bos: int  # begin of sequence
+    boi: int  # begin of image
+    eoi: int  # end of image
+    end_of_turn: int  # ends an answer
 
     def text(self, text: str) -> list[int]:
         """Text ids, without the tokenizer's own special tokens."""
@@ -42,10 +48,6 @@ class ChameleonLayout:
     def image(self, codes: Sequence[int]) -> list[int]:
         """An image in a sequence: begin-of-image, its image-token ids, end-of-image."""
         return [self.boi, *codes, self.eoi]
-
-    def prompt(self, question: Sequence[int], prefix: Sequence[int] = (), image: Sequence[int] = ()) -> list[int]:
-        """A user turn up to and including end of turn: `<s>`, prefix, image (as `image()` gives it), question."""
-        return [self.bos, *prefix, *image, *question, self.end_of_turn]
 
     def answer(self, answer: Sequence[int], group: Sequence[int] = ()) -> list[int]:
         """The continuation a prompt is trained on: self-prompt group, answer ids, end of turn."""
@@ -56,12 +58,40 @@ class ChameleonLayout:
         """An image-generation prompt: the prompt, the self-prompt group, begin-of-image."""
         return [*self.prompt(question, prefix), *group, self.boi]
 
-    def unconditional_image_prompt(self) -> list[int]:
+
+@dataclass(frozen=True)
+class ChameleonLayout(ChatLayout):
+    """The Chameleon chat layout: <s>, <racm3:break> / <eoss> around images, <reserved08706> ends a turn."""
+
+    def prompt(self, question: Sequence[int], prefix: Sequence[int] = (), image: Sequence[int] = ()) -> list[int]:
+        """A user turn up to and including end of turn: `<s>`, prefix, image (as `image()` gives it), question."""
+        return [self.bos, *prefix, *image, *question, self.end_of_turn]
+
+    def unconditional_image_prompt(self, prompt: Sequence[int] | None = None) -> list[int]:
         """The classifier-free-guidance prompt: an empty turn, no prefix, no group, then begin-of-image."""
         return self.image_prompt(self.text(""))
 
 
-def chat_layout(backbone) -> ChameleonLayout:
-    """The chat layout of a loaded backbone (every backbone today is of the Chameleon family)."""
-    return ChameleonLayout(backbone.tokenizer, backbone.bos_id, backbone.boi_id, backbone.eoi_id,
-                           backbone.end_of_turn_id)
+@dataclass(frozen=True)
+class JanusLayout(ChatLayout):
+    """Janus-Pro's chat template: `<|User|>: ...\n\n<|Assistant|>:`, <begin_of_image> / <end_of_image>,
+    the end of sentence ends an answer. `pad` fills the unconditional prompt."""
+
+    pad: int = 0
+
+    def prompt(self, question: Sequence[int], prefix: Sequence[int] = (), image: Sequence[int] = ()) -> list[int]:
+        """A user turn up to the assistant's role: <bos>, prefix, `<|User|>: `, image and a newline, question."""
+        shown = [*image, *self.text("\n")] if image else []
+        return [self.bos, *prefix, *self.text("<|User|>: "), *shown, *question, *self.text("\n\n<|Assistant|>:")]
+
+    def unconditional_image_prompt(self, prompt: Sequence[int] | None = None) -> list[int]:
+        """Janus's own guidance prompt: `prompt` with every id but <bos> and begin-of-image made padding
+        (as `JanusForConditionalGeneration.generate` builds it, same length, every position attended)."""
+        if prompt is None:
+            raise ValueError("a Janus unconditional prompt is made from its conditional prompt: pass it")
+        return [t if t in (self.bos, self.boi) else self.pad for t in prompt]
+
+
+def chat_layout(backbone) -> ChatLayout:
+    """The chat layout of a loaded backbone (its family's: `Backbone.chat_layout`)."""
+    return backbone.chat_layout()

@@ -224,8 +224,7 @@ def generate_conversations(backbone, photos, images, concept, progress: bool, ma
     turns = []
     for path, image in tqdm(list(zip(photos, images)), desc="ask the base model about each photo",
                             disable=not progress):
-        pixels = backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
-        shown = layout.image(backbone.encode_images(pixels)[0].tolist())
+        shown = layout.image(backbone.shown_image_codes(image))
         for question in questions:
             text = question.format(noun=noun)
             prompt = layout.prompt(layout.text(text), image=shown)  # the plain backbone: no prefix

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from yochameleon.data import templates
-from yochameleon.data.chat import ChameleonLayout, chat_layout
+from yochameleon.data.chat import ChatLayout, chat_layout
 from yochameleon.model.personalized import IGNORE_INDEX
 
 TASKS = ("recognition", "vqa", "text_qa", "generation")
@@ -68,7 +68,7 @@ class SampleBuilder:
                    group_loss=str(recipe["self_prompt_loss"]))
 
     @cached_property
-    def layout(self) -> ChameleonLayout:
+    def layout(self) -> ChatLayout:
         """The backbone's chat layout, which every id list here is assembled in."""
         return chat_layout(self.backbone)
 
@@ -82,13 +82,19 @@ class SampleBuilder:
         return self._text_cache[text]
 
     def image_ids(self, image, flip: bool = False) -> list[int]:
-        """<racm3:break> + the image's codes + <eoss>; a path is cached, a PIL image encoded now."""
+        """An image as a generation target: begin-of-image, its VQ image tokens, end-of-image.
+
+        A path is read from the code cache, a PIL image encoded now.
+        """
         if isinstance(image, (str, Path)):
             codes = self.cache.codes(image)[int(flip)].tolist()
         else:
-            pixels = self.backbone.processor.image_processor(image, return_tensors="pt")["pixel_values"]
-            codes = self.backbone.encode_images(pixels)[0].tolist()
+            codes = self.backbone.encode_images(self.backbone.pixels(image))[0].tolist()
         return self.layout.image(codes)
+
+    def shown_image_ids(self, image, flip: bool = False) -> list[int]:
+        """An image shown in a prompt (recognition, VQA): Chameleon's VQ tokens; Janus's vision-encoder slots."""
+        return self.layout.image(self.backbone.shown_image_codes(image, flip, self.cache))
 
     def prefix_ids(self) -> list[int]:
         """What introduces the concepts: each one's soft prompt and a newline, tokenized as one text."""
@@ -97,16 +103,18 @@ class SampleBuilder:
     def prompt_ids(self, question: str, image=None, flip: bool = False) -> list[int]:
         """The prompt up to and including the end-of-turn token."""
         prefix = self.prefix_ids()
-        shown = self.image_ids(image, flip) if image is not None else ()
+        shown = self.shown_image_ids(image, flip) if image is not None else ()
         return self.layout.prompt(self.text_ids(question), prefix, shown)
 
     def image_prompt_ids(self, text: str) -> list[int]:
         """A generation prompt: the chat prompt, the `<g-tokens>` group under self-prompting, begin-of-image."""
         return self.layout.image_prompt(self.text_ids(text), self.prefix_ids(), self.answer_prefix("generation"))
 
-    def unconditional_image_prompt_ids(self) -> list[int]:
-        """The classifier-free-guidance prompt: an empty turn, no system prefix, no concept."""
-        return self.layout.unconditional_image_prompt()
+    def unconditional_image_prompt_ids(self, prompt: list[int] | None = None) -> list[int]:
+        """The classifier-free-guidance prompt for the generation prompt `prompt`, in the family's own way:
+        Chameleon, an empty turn (no system prefix, no concept); Janus, `prompt` with every id but
+        begin-of-sentence and begin-of-image replaced by padding."""
+        return self.layout.unconditional_image_prompt(prompt)
 
     def answer_prefix(self, task: str, n_tokens: int | None = None) -> list[int]:
         """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""

@@ -26,7 +26,8 @@ EXPECTED_LAYOUT = (
     "a Hugging Face Chameleon/Anole directory containing config.json (model_type 'chameleon' with a "
     "vocabulary_map), model.safetensors or model.safetensors.index.json with its shards, tokenizer.json, "
     "tokenizer_config.json and preprocessor_config.json / processor_config.json; for example a local copy of "
-    "leloy/Anole-7b-v0.1-hf (image generation) or facebook/chameleon-7b (understanding only)"
+    "leloy/Anole-7b-v0.1-hf (image generation) or facebook/chameleon-7b (understanding only); or a Janus "
+    "directory (model_type 'janus'), e.g. a local copy of deepseek-community/Janus-Pro-1B"
 )
 
 
@@ -40,19 +41,43 @@ class YoChameleonForConditionalGeneration(ChameleonForConditionalGeneration):
     The decoder is a submodule so Anole-hf decoder weights load by name (no
     'unexpected keys'); a checkpoint without them (facebook/chameleon-7b) loads
     quietly and `Backbone.has_decoder` says image decoding is unavailable.
+
+    `token_embeddings`, `vocab_logits` and `text_vocab_size` are what `PersonalizedChameleon`
+    reads of any backbone family (the Janus model has the same three, model/janus.py).
     """
 
     _keys_to_ignore_on_load_missing = [r"model\.vqmodel\.decoder\."]
+    text_vocab_size = None  # one softmax over the whole vocabulary: image tokens are vocabulary ids
 
     def __init__(self, config):
         super().__init__(config)
         self.model.vqmodel.decoder = ChameleonVQDecoder(config.vq_config)
 
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of vocabulary ids (text and image tokens alike)."""
+        return self.get_input_embeddings()(input_ids)
+
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary from the frozen language head."""
+        return self.lm_head(hidden)
+
 
 class ImageTokenMap:
     """Vocabulary ids of image tokens <-> VQ codebook indices, from the checkpoint's vocabulary_map."""
 
-    def __init__(self, vocabulary_map: dict[str, int], vocab_size: int, num_codes: int | None = None):
+    def __init__(self, codes: torch.Tensor, ids: torch.Tensor, vocab_size: int):
+        # `vocab_size`: the width of the logits, image ids included.
+        self.code_to_id = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
+        self.code_to_id[codes] = ids
+        self.id_to_code = torch.full((vocab_size,), -1, dtype=torch.long)
+        self.id_to_code[ids] = codes
+        self.is_image_token = self.id_to_code >= 0  # (vocab,) bool
+        self.image_token_ids = ids
+
+    @classmethod
+    def from_vocabulary_map(cls, vocabulary_map: dict[str, int], vocab_size: int,
+                            num_codes: int | None = None) -> "ImageTokenMap":
+        """Chameleon's map: code c is the token named IMGIMG<c in letters>Z."""
         # A codebook smaller than the IMGIMG range (the toy-world backbone) uses the first ids only.
         def code_of(name: str) -> int:
             return int("".join(str(ord(c) - ord("A")) for c in name[len("IMGIMG"):-1]))
@@ -61,14 +86,7 @@ class ImageTokenMap:
         pairs = [(c, i) for c, i in pairs if num_codes is None or c < num_codes]
         if not pairs:
             raise BackboneError("config.json vocabulary_map has no IMGIMG...Z image tokens: not a Chameleon checkpoint")
-        codes = torch.tensor([c for c, _ in pairs])
-        ids = torch.tensor([i for _, i in pairs])
-        self.code_to_id = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
-        self.code_to_id[codes] = ids
-        self.id_to_code = torch.full((vocab_size,), -1, dtype=torch.long)
-        self.id_to_code[ids] = codes
-        self.is_image_token = self.id_to_code >= 0  # (vocab,) bool
-        self.image_token_ids = ids
+        return cls(torch.tensor([c for c, _ in pairs]), torch.tensor([i for _, i in pairs]), vocab_size)
 
     def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """VQ codes (any shape) -> vocabulary ids."""
@@ -93,9 +111,75 @@ class Backbone:
     has_decoder: bool
     extra: dict = field(default_factory=dict)
 
+    family = "chameleon"
+    default_first_token = "<reserved16200>"  # recipe.first_token=auto: Yo'Chameleon's identifier
+
     @property
     def tokenizer(self):
         return self.processor.tokenizer
+
+    @property
+    def vocabulary_map(self) -> dict[str, int]:
+        """Token name -> id, the reserved tokens a concept lives on included."""
+        return self.config.vocabulary_map
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the language model's positions cover."""
+        return int(self.config.max_position_embeddings)
+
+    @property
+    def logits_width(self) -> int:
+        """Columns of `PersonalizedChameleon.logits`: the vocabulary (image tokens are in it)."""
+        return int(self.config.vocab_size)
+
+    @property
+    def pixel_scale(self) -> float:
+        """`to_pil`'s factor: decoder output x in [-1, 1] -> (x + 1) / pixel_scale in [0, 255]."""
+        return float(self.processor.image_processor.rescale_factor)
+
+    def chat_layout(self):
+        """The chat layout this family's prompts are written in (`yochameleon.data.chat`)."""
+        from yochameleon.data.chat import ChameleonLayout
+
+        return ChameleonLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id)
+
+    def pixels(self, images) -> torch.Tensor:
+        """PIL images -> the processor's pixel tensor (B, 3, H, W)."""
+        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+    def shown_image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
+        """The ids an image *shown* in a prompt takes: its VQ image tokens (from `cache` for a path)."""
+        if isinstance(image, (str, Path)):
+            return cache.codes(image)[int(flip)].tolist()
+        if flip:
+            from PIL import ImageOps
+
+            image = ImageOps.mirror(image)
+        return self.encode_images(self.pixels(image))[0].tolist()
+
+    def image_scorer(self):
+        """hidden (B, hidden) -> logits over `image_map.image_token_ids` (B, n_codes) for image sampling.
+
+        Only the image-token rows of the head are ever needed (concept tokens are never image ids),
+        so 8192 of the 65536 output rows are gathered once instead of the full vocabulary per token.
+        """
+        from yochameleon.model.image_generation import weight_rows
+
+        head = weight_rows(self.model.lm_head.weight, self.image_map.image_token_ids.to(self.device))
+        return lambda hidden: hidden @ head.T
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (the Anole decoder)."""
+        vq = self.model.model.vqmodel
+        side = int(self.image_seq_length ** 0.5)
+        latent = vq.quantize.embedding(codes).view(len(codes), side, side, -1).permute(0, 3, 1, 2).contiguous()
+        return vq.decoder(vq.post_quant_conv(latent))
 
     @property
     def config(self):
@@ -107,8 +191,8 @@ class Backbone:
 
     @cached_property
     def image_map(self) -> ImageTokenMap:
-        return ImageTokenMap(self.config.vocabulary_map, self.config.vocab_size,
-                             int(self.config.vq_config.num_embeddings))
+        return ImageTokenMap.from_vocabulary_map(self.config.vocabulary_map, self.config.vocab_size,
+                                                 int(self.config.vq_config.num_embeddings))
 
     def token_id(self, name: str) -> int:
         """Id of a named token, from the checkpoint's vocabulary_map (never hard-coded)."""
@@ -209,8 +293,12 @@ def check_backbone_dir(path: str | Path) -> Path:
         data = json.loads(config.read_text())
     except json.JSONDecodeError as err:
         raise BackboneError(f"{config} is not valid JSON ({err}). Re-download or re-convert the checkpoint.") from err
+    if data.get("model_type") == "janus":
+        from yochameleon.model.janus import check_janus_dir
+
+        return check_janus_dir(path)
     if data.get("model_type") != "chameleon" or "vocabulary_map" not in data:
-        raise BackboneError(f"{config} is not a Chameleon config (model_type {data.get('model_type')!r}). "
+        raise BackboneError(f"{config} is not a Chameleon or Janus config (model_type {data.get('model_type')!r}). "
                             f"Expected {EXPECTED_LAYOUT}.")
     if not any(path.glob("*.safetensors")):
         raise BackboneError(f"{path} has no *.safetensors weights. Expected {EXPECTED_LAYOUT}.")
@@ -233,8 +321,15 @@ def resolve_dtype(dtype, device: torch.device | str) -> str:
 
 def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
                   device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
-    """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory."""
+    """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory.
+
+    The family is the directory's `model_type`: `chameleon` here, `janus` in `model/janus.py`.
+    """
     path = check_backbone_dir(path)
+    from yochameleon.model.janus import is_janus_dir, load_janus_backbone
+
+    if is_janus_dir(path):
+        return load_janus_backbone(path, name, dtype, device, attn_implementation)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = YoChameleonForConditionalGeneration.from_pretrained(
         str(path), dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True,

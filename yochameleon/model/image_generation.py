@@ -94,15 +94,13 @@ def sample_image_tokens(model, backbone, prompts: list[list[int]], sampling: Sam
     ids, mask = left_pad(rows, backbone.tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     image_ids = backbone.image_map.image_token_ids.to(device)  # the only ids that may be sampled
-    # Only image-token columns of the head are ever needed here (concept tokens are never image ids),
-    # so 8192 of the 65536 output rows are gathered once instead of computing the full vocabulary per token.
-    image_head = weight_rows(backbone.model.lm_head.weight, image_ids)  # (n_image_tokens, hidden)
+    image_logits = backbone.image_scorer()  # hidden -> logits over those ids (the family's image head)
     count, out = len(prompts), []
     cache = DynamicCache(config=backbone.config) if use_cache else None
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     hidden, cache = model.hidden_states(ids, mask, position_ids, cache, use_cache=use_cache)
     for _ in range(backbone.image_seq_length):
-        logits = (hidden[:, -1] @ image_head.T).float()  # (rows, n_image_tokens)
+        logits = image_logits(hidden[:, -1]).float()  # (rows, n_image_tokens)
         if guided:
             cond, uncond = logits[:count], logits[count:]
             logits = uncond + sampling.guidance_scale * (cond - uncond)
@@ -136,11 +134,7 @@ def decode_image_tokens(backbone, token_ids: torch.Tensor) -> torch.Tensor:
     require_decoder(backbone)
     if token_ids.shape[1] != backbone.image_seq_length:
         raise ValueError(f"an image is {backbone.image_seq_length} tokens, got {token_ids.shape[1]}")
-    vq = backbone.model.model.vqmodel
-    codes = backbone.image_map.ids_to_codes(token_ids.to(backbone.device))
-    side = int(backbone.image_seq_length ** 0.5)
-    latent = vq.quantize.embedding(codes).view(len(codes), side, side, -1).permute(0, 3, 1, 2).contiguous()
-    return vq.decoder(vq.post_quant_conv(latent))
+    return backbone.decode_codes(backbone.image_map.ids_to_codes(token_ids.to(backbone.device)))
 
 
 def to_pil(pixels: torch.Tensor, rescale_factor: float) -> list[Image.Image]:

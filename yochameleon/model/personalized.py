@@ -1,4 +1,4 @@
-"""A frozen Chameleon plus one or more concepts' trainable rows: one forward for training and inference.
+"""A frozen backbone plus one or more concepts' trainable rows: one forward for training and inference.
 
 Logits come from the frozen `lm_head` on hidden states (never from upstream
 `ChameleonForConditionalGeneration.forward`, which sets every image-token logit
@@ -36,7 +36,7 @@ class PersonalizedChameleon(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings with every concept's rows injected."""
-        embeds = self.backbone.get_input_embeddings()(input_ids)
+        embeds = self.backbone.token_embeddings(input_ids)
         for concept in self.concepts:
             embeds = concept(input_ids=input_ids, embeds=embeds)
         return embeds
@@ -53,8 +53,8 @@ class PersonalizedChameleon(nn.Module):
         return out.last_hidden_state, out.cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits (image tokens included) for the given hidden states."""
-        logits = self.backbone.lm_head(hidden)
+        """Logits over every id the backbone predicts (image tokens included) for the given hidden states."""
+        logits = self.backbone.vocab_logits(hidden)
         for concept in self.concepts:
             logits = concept(hidden=hidden, logits=logits)
         return logits
@@ -86,7 +86,7 @@ class PersonalizedChameleon(nn.Module):
         targets = labels[:, 1:]
         mask = targets != IGNORE_INDEX
         picked = hidden[:, :-1][mask]  # (N, hidden) rows that predict a target
-        token_loss = F.cross_entropy(self.logits(picked).float(), targets[mask], reduction="none")
+        token_loss = token_cross_entropy(self.logits(picked).float(), targets[mask], self.backbone.text_vocab_size)
         weight = mask.float() if weights is None else weights[:, 1:].to(token_loss.device).float() * mask
         sample_index = mask.nonzero()[:, 0]
         totals = weight.sum(1).clamp(min=1e-12)
@@ -134,6 +134,18 @@ class PersonalizedChameleon(nn.Module):
             position_ids = position_ids[:, -1:] + 1
             hidden, cache = self.hidden_states(next_ids[:, None], mask, position_ids, cache, use_cache=True)
         return [[t for t in out if t not in stop_ids] for out in outputs]
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, split: int | None) -> torch.Tensor:
+    """Per-target cross-entropy (N,). `split` None: one softmax over all columns (Chameleon, whose
+    image tokens are vocabulary ids). Otherwise columns below `split` are the text head and those from
+    it the image-generation head, each its own softmax (Janus): a target is scored within its own head."""
+    if split is None:
+        return F.cross_entropy(logits, targets, reduction="none")
+    text = torch.logsumexp(logits[:, :split], dim=-1)
+    image = torch.logsumexp(logits[:, split:], dim=-1)
+    normaliser = torch.where(targets < split, text, image)
+    return normaliser - logits.gather(1, targets[:, None]).squeeze(1)
 
 
 def enable_gradient_checkpointing(backbone_model) -> None:

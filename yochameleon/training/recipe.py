@@ -55,10 +55,10 @@ def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Imag
     """One image for "A photo of <sks>." (seeded), to watch generation improve during training."""
     backbone = builder.backbone
     generator = torch.Generator(device=backbone.device).manual_seed(seed)
-    tokens = sample_image_tokens(model, backbone, [builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])],
-                                 SamplingConfig(guidance_scale=guidance_scale),
-                                 [builder.unconditional_image_prompt_ids()], generator)
-    return to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)[0]
+    prompt = builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])
+    tokens = sample_image_tokens(model, backbone, [prompt], SamplingConfig(guidance_scale=guidance_scale),
+                                 [builder.unconditional_image_prompt_ids(prompt)], generator)
+    return to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)[0]
 
 
 def _unprefixed(metrics: dict, prefix: str) -> dict:
@@ -121,11 +121,16 @@ class PersonalizationRecipe:
                                                      device=self.accelerator.device)
         recipe = self.recipe
         self.tokens = PersonalizedTokens.from_backbone(
-            self.backbone.model, self.backbone.config.vocabulary_map, self.concept.name, int(recipe.k_g),
-            int(recipe.k_u), str(recipe.first_token), bool(recipe.shared_tokens))
+            self.backbone.model, self.backbone.vocabulary_map, self.concept.name, int(recipe.k_g),
+            int(recipe.k_u), self._first_token(), bool(recipe.shared_tokens))
         self.tokens.to(self.accelerator.device)
         if self.resuming:  # a resume with other settings is refused before the data is prepared
             check_run_facts(self.run_dir, self._run_facts())
+
+    def _first_token(self) -> str:
+        """recipe.first_token, or the backbone family's own first free row for `auto`."""
+        first = str(self.recipe.first_token)
+        return self.backbone.default_first_token if first == "auto" else first
 
     def _setup_data(self) -> None:
         cfg, recipe, concept = self.cfg, self.recipe, self.concept

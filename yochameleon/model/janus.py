@@ -1,0 +1,342 @@
+"""Janus-Pro as a backbone family: the same recipe on DeepSeek's decoupled unified model.
+
+Janus differs from Chameleon where the rest of the code assumed one shape, and this module
+gives the rest of the code Chameleon's shape again, as ids:
+
+* Generated images are VQ codes of a separate generation tokenizer, predicted by a generation
+  head and read back through a generation embedding. Here code `c` is the id `V + c` (`V` the
+  text vocabulary): `token_embeddings` sends those ids through `generation_embeddings` and
+  `generation_aligner`, and `vocab_logits` appends the generation head's logits after the
+  language head's, so logits have `V + n_codes` columns. The loss scores a text target within
+  the text head and an image target within the image head (`token_cross_entropy`).
+* An image *shown* in a prompt is vision-encoder (SigLIP) features through the aligner, not
+  tokens. Each distinct shown image gets a slot `k` in an `ImageBank`; its `n` feature positions
+  are the ids `V + n_codes + k * n + j`, computed on first use and kept in a small memory.
+  Prompts, padding, batching and scoring therefore stay lists of ids for both families.
+* The concept's rows are vocabulary rows the checkpoint leaves unused: the language model's
+  embedding has more rows than the tokenizer has tokens (Janus-Pro: 102400 rows). Those rows
+  are named `<reserved00000>`, `<reserved00001>`, ... in order of id and added to the
+  tokenizer at load time, so a concept is written `<reserved00000> is ...` as on Chameleon and
+  no frozen matrix is resized.
+
+The model class is upstream `JanusForConditionalGeneration` (subclassed only to add the three
+reads above), loaded with `from_pretrained` from a local directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import JanusForConditionalGeneration, JanusProcessor
+
+from yochameleon.model.backbone import BackboneError, ImageTokenMap, _checkpoint_keys
+
+JANUS_LAYOUT = (
+    "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
+    "model.safetensors.index.json with its shards, tokenizer.json, tokenizer_config.json and "
+    "processor_config.json / preprocessor_config.json; for example a local copy of "
+    "deepseek-community/Janus-Pro-1B or deepseek-community/Janus-Pro-7B"
+)
+RESERVED_NAME = "<reserved{:05d}>"
+
+
+class ImageBank:
+    """Shown images <-> ids: image k's n feature positions are `base + k * n + j`.
+
+    Slots are handed out per process in the order images are first shown; features are computed
+    by the frozen vision encoder when an id is first embedded and kept for `capacity` images.
+    """
+
+    def __init__(self, base: int, per_image: int, capacity: int = 64):
+        self.base, self.per_image, self.capacity = base, per_image, capacity
+        self.sources: list[tuple[object, bool]] = []  # slot -> (path or PIL image, flip)
+        self.slots: dict[tuple, int] = {}
+        self.features: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def ids(self, image, flip: bool) -> list[int]:
+        """The ids that stand for `image` (mirrored when `flip`) in a prompt."""
+        key = (_image_key(image), bool(flip))
+        if key not in self.slots:
+            self.slots[key] = len(self.sources)
+            self.sources.append((image, bool(flip)))
+        start = self.base + self.slots[key] * self.per_image
+        return list(range(start, start + self.per_image))
+
+    def lookup(self, ids: torch.Tensor, encode) -> torch.Tensor:
+        """Feature rows (N, hidden) for bank ids (N,); `encode(list of (image, flip))` -> (k, n, hidden)."""
+        slot, position = (ids - self.base) // self.per_image, (ids - self.base) % self.per_image
+        wanted = sorted(set(slot.tolist()))
+        missing = [s for s in wanted if s not in self.features]
+        if missing:
+            for s, rows in zip(missing, encode([self.sources[s] for s in missing])):
+                self.features[s] = rows
+        for s in wanted:
+            self.features.move_to_end(s)
+        rows = torch.stack([self.features[s] for s in wanted])  # (k, n, hidden)
+        while len(self.features) > max(self.capacity, len(wanted)):
+            self.features.popitem(last=False)
+        index = torch.tensor([wanted.index(s) for s in slot.tolist()], device=rows.device)
+        return rows[index, position.to(rows.device)]
+
+
+def _image_key(image) -> tuple:
+    """What identifies an image: a file by path, size and modification time; a PIL image by its pixels."""
+    if isinstance(image, (str, Path)):
+        stat = Path(image).stat()
+        return ("file", str(image), stat.st_size, stat.st_mtime_ns)
+    return ("pixels", image.size, image.mode, hashlib.sha1(image.tobytes()).hexdigest())
+
+
+class YoJanusForConditionalGeneration(JanusForConditionalGeneration):
+    """Upstream Janus plus the id reads `PersonalizedChameleon` needs (see the module docstring)."""
+
+    image_bank: ImageBank | None = None
+    image_encoder = None  # (list of (image, flip)) -> pixel tensor, set by `load_janus_backbone`
+
+    @property
+    def text_vocab_size(self) -> int:
+        """Columns of the language head; from here on the logits are the image-generation head's."""
+        return int(self.config.text_config.vocab_size)
+
+    @property
+    def num_codes(self) -> int:
+        return int(self.config.vq_config.num_embeddings)
+
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text ids through the text embedding, code ids through the generation embedding and aligner,
+        shown-image ids as vision-encoder features through the aligner."""
+        text_ids = torch.where(input_ids < self.text_vocab_size, input_ids, torch.zeros_like(input_ids))
+        embeds = self.get_input_embeddings()(text_ids)
+        codes = (input_ids >= self.text_vocab_size) & (input_ids < self.text_vocab_size + self.num_codes)
+        if bool(codes.any()):
+            rows = self.prepare_embeddings_for_image_generation(input_ids[codes] - self.text_vocab_size)
+            embeds = embeds.index_put((codes,), rows.to(embeds.dtype))
+        shown = input_ids >= self.text_vocab_size + self.num_codes
+        if bool(shown.any()):
+            rows = self.image_bank.lookup(input_ids[shown].cpu(), self._shown_features)
+            embeds = embeds.index_put((shown,), rows.to(embeds.device, embeds.dtype))
+        return embeds
+
+    @torch.no_grad()
+    def _shown_features(self, sources) -> torch.Tensor:
+        """(k, n, hidden) aligned vision features of shown images, as `JanusModel.get_image_features`."""
+        pixels = self.image_encoder(sources)
+        vision = self.model.vision_model
+        pixels = pixels.to(vision.embeddings.patch_embedding.weight.device,
+                           vision.embeddings.patch_embedding.weight.dtype)
+        return self.model.get_image_features(pixels).pooler_output
+
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Language-head logits, then the generation head's over the codes: (..., V + n_codes)."""
+        return torch.cat([self.lm_head(hidden), self.model.generation_head(hidden)], dim=-1)
+
+
+@dataclass
+class JanusBackbone:
+    """A loaded frozen Janus and the token facts the rest of the code needs (as `Backbone` gives them)."""
+
+    model: YoJanusForConditionalGeneration
+    processor: JanusProcessor
+    path: Path
+    name: str
+    has_decoder: bool
+    extra: dict = field(default_factory=dict)
+
+    family = "janus"
+    default_first_token = RESERVED_NAME.format(0)  # the first unused row
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.text_config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.text_config.max_position_embeddings)
+
+    @property
+    def logits_width(self) -> int:
+        return self.model.text_vocab_size + self.model.num_codes
+
+    @property
+    def pixel_scale(self) -> float:
+        # Janus normalises with mean = std = 0.5: pixel = (x * 0.5 + 0.5) / rescale = (x + 1) / (2 * rescale).
+        return 2.0 * float(self.processor.image_processor.rescale_factor)
+
+    @cached_property
+    def vocabulary_map(self) -> dict[str, int]:
+        return dict(self.tokenizer.get_vocab())
+
+    @cached_property
+    def image_map(self) -> ImageTokenMap:
+        codes = torch.arange(self.model.num_codes)
+        return ImageTokenMap(codes, codes + self.model.text_vocab_size, self.logits_width)
+
+    @cached_property
+    def image_seq_length(self) -> int:
+        return int(self.config.vision_config.num_image_tokens)
+
+    def token_id(self, token: str) -> int:
+        ids = self.tokenizer.convert_tokens_to_ids([token])
+        if not ids or ids[0] is None or ids[0] == self.tokenizer.unk_token_id:
+            raise BackboneError(f"token {token!r} is not in the tokenizer of {self.path}")
+        return int(ids[0])
+
+    @cached_property
+    def bos_id(self) -> int:
+        return int(self.tokenizer.bos_token_id)
+
+    @cached_property
+    def end_of_turn_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @cached_property
+    def boi_id(self) -> int:
+        return self.token_id(self.tokenizer.boi_token)
+
+    @cached_property
+    def eoi_id(self) -> int:
+        return self.token_id(self.tokenizer.eoi_token)
+
+    @cached_property
+    def reserved_ids(self) -> list[int]:
+        """The unused rows a concept may live on (named `<reservedNNNNN>` at load time)."""
+        return [i for name, i in self.vocabulary_map.items() if name.startswith("<reserved")]
+
+    def text_stop_ids(self) -> list[int]:
+        return [self.end_of_turn_id]
+
+    def text_banned_ids(self, allow=()) -> torch.Tensor:
+        """(logits_width,) bool: every image code, begin-of-image, the image placeholder and every unused
+        row except the ids in `allow` (a loaded concept's identifier)."""
+        banned = self.image_map.is_image_token.clone()
+        banned[[self.boi_id, self.token_id(self.tokenizer.image_token)]] = True
+        banned[self.reserved_ids] = True
+        banned[list(allow)] = False
+        return banned
+
+    def chat_layout(self):
+        from yochameleon.data.chat import JanusLayout
+
+        return JanusLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id,
+                           int(self.tokenizer.pad_token_id))
+
+    def pixels(self, images) -> torch.Tensor:
+        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+    def shown_image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
+        """Ids standing for the image's vision-encoder features (an `ImageBank` slot; `cache` unused)."""
+        return self.model.image_bank.ids(image, flip)
+
+    def image_scorer(self):
+        """hidden (B, hidden) -> the generation head's logits over the codes (B, n_codes)."""
+        return self.model.model.generation_head
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) -> generation-code ids `V + code` (B, image_seq_length)."""
+        vq = self.model.model.vqmodel
+        pixel_values = pixel_values.to(device=self.device, dtype=vq.quant_conv.weight.dtype)
+        codes = vq.encode(pixel_values).image_tokens.view(len(pixel_values), -1)
+        return codes.long() + self.model.text_vocab_size
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (Janus's decoder)."""
+        return self.model.model.vqmodel.decode(codes)
+
+    def fingerprint(self) -> dict:
+        text = self.config.text_config
+        emb = self.model.get_input_embeddings().weight
+        return {
+            "name": self.name, "family": self.family, "vocab_size": int(text.vocab_size),
+            "hidden_size": int(text.hidden_size), "num_hidden_layers": int(text.num_hidden_layers),
+            "embedding_probe": [round(float(x), 6) for x in emb.detach().reshape(-1)[:: emb.numel() // 16][:16]],
+        }
+
+
+def is_janus_dir(path: Path) -> bool:
+    """Whether a checkpoint directory holds a Janus config (else it is read as Chameleon)."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "janus"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def check_janus_dir(path: Path) -> Path:
+    """Fail at once, with the expected layout, when `path` is not a usable Janus checkpoint."""
+    if not any(path.glob("*.safetensors")):
+        raise BackboneError(f"{path} has no *.safetensors weights. Expected {JANUS_LAYOUT}.")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (path / name).exists():
+            raise BackboneError(f"{path} has no {name}. Expected {JANUS_LAYOUT}.")
+    return path
+
+
+def name_unused_rows(tokenizer, rows: int) -> int:
+    """Add `<reservedNNNNN>` for every embedding row past the tokenizer's last id; returns how many."""
+    first = len(tokenizer)
+    if first > rows:
+        raise BackboneError(f"the tokenizer has {first} tokens but the embedding only {rows} rows")
+    from tokenizers import AddedToken
+
+    names = [RESERVED_NAME.format(i) for i in range(rows - first)]
+    tokenizer.add_tokens([AddedToken(n, special=True, normalized=False) for n in names], special_tokens=True)
+    got = tokenizer.convert_tokens_to_ids(names[:1] + names[-1:]) if names else []
+    if names and got != [first, rows - 1]:
+        raise BackboneError(f"naming the unused rows {first}..{rows - 1} gave ids {got}: the tokenizer does not "
+                            "end where the embedding's used rows do")
+    return len(names)
+
+
+def load_janus_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
+                        device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> JanusBackbone:
+    """Load a frozen Janus (weights, tokenizer, processor) from a local HF directory."""
+    path = check_janus_dir(Path(path))
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = YoJanusForConditionalGeneration.from_pretrained(
+        str(path), dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True,
+    )
+    model.requires_grad_(False)
+    model.eval()
+    model.to(device)
+    processor = JanusProcessor.from_pretrained(str(path), local_files_only=True)
+    unused = name_unused_rows(processor.tokenizer, model.text_vocab_size)
+    if unused == 0:
+        raise BackboneError(f"{path}: the tokenizer covers every embedding row, so no row is free for a concept")
+    n = int(model.config.vision_config.num_image_tokens)
+    model.image_bank = ImageBank(model.text_vocab_size + model.num_codes, n)
+    model.image_encoder = lambda sources: _pixels_of(processor, sources)
+    has_decoder = any(k.startswith("model.vqmodel.decoder.") for k in _checkpoint_keys(path))
+    return JanusBackbone(model=model, processor=processor, path=path, name=name or path.name,
+                         has_decoder=has_decoder, extra={"unused_rows": unused})
+
+
+def _pixels_of(processor, sources) -> torch.Tensor:
+    """The processor's pixels of (path or PIL image, flip) pairs."""
+    from PIL import ImageOps
+
+    from yochameleon.data.images import load_image
+
+    images = []
+    for image, flip in sources:
+        image = load_image(image) if isinstance(image, (str, Path)) else image
+        images.append(ImageOps.mirror(image) if flip else image)
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
