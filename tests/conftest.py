@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny Chameleon per test session, built into a temporary cache."""
+"""Shared fixtures: one tiny Chameleon and one tiny Janus per test session, built into a temporary cache."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ def backbone(tiny_path):
     from yochameleon.model.backbone import load_backbone
 
     return load_backbone(tiny_path, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def janus_path(cache_dir) -> Path:
+    from yochameleon.model.tiny_janus import ensure_tiny_janus
+
+    return ensure_tiny_janus(cache_dir / "models")
+
+
+@pytest.fixture(scope="session")
+def janus_backbone(janus_path):
+    from yochameleon.model.backbone import load_backbone
+
+    return load_backbone(janus_path, name="janus-tiny")
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,14 @@ class ChatLayout:
         """An image in a sequence: begin-of-image, its image-token ids, end-of-image."""
         return [self.boi, *codes, self.eoi]
 
+    def question_text(self, question: str, shown: bool) -> str:
+        """The question as it is tokenized after the user's role (`shown`: an image comes before it)."""
+        return question
+
+    def answer_text(self, answer: str) -> str:
+        """An answer (or an option scored as one) as it is tokenized after the assistant's role."""
+        return answer
+
     def answer(self, answer: Sequence[int], group: Sequence[int] = ()) -> list[int]:
         """The continuation a prompt is trained on: self-prompt group, answer ids, end of turn."""
         return [*group, *answer, self.end_of_turn]
@@ -79,10 +87,19 @@ class JanusLayout(ChatLayout):
 
     pad: int = 0
 
+    def question_text(self, question: str, shown: bool) -> str:
+        # The template's space after "<|User|>:" belongs to the first word (" A", one token), as the
+        # processor tokenizes the whole turn; after an image the question follows a newline instead.
+        return question if shown else f" {question}"
+
+    def answer_text(self, answer: str) -> str:
+        return f" {answer}"  # "<|Assistant|>: Yes": the space is the answer's first token's
+
     def prompt(self, question: Sequence[int], prefix: Sequence[int] = (), image: Sequence[int] = ()) -> list[int]:
-        """A user turn up to the assistant's role: <bos>, prefix, `<|User|>: `, image and a newline, question."""
-        shown = [*image, *self.text("\n")] if image else []
-        return [self.bos, *prefix, *self.text("<|User|>: "), *shown, *question, *self.text("\n\n<|Assistant|>:")]
+        """A user turn up to the assistant's role: <bos>, prefix, `<|User|>:`, [` ` image, newline,] question
+        (its ids from `question_text`), `\n\n<|Assistant|>:`."""
+        shown = [*self.text(" "), *image, *self.text("\n")] if image else []
+        return [self.bos, *prefix, *self.text("<|User|>:"), *shown, *question, *self.text("\n\n<|Assistant|>:")]
 
     def unconditional_image_prompt(self, prompt: Sequence[int] | None = None) -> list[int]:
         """Janus's own guidance prompt: `prompt` with every id but <bos> and begin-of-image made padding

@@ -104,11 +104,12 @@ class SampleBuilder:
         """The prompt up to and including the end-of-turn token."""
         prefix = self.prefix_ids()
         shown = self.shown_image_ids(image, flip) if image is not None else ()
-        return self.layout.prompt(self.text_ids(question), prefix, shown)
+        return self.layout.prompt(self.text_ids(self.layout.question_text(question, bool(shown))), prefix, shown)
 
     def image_prompt_ids(self, text: str) -> list[int]:
         """A generation prompt: the chat prompt, the `<g-tokens>` group under self-prompting, begin-of-image."""
-        return self.layout.image_prompt(self.text_ids(text), self.prefix_ids(), self.answer_prefix("generation"))
+        return self.layout.image_prompt(self.text_ids(self.layout.question_text(text, False)), self.prefix_ids(),
+                                        self.answer_prefix("generation"))
 
     def unconditional_image_prompt_ids(self, prompt: list[int] | None = None) -> list[int]:
         """The classifier-free-guidance prompt for the generation prompt `prompt`, in the family's own way:
@@ -139,7 +140,7 @@ class SampleBuilder:
             shown = spec.image if spec.task in ("recognition", "vqa") else None
             prompt = self.prompt_ids(spec.question, shown, spec.flip)
             group = self.answer_prefix(spec.task)
-            answer = self.layout.answer(self.text_ids(spec.answer), group)
+            answer = self.layout.answer(self.text_ids(self.layout.answer_text(spec.answer)), group)
             group_weight = 1.0 / len(group) if group and self.group_loss == "group" else 1.0
         weights = [group_weight] * len(group) + [1.0] * (len(answer) - len(group))  # the end of turn counts 1
         return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer,

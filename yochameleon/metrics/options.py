@@ -39,7 +39,7 @@ def choose_options(model, builder, questions, task: str, self_prompt: str = "for
         logits = model.last_logits(ids.to(backbone.device), mask.to(backbone.device)).float()
         for row, question in enumerate(chunk):
             options = list(question.options)
-            columns = first_token_ids(backbone.tokenizer, options)
+            columns = first_token_ids(backbone.tokenizer, [builder.layout.answer_text(o) for o in options])
             picks.append(options[int(logits[row, columns].argmax())])
     return picks
 

@@ -21,10 +21,13 @@ _NO = re.compile(r"\bno\b", re.I)
 _NEGATION = re.compile(r"\b(not|cannot|can't|isn't|doesn't|don't|nowhere)\b", re.I)
 
 
-def yes_no_ids(tokenizer) -> tuple[int, int]:
-    """First token of "Yes" and of "No" (our answers all start with one of these words)."""
-    yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
-    no = tokenizer("No", add_special_tokens=False)["input_ids"][0]
+def yes_no_ids(tokenizer, layout=None) -> tuple[int, int]:
+    """First token of "Yes" and of "No" (our answers all start with one of these words), as the chat
+    `layout` writes an answer (Janus: " Yes")."""
+    def first(word: str) -> int:
+        return tokenizer(layout.answer_text(word) if layout else word, add_special_tokens=False)["input_ids"][0]
+
+    yes, no = first("Yes"), first("No")
     if yes == no:
         raise ValueError("the tokenizer maps 'Yes' and 'No' to the same first token; recognition cannot be scored")
     return yes, no
@@ -44,7 +47,7 @@ def says_yes(p: torch.Tensor) -> torch.Tensor:
 def yes_probabilities(model, builder, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8,
                       flip: bool = False, self_prompt: str = "forced") -> torch.Tensor:
     """P(Yes) / (P(Yes) + P(No)) for each image, after the self-prompt group (forced or emitted) when it is on."""
-    yes, no = yes_no_ids(builder.backbone.tokenizer)
+    yes, no = yes_no_ids(builder.backbone.tokenizer, builder.layout)
     device = builder.backbone.device
     scores = []
     for start in range(0, len(images), batch_size):

@@ -177,8 +177,12 @@ class JanusBackbone:
 
     @property
     def pixel_scale(self) -> float:
-        # Janus normalises with mean = std = 0.5: pixel = (x * 0.5 + 0.5) / rescale = (x + 1) / (2 * rescale).
-        return 2.0 * float(self.processor.image_processor.rescale_factor)
+        """Janus-Pro normalises with mean = std = 0.5: pixel = (x * 0.5 + 0.5) / rescale = (x + 1) / (2 * rescale)."""
+        processor = self.processor.image_processor
+        if list(processor.image_mean) != [0.5] * 3 or list(processor.image_std) != [0.5] * 3:
+            raise BackboneError(f"{self.path}: the image processor normalises with mean {processor.image_mean} / std "
+                                f"{processor.image_std}, not Janus-Pro's 0.5 / 0.5; drawn images would be mis-scaled")
+        return 2.0 * float(processor.rescale_factor)
 
     @cached_property
     def vocabulary_map(self) -> dict[str, int]:

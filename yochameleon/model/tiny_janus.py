@@ -24,7 +24,7 @@ from yochameleon.model.tiny import default_cache_dir, training_corpus
 
 log = logging.getLogger(__name__)
 
-TINY_JANUS_VERSION = "1"  # bump when the recipe below changes; the cache key includes it
+TINY_JANUS_VERSION = "2"  # bump when the recipe below changes; the cache key includes it
 SPECIAL_TOKENS = {
     "bos": "<｜begin▁of▁sentence｜>", "eos": "<｜end▁of▁sentence｜>", "pad": "<｜▁pad▁｜>",
     "user": "<|User|>", "assistant": "<|Assistant|>",
@@ -46,8 +46,11 @@ TINY_JANUS_SPEC = {
     "vq_base_channels": 32,
     "seed": 0,
 }
+# Janus's turns put a space before the first word of a question and of an answer (" Yes", " A"):
+# repeated so those become single tokens, as they are in Janus-Pro's tokenizer.
 CHAT_LINES = ("<|User|>: What is in this photo?\n\n<|Assistant|>: A photo of a dog.",
-              "<|User|>: Is it red?\n\n<|Assistant|>: Yes")
+              *[f"<|User|>: Is it there?\n\n<|Assistant|>: {word}" for word in ("Yes", "No", "Yes.", "No.")] * 50,
+              *[f": {letter}" for letter in "ABCDEFGH"] * 50)
 
 
 def build_tokenizer(text_vocab_size: int):
@@ -138,8 +141,10 @@ def build_tiny_janus(out_dir: str | Path, spec: dict | None = None) -> Path:
         generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["boi"])},
     )
     size = spec["image_size"]
-    processor = JanusProcessor(image_processor=JanusImageProcessor(size={"height": size, "width": size},
-                                                                   min_size=14),
+    # Janus-Pro normalises to [-1, 1] (mean = std = 0.5), what its VQ encoder and decoder work in.
+    image_processor = JanusImageProcessor(size={"height": size, "width": size}, min_size=14,
+                                          image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = JanusProcessor(image_processor=image_processor,
                                tokenizer=tokenizer, num_image_tokens=config.vision_config.num_image_tokens)
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging)
