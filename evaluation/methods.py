@@ -72,7 +72,7 @@ class EvalBuilder(SampleBuilder):
 
     def introduction_tokens(self) -> int:
         """Tokens spent introducing the subjects: the prompt minus the same prompt without them."""
-        return len(self.prompt_ids("")) - len(self.layout.prompt(self.text_ids("")))
+        return len(self.prompt_ids("")) - len(self.layout.prompt(self.text_ids(self.layout.question_text("", False))))
 
 
 @dataclass

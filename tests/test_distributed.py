@@ -85,6 +85,25 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 @pytest.mark.slow
+def test_ddp_on_the_janus_family_matches_one_process(tmp_path, cache_dir):
+    args = [*COMMON, "model=janus-tiny", f"output_root={tmp_path}"]
+    one = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
+                         capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp = subprocess.run([_torchrun(), "--nproc_per_node", str(WORLD), "-m", "yochameleon.train", *args,
+                          "run_name=ddp"], capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single, run_dir = tmp_path / "corgi" / "single", tmp_path / "corgi" / "ddp"
+    size = json.loads((single / "summary.json").read_text())["samples_per_epoch"]
+    assert size % BATCH < WORLD and -(-size // BATCH) < STEPS, size  # a process is left without samples once
+    _assert_same_rows(_adapter(run_dir), _adapter(single))
+    assert [m["train/loss"] for m in _step_records(run_dir)] == pytest.approx(
+        [m["train/loss"] for m in _step_records(single)], abs=1e-5)
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == sorted(
+        p.name for p in (single / "samples").glob("*.png")) != []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["zero2", "zero2_offload", "zero3", "zero3_offload"])
 def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, single):
     pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")

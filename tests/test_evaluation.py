@@ -246,12 +246,14 @@ def test_compare_without_metrics_says_what_to_run(tmp_path):
 
 # ---- the harness end to end -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, cache_dir, tiny_path, encoders):
+@pytest.mark.parametrize("model, image_tokens", [("tiny", 256), ("janus-tiny", 16)])
+def test_harness_scores_adapter_and_baselines_and_writes_the_report(model, image_tokens, tmp_path, cache_dir,
+                                                                     tiny_path, encoders):
     from conftest import compose
     from yochameleon.training.recipe import train
 
     run = tmp_path / "run"
-    train(compose(["+concept=demo", "logger=none", "trainer.max_steps=2", "trainer.eval_every=2",
+    train(compose(["+concept=demo", f"model={model}", "logger=none", "trainer.max_steps=2", "trainer.eval_every=2",
                    "trainer.sample_images=false", "recipe.conversations.generate_when_missing=false"], cache_dir), run)
     env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     out = tmp_path / "eval"
@@ -268,7 +270,7 @@ def test_harness_scores_adapter_and_baselines_and_writes_the_report(tmp_path, ca
     # Tokens spent introducing the subject: none, a sentence, 1 + 16 + 16 latent tokens, 3 photos.
     assert methods["plain"]["tokens"] == 0
     assert 0 < methods["description"]["tokens"] < methods["adapter"]["tokens"] < methods["reference_photos"]["tokens"]
-    assert methods["reference_photos"]["tokens"] > 3 * 256
+    assert methods["reference_photos"]["tokens"] > 3 * image_tokens
     for row in methods.values():
         rec = row["recognition"]
         assert rec["n_positive"] == 2 and 0 <= rec["weighted"] <= 1

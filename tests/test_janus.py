@@ -159,3 +159,33 @@ def test_a_training_sample_scores_text_in_the_text_head_and_codes_in_the_image_h
     flat = torch.zeros(2, bb.logits_width)
     loss = token_cross_entropy(flat, torch.tensor([3, v + 3]), v)
     torch.testing.assert_close(loss, torch.tensor([torch.log(torch.tensor(float(v))), torch.log(torch.tensor(512.0))]))
+
+
+@pytest.mark.slow
+def test_train_answer_and_generate_commands_on_the_tiny_janus(tmp_path, cache_dir, janus_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DEMO
+
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+    def run(module, *args):
+        result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    run("yochameleon.train", "+concept=demo", "model=janus-tiny", "logger=none", "trainer.max_steps=4",
+        "trainer.eval_every=4", "trainer.progress=false")
+    adapter = tmp_path / "outputs" / "corgi" / "yochameleon" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model"]["source"] == "janus-tiny"
+    photo = sorted((DEMO / "corgi" / "train").glob("*.jpg"))[0]
+    assert "P(Yes) = " in run("yochameleon.answer", "--adapter", str(adapter), "--image", str(photo))
+    assert "What color is <corgi>?" in run("yochameleon.answer", "--adapter", str(adapter), "--question",
+                                           "What color is <corgi>?")
+    run("yochameleon.generate", "--adapter", str(adapter), "--prompt", "A photo of <corgi> on the beach.", "-n", "2",
+        "--out", str(tmp_path / "drawn"))
+    drawn = sorted((tmp_path / "drawn").glob("*.png"))
+    assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)

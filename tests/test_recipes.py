@@ -7,6 +7,8 @@ import pytest
 from conftest import compose
 from yochameleon.training.recipe import train
 
+# Both backbone families train every recipe; the Janus runs are in the slow suite (the fast one is at its budget).
+MODELS = ["tiny", pytest.param("janus-tiny", marks=pytest.mark.slow)]
 RECIPES = ["yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
            "no-self-prompting"]
 
@@ -29,9 +31,10 @@ def test_recipe_composes(name, cache_dir):
     assert r.tasks.recognition == (name != "generation-only")
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", ["understanding-only", "generation-only", "shared-tokens", "no-self-prompting"])
-def test_recipe_trains_and_reports_both_self_prompt_modes(name, tmp_path, cache_dir):
-    summary = train(compose(["+concept=demo", f"recipe={name}", "logger=none", "trainer.max_steps=2",
+def test_recipe_trains_and_reports_both_self_prompt_modes(name, model, tmp_path, cache_dir):
+    summary = train(compose(["+concept=demo", f"recipe={name}", f"model={model}", "logger=none", "trainer.max_steps=2",
                              "trainer.eval_every=2", "trainer.sample_images=false"], cache_dir), tmp_path / name)
     final = summary["final"]
     assert "eval/recognition/weighted" in final

@@ -27,15 +27,16 @@ def run_cli(args: list[str], cache_dir, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_user_command_writes_adapter_metrics_and_wandb_run(tmp_path, cache_dir, tiny_path):
-    result = run_cli(["+concept=demo", "trainer.max_steps=8", "trainer.eval_every=4", "trainer.progress=false"],
-                     cache_dir, tmp_path)
+@pytest.mark.parametrize("model", ["tiny", "janus-tiny"])
+def test_user_command_writes_adapter_metrics_and_wandb_run(model, tmp_path, cache_dir, tiny_path):
+    result = run_cli(["+concept=demo", f"model={model}", "trainer.max_steps=8", "trainer.eval_every=4",
+                      "trainer.progress=false"], cache_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "outputs" / "corgi" / "yochameleon"
     assert "adapter" in result.stdout and str(run_dir / "adapter") in result.stdout
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["concept"] == "corgi" and config["k_g"] == 16 and config["k_u"] == 16
-    assert config["base_model"]["name"] == "tiny" and config["self_prompting"] is True
+    assert config["base_model"]["name"] == model and config["self_prompting"] is True
     weights = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
     assert weights["input_rows"].shape == (33, 128)
     assert not (run_dir / "best").exists() and "nothing was chosen" in result.stdout  # demo: no validation split
@@ -45,7 +46,8 @@ def test_user_command_writes_adapter_metrics_and_wandb_run(tmp_path, cache_dir, 
     assert "eval/recognition/weighted" in records[3] and "train/loss" in records[0]
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     # Running the same command again must not overwrite the finished run.
-    again = run_cli(["+concept=demo", "trainer.max_steps=8", "trainer.progress=false"], cache_dir, tmp_path)
+    again = run_cli(["+concept=demo", f"model={model}", "trainer.max_steps=8", "trainer.progress=false"],
+                    cache_dir, tmp_path)
     assert again.returncode == 1 and "trainer.resume=true" in again.stderr
     assert load_file(str(run_dir / "adapter" / "adapter.safetensors"))["input_rows"].equal(weights["input_rows"])
 
@@ -61,9 +63,11 @@ def test_missing_7b_path_fails_before_any_work(tmp_path, cache_dir):
     assert result.returncode == 1 and "does not exist" in result.stderr and "config.json" in result.stderr
 
 
-def test_interrupted_then_resumed_run_ends_with_the_same_adapter(tmp_path, cache_dir, monkeypatch):
+@pytest.mark.parametrize("model", ["tiny", pytest.param("janus-tiny", marks=pytest.mark.slow)])
+def test_interrupted_then_resumed_run_ends_with_the_same_adapter(model, tmp_path, cache_dir, monkeypatch):
+    short = [*SHORT, f"model={model}"]
     straight = tmp_path / "straight"
-    train(compose(SHORT, cache_dir), straight)
+    train(compose(short, cache_dir), straight)
 
     real_save = recipe.save_checkpoint
 
@@ -75,12 +79,12 @@ def test_interrupted_then_resumed_run_ends_with_the_same_adapter(tmp_path, cache
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(recipe, "save_checkpoint", crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        train(compose(SHORT, cache_dir), interrupted)
+        train(compose(short, cache_dir), interrupted)
     monkeypatch.setattr(recipe, "save_checkpoint", real_save)
     assert not (interrupted / "adapter").exists()
     with pytest.raises(RunDirError, match="trainer.resume=true"):
-        train(compose(SHORT, cache_dir), interrupted)
-    summary = train(compose([*SHORT, "trainer.resume=true"], cache_dir), interrupted)
+        train(compose(short, cache_dir), interrupted)
+    summary = train(compose([*short, "trainer.resume=true"], cache_dir), interrupted)
     assert summary["resumed_from"] == 3
     a = load_file(str(straight / "adapter" / "adapter.safetensors"))
     b = load_file(str(interrupted / "adapter" / "adapter.safetensors"))
