@@ -85,14 +85,25 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 @pytest.mark.slow
-def test_ddp_on_the_janus_family_matches_one_process(tmp_path, cache_dir):
+@pytest.mark.parametrize("launcher", ["ddp", "zero3"])
+def test_the_janus_family_on_two_processes_matches_one_process(launcher, tmp_path, cache_dir):
+    """DDP, and ZeRO-3 (where every rank must call Janus's vision encoder and generation embedding
+    in every forward, whatever its own samples: `YoJanusForConditionalGeneration.lockstep`)."""
     args = [*COMMON, "model=janus-tiny", f"output_root={tmp_path}"]
     one = subprocess.run([sys.executable, "-m", "yochameleon.train", *args, "run_name=single"],
                          capture_output=True, text=True, env=_env(cache_dir), timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
+    env = _env(cache_dir)
+    if launcher == "zero3":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra; make setup installs it")
+        env |= {"DS_ACCELERATOR": "cpu", "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(REPO / "recipes" / "deepspeed" / "zero3.json")}
+        args = [a for a in args if a != "trainer.device=cpu"]
     ddp = subprocess.run([_torchrun(), "--nproc_per_node", str(WORLD), "-m", "yochameleon.train", *args,
-                          "run_name=ddp"], capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+                          "run_name=ddp"], capture_output=True, text=True, env=env, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    expected = f"DEEPSPEED x{WORLD}" if launcher == "zero3" else f"MULTI_CPU x{WORLD}"
+    assert json.loads((tmp_path / "corgi" / "ddp" / "summary.json").read_text())["launcher"] == expected
     single, run_dir = tmp_path / "corgi" / "single", tmp_path / "corgi" / "ddp"
     size = json.loads((single / "summary.json").read_text())["samples_per_epoch"]
     assert size % BATCH < WORLD and -(-size // BATCH) < STEPS, size  # a process is left without samples once

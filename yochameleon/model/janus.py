@@ -68,10 +68,18 @@ class ImageBank:
         start = self.base + self.slots[key] * self.per_image
         return list(range(start, start + self.per_image))
 
-    def lookup(self, ids: torch.Tensor, encode) -> torch.Tensor:
-        """Feature rows (N, hidden) for bank ids (N,); `encode(list of (image, flip))` -> (k, n, hidden)."""
+    def lookup(self, ids: torch.Tensor, encode, lockstep: bool = False) -> torch.Tensor:
+        """Feature rows (N, hidden) for bank ids (N,); `encode(list of (image, flip))` -> (k, n, hidden).
+
+        `lockstep` (ZeRO-3): `encode` runs exactly once per call, on every wanted image, none kept,
+        so every rank calls the vision encoder as often as the others whatever its images.
+        """
         slot, position = (ids - self.base) // self.per_image, (ids - self.base) % self.per_image
         wanted = sorted(set(slot.tolist()))
+        if lockstep:
+            rows = encode([self.sources[s] for s in wanted])
+            index = torch.tensor([wanted.index(s) for s in slot.tolist()], dtype=torch.long, device=rows.device)
+            return rows[index, position.to(rows.device)]
         missing = [s for s in wanted if s not in self.features]
         if missing:
             for s, rows in zip(missing, encode([self.sources[s] for s in missing])):
@@ -98,6 +106,10 @@ class YoJanusForConditionalGeneration(JanusForConditionalGeneration):
 
     image_bank: ImageBank | None = None
     image_encoder = None  # (list of (image, flip)) -> pixel tensor, set by `load_janus_backbone`
+    # DeepSpeed ZeRO-3 gathers a module's weights from every rank when it is called, so every rank must
+    # call the same modules: with `lockstep` each forward runs the generation embedding and the vision
+    # encoder once whatever its ids (the training recipe sets it under ZeRO-3).
+    lockstep = False
 
     @property
     def text_vocab_size(self) -> int:
@@ -114,23 +126,26 @@ class YoJanusForConditionalGeneration(JanusForConditionalGeneration):
         text_ids = torch.where(input_ids < self.text_vocab_size, input_ids, torch.zeros_like(input_ids))
         embeds = self.get_input_embeddings()(text_ids)
         codes = (input_ids >= self.text_vocab_size) & (input_ids < self.text_vocab_size + self.num_codes)
-        if bool(codes.any()):
+        if self.lockstep or bool(codes.any()):
             rows = self.prepare_embeddings_for_image_generation(input_ids[codes] - self.text_vocab_size)
             embeds = embeds.index_put((codes,), rows.to(embeds.dtype))
         shown = input_ids >= self.text_vocab_size + self.num_codes
-        if bool(shown.any()):
-            rows = self.image_bank.lookup(input_ids[shown].cpu(), self._shown_features)
+        if self.lockstep or bool(shown.any()):
+            rows = self.image_bank.lookup(input_ids[shown].cpu(), self._shown_features, self.lockstep)
             embeds = embeds.index_put((shown,), rows.to(embeds.device, embeds.dtype))
         return embeds
 
     @torch.no_grad()
     def _shown_features(self, sources) -> torch.Tensor:
-        """(k, n, hidden) aligned vision features of shown images, as `JanusModel.get_image_features`."""
-        pixels = self.image_encoder(sources)
-        vision = self.model.vision_model
-        pixels = pixels.to(vision.embeddings.patch_embedding.weight.device,
-                           vision.embeddings.patch_embedding.weight.dtype)
-        return self.model.get_image_features(pixels).pooler_output
+        """(k, n, hidden) aligned vision features of shown images, as `JanusModel.get_image_features`.
+
+        No image (a lockstep forward without one): the encoder runs on one blank image, kept for none.
+        """
+        side = int(self.config.vision_config.image_size)
+        pixels = self.image_encoder(sources) if sources else torch.zeros(1, 3, side, side)
+        weight = self.model.vision_model.embeddings.patch_embedding.weight
+        features = self.model.get_image_features(pixels.to(weight.device, weight.dtype)).pooler_output
+        return features if sources else features[:0]
 
     def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Language-head logits, then the generation head's over the codes: (..., V + n_codes)."""

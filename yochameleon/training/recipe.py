@@ -157,6 +157,7 @@ class PersonalizationRecipe:
 
     def _setup_optimization(self) -> None:
         tcfg, dist = self.tcfg, self.dist
+        self.backbone.model.lockstep = dist.zero3  # Janus: every rank calls every submodule (Chameleon: no-op)
         model = PersonalizedChameleon(self.backbone.model, [self.tokens],
                                       dist.length_group_ratio(float(tcfg.length_group_ratio)),
                                       gradient_checkpointing=bool(tcfg.gradient_checkpointing))
