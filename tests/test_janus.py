@@ -189,3 +189,32 @@ def test_train_answer_and_generate_commands_on_the_tiny_janus(tmp_path, cache_di
         "--out", str(tmp_path / "drawn"))
     drawn = sorted((tmp_path / "drawn").glob("*.png"))
     assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)
+
+
+def test_kv_cache_and_full_recompute_give_the_same_greedy_codes(janus_backbone):
+    bb = janus_backbone
+    layout = bb.chat_layout()
+    cond = layout.image_prompt(layout.text(layout.question_text(PROMPT, False)))
+    greedy = SamplingConfig(temperature=0, guidance_scale=5.0)
+    uncond = [layout.unconditional_image_prompt(cond)]
+    cached = sample_image_tokens(plain(bb), bb, [cond], greedy, uncond)
+    assert torch.equal(cached, sample_image_tokens(plain(bb), bb, [cond], greedy, uncond, use_cache=False))
+
+
+def test_shown_images_get_stable_ids_and_features_survive_eviction(janus_backbone, photo):
+    from yochameleon.model.janus import ImageBank
+
+    bb = janus_backbone
+    same, flipped = bb.shown_image_codes(photo), bb.shown_image_codes(photo, flip=True)
+    assert same == bb.shown_image_codes(photo.copy()) and set(same).isdisjoint(flipped)  # keyed by the pixels
+    assert min(same) >= bb.logits_width and len(same) == bb.image_seq_length
+    first = bb.model.token_embeddings(torch.tensor([same]))
+    bank = bb.model.image_bank
+    bb.model.image_bank = ImageBank(bank.base, bank.per_image, capacity=1)
+    try:
+        bb.model.image_bank.sources, bb.model.image_bank.slots = bank.sources, bank.slots
+        bb.model.token_embeddings(torch.tensor([flipped]))  # evicts the first image's features
+        assert torch.equal(bb.model.token_embeddings(torch.tensor([same])), first)
+        assert len(bb.model.image_bank.features) == 1
+    finally:
+        bb.model.image_bank = bank
