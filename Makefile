@@ -52,6 +52,8 @@ test-all: test test-slow
 
 bench: setup
 	$(PY) benchmarks/image_sampling.py
+	$(PY) benchmarks/image_sampling.py --model janus-tiny
+	$(PY) benchmarks/backbone_memory.py
 	$(PY) benchmarks/train_step.py --size tiny
 
 lint: setup

@@ -1,8 +1,9 @@
 """Benchmark: image-token sampling with the KV cache versus recomputing the whole sequence per token.
 
-    python benchmarks/image_sampling.py [--images 2] [--repeats 2]
+    python benchmarks/image_sampling.py [--model tiny|janus-tiny] [--images 2] [--repeats 2]
 
-Both ways run in this one process on the tiny model with the same prompts and
+Both ways run in this one process on a tiny model (Chameleon, or Janus through its generation
+head) with the same prompts and
 greedy decoding (so they must produce identical tokens, which is checked); the
 figure to quote is the ratio, absolute tokens/s on a shared machine are noise.
 """
@@ -22,17 +23,19 @@ from yochameleon.data.samples import SampleBuilder  # noqa: E402
 from yochameleon.model.backbone import load_backbone  # noqa: E402
 from yochameleon.model.image_generation import SamplingConfig, sample_image_tokens  # noqa: E402
 from yochameleon.model.personalized import PersonalizedChameleon  # noqa: E402
-from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint  # noqa: E402
+from yochameleon.sources import resolve_source  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2, help="images sampled together (batch)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", default="tiny", choices=["tiny", "janus-tiny"], help="the backbone source")
     args = parser.parse_args()
 
-    backbone = load_backbone(ensure_tiny_checkpoint(default_cache_dir() / "models"), name="tiny")
-    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.vocabulary_map, "bench", 16, 16)
+    backbone = load_backbone(resolve_source(args.model), name=args.model)
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.vocabulary_map, "bench", 16, 16,
+                                              backbone.default_first_token)
     model = PersonalizedChameleon(backbone.model, [tokens]).eval()
     prompt = SampleBuilder(backbone, tokens, None, self_prompting=True).image_prompt_ids("A photo of <sks>.")
     prompts, greedy = [prompt] * args.images, SamplingConfig(temperature=0.0)
@@ -49,7 +52,7 @@ def main() -> None:
         results[name] = n_tokens / best
     assert torch.equal(outputs["kv-cache"], outputs["no-cache"]), "cached and uncached sampling disagree"
 
-    print(f"tiny Chameleon, {args.images} image(s) x {backbone.image_seq_length} tokens, prompt {len(prompt)} tokens, "
+    print(f"{args.model} ({backbone.family}), {args.images} image(s) x {backbone.image_seq_length} tokens, prompt {len(prompt)} tokens, "
           f"greedy, best of {args.repeats}, torch threads {torch.get_num_threads()}")
     for name, rate in results.items():
         print(f"  {name:9s} {rate:10.1f} image tokens/s")
