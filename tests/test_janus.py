@@ -218,3 +218,21 @@ def test_shown_images_get_stable_ids_and_features_survive_eviction(janus_backbon
         assert len(bb.model.image_bank.features) == 1
     finally:
         bb.model.image_bank = bank
+
+
+def test_a_janus_model_config_without_its_directory_fails_before_any_work(tmp_path, cache_dir):
+    from conftest import compose
+    from yochameleon.sources import load_configured_backbone
+
+    cfg = compose(["+concept=demo", "model=janus-pro-1b", f"model.path={tmp_path / 'nowhere'}"], cache_dir)
+    with pytest.raises(BackboneError, match="does not exist.*Janus"):
+        load_configured_backbone(cfg.model, cache_dir)
+
+
+def test_a_tokenizer_that_leaves_no_row_free_is_refused_by_name(janus_backbone):
+    from yochameleon.model.janus import name_unused_rows
+
+    tokenizer = janus_backbone.tokenizer
+    assert name_unused_rows(tokenizer, len(tokenizer)) == 0  # nothing to name: the loader refuses such a checkpoint
+    with pytest.raises(BackboneError, match="only 10 rows"):
+        name_unused_rows(tokenizer, 10)
