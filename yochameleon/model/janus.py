@@ -28,14 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from yochameleon.model.backbone import BackboneError, ImageTokenMap, _checkpoint_keys
+from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys
 
 JANUS_LAYOUT = (
     "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
@@ -153,30 +153,14 @@ class YoJanusForConditionalGeneration(JanusForConditionalGeneration):
 
 
 @dataclass
-class JanusBackbone:
-    """A loaded frozen Janus and the token facts the rest of the code needs (as `Backbone` gives them)."""
+class JanusBackbone(Backbone):
+    """A loaded frozen Janus and the token facts the rest of the code needs: `Backbone`'s, read Janus's way."""
 
     model: YoJanusForConditionalGeneration
     processor: JanusProcessor
-    path: Path
-    name: str
-    has_decoder: bool
-    extra: dict = field(default_factory=dict)
 
     family = "janus"
     default_first_token = RESERVED_NAME.format(0)  # the first unused row
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
 
     @property
     def hidden_size(self) -> int:
@@ -256,9 +240,6 @@ class JanusBackbone:
 
         return JanusLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id,
                            int(self.tokenizer.pad_token_id))
-
-    def pixels(self, images) -> torch.Tensor:
-        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def shown_image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
         """Ids standing for the image's vision-encoder features (an `ImageBank` slot; `cache` unused)."""
