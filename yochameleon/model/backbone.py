@@ -319,6 +319,17 @@ def resolve_dtype(dtype, device: torch.device | str) -> str:
     return dtype
 
 
+def load_frozen(model_class, processor_class, path: Path, dtype, device, attn_implementation: str):
+    """A model class's weights from a local directory, frozen and in eval mode on `device`, and its processor."""
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = model_class.from_pretrained(str(path), dtype=torch_dtype, attn_implementation=attn_implementation,
+                                        local_files_only=True)
+    model.requires_grad_(False)
+    model.eval()
+    model.to(device)
+    return model, processor_class.from_pretrained(str(path), local_files_only=True)
+
+
 def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
                   device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
     """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory.
@@ -330,14 +341,8 @@ def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.
 
     if is_janus_dir(path):
         return load_janus_backbone(path, name, dtype, device, attn_implementation)
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = YoChameleonForConditionalGeneration.from_pretrained(
-        str(path), dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True,
-    )
-    model.requires_grad_(False)
-    model.eval()
-    model.to(device)
-    processor = ChameleonProcessor.from_pretrained(str(path), local_files_only=True)
+    model, processor = load_frozen(YoChameleonForConditionalGeneration, ChameleonProcessor, path, dtype, device,
+                                   attn_implementation)
     has_decoder = any(k.startswith(DECODER_PREFIX) for k in _checkpoint_keys(path))
     if not has_decoder:
         log.info("%s has no VQ decoder weights: understanding works, image generation is unavailable", path)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys
+from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, load_frozen
 
 JANUS_LAYOUT = (
     "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
@@ -310,14 +310,8 @@ def load_janus_backbone(path: str | Path, name: str | None = None, dtype: str | 
                         device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> JanusBackbone:
     """Load a frozen Janus (weights, tokenizer, processor) from a local HF directory."""
     path = check_janus_dir(Path(path))
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = YoJanusForConditionalGeneration.from_pretrained(
-        str(path), dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True,
-    )
-    model.requires_grad_(False)
-    model.eval()
-    model.to(device)
-    processor = JanusProcessor.from_pretrained(str(path), local_files_only=True)
+    model, processor = load_frozen(YoJanusForConditionalGeneration, JanusProcessor, path, dtype, device,
+                                   attn_implementation)
     unused = name_unused_rows(processor.tokenizer, model.text_vocab_size)
     if unused == 0:
         raise BackboneError(f"{path}: the tokenizer covers every embedding row, so no row is free for a concept")
