@@ -299,7 +299,8 @@ def measure_source(source: str, k_g: int, k_u: int, steps: int) -> dict:
     import torch
 
     from yochameleon.concept.tokens import PersonalizedTokens
-    from yochameleon.model.backbone import load_backbone, resolve_dtype
+    from yochameleon.model.backbone import resolve_dtype
+    from yochameleon.model.load import load_backbone
     from yochameleon.model.personalized import IGNORE_INDEX, PersonalizedChameleon
     from yochameleon.sources import resolve_source
 

@@ -54,7 +54,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
     from yochameleon.data.images import load_image
     from yochameleon.data.samples import SampleBuilder, SampleSpec, collate
     from yochameleon.data.vq_cache import VQCodeCache
-    from yochameleon.model.backbone import load_backbone
+    from yochameleon.model.load import load_backbone
     from yochameleon.model.personalized import IGNORE_INDEX, PersonalizedChameleon
     from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
 

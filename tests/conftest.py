@@ -32,7 +32,7 @@ def tiny_path(cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def backbone(tiny_path):
-    from yochameleon.model.backbone import load_backbone
+    from yochameleon.model.load import load_backbone
 
     return load_backbone(tiny_path, name="tiny")
 
@@ -46,7 +46,7 @@ def janus_path(cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def janus_backbone(janus_path):
-    from yochameleon.model.backbone import load_backbone
+    from yochameleon.model.load import load_backbone
 
     return load_backbone(janus_path, name="janus-tiny")
 

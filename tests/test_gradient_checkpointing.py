@@ -6,7 +6,7 @@ import torch
 
 from conftest import compose
 from yochameleon.concept.tokens import PersonalizedTokens
-from yochameleon.model.backbone import load_backbone
+from yochameleon.model.load import load_backbone
 from yochameleon.model.personalized import PersonalizedChameleon
 
 

@@ -11,7 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import ChameleonForConditionalGeneration
 
-from yochameleon.model.backbone import BackboneError, check_backbone_dir, load_backbone
+from yochameleon.model.backbone import BackboneError
+from yochameleon.model.load import check_directory, load_backbone
 from yochameleon.model.tiny import build_tiny_checkpoint, image_token_name
 
 
@@ -97,7 +98,7 @@ def test_bad_model_path_fails_at_once_with_the_expected_layout(tmp_path, case):
     if case == "not-chameleon":
         (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(BackboneError, match="config.json") as err:
-        check_backbone_dir(path)
+        check_directory(path)
     assert str(path) in str(err.value)
 
 

@@ -100,7 +100,7 @@ def test_row_trainer_loss_is_the_exact_full_vocabulary_cross_entropy(backbone):
 
 def test_build_pack_and_unpack_round_trip(tmp_path):
     """A few-step build through the real pipeline; the shipped-pack format restores it."""
-    from yochameleon.model.backbone import load_backbone
+    from yochameleon.model.load import load_backbone
     from yochameleon.toyworld.judge import load_judge
     from yochameleon.toyworld.pretrain import build_toyworld_checkpoint
     from yochameleon.toyworld.ship import pack, packed_key, unpack

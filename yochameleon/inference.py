@@ -23,7 +23,8 @@ from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
 from yochameleon.model.decoding import generate_answer
-from yochameleon.model.backbone import load_backbone, resolve_dtype
+from yochameleon.model.backbone import resolve_dtype
+from yochameleon.model.load import load_backbone
 from yochameleon.model.image_generation import (
     SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )

@@ -12,14 +12,15 @@ from pathlib import Path
 import torch
 
 from yochameleon.errors import YoChameleonError
-from yochameleon.model.backbone import Backbone, check_backbone_dir, load_backbone, resolve_dtype
+from yochameleon.model.backbone import Backbone, resolve_dtype
+from yochameleon.model.load import check_directory, load_backbone
 from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
 from yochameleon.model.tiny_janus import ensure_tiny_janus
 from yochameleon.toyworld.build import ensure_toyworld_checkpoint
 
 # Each kind -> (cache root, `path`) -> the local HF checkpoint directory, built or unpacked on first use.
 SOURCES = {
-    "local": lambda cache, path: check_backbone_dir(path),  # a checkpoint you downloaded: model.path
+    "local": lambda cache, path: check_directory(path),  # a checkpoint you downloaded: model.path
     "tiny": lambda cache, path: ensure_tiny_checkpoint(cache / "models"),  # random weights, built in seconds
     "toyworld": lambda cache, path: ensure_toyworld_checkpoint(cache),  # pretrained on the toy world
     "janus-tiny": lambda cache, path: ensure_tiny_janus(cache / "models"),  # a random Janus, built in seconds

@@ -280,7 +280,11 @@ def _checkpoint_keys(path: Path) -> set[str]:
 
 
 def check_backbone_dir(path: str | Path) -> Path:
-    """Fail at once, with the expected layout, when `path` is not a usable checkpoint directory."""
+    """Fail at once, with the expected layout, when `path` is not a usable checkpoint directory.
+
+    Checks what every family's directory has (config.json); a Janus one is then checked by
+    `model/janus.py` (`yochameleon.model.load` dispatches), a Chameleon one here.
+    """
     if path is None or str(path) in ("", "None", "???"):
         raise BackboneError(f"no model path given. Pass model.path=<local dir>, {EXPECTED_LAYOUT}.")
     path = Path(path).expanduser()
@@ -294,9 +298,7 @@ def check_backbone_dir(path: str | Path) -> Path:
     except json.JSONDecodeError as err:
         raise BackboneError(f"{config} is not valid JSON ({err}). Re-download or re-convert the checkpoint.") from err
     if data.get("model_type") == "janus":
-        from yochameleon.model.janus import check_janus_dir
-
-        return check_janus_dir(path)
+        return path  # its own checks: yochameleon.model.janus.check_janus_dir
     if data.get("model_type") != "chameleon" or "vocabulary_map" not in data:
         raise BackboneError(f"{config} is not a Chameleon or Janus config (model_type {data.get('model_type')!r}). "
                             f"Expected {EXPECTED_LAYOUT}.")
@@ -330,17 +332,13 @@ def load_frozen(model_class, processor_class, path: Path, dtype, device, attn_im
     return model, processor_class.from_pretrained(str(path), local_files_only=True)
 
 
-def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
+def load_chameleon_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
                   device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
-    """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory.
+    """Load a frozen Chameleon / Anole backbone (weights, tokenizer, processor) from a local HF directory.
 
-    The family is the directory's `model_type`: `chameleon` here, `janus` in `model/janus.py`.
+    Callers use `yochameleon.model.load.load_backbone`, which picks the family by `model_type`.
     """
     path = check_backbone_dir(path)
-    from yochameleon.model.janus import is_janus_dir, load_janus_backbone
-
-    if is_janus_dir(path):
-        return load_janus_backbone(path, name, dtype, device, attn_implementation)
     model, processor = load_frozen(YoChameleonForConditionalGeneration, ChameleonProcessor, path, dtype, device,
                                    attn_implementation)
     has_decoder = any(k.startswith(DECODER_PREFIX) for k in _checkpoint_keys(path))

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, load_frozen
+from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, check_backbone_dir, load_frozen
 
 JANUS_LAYOUT = (
     "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
@@ -282,6 +282,7 @@ def is_janus_dir(path: Path) -> bool:
 
 def check_janus_dir(path: Path) -> Path:
     """Fail at once, with the expected layout, when `path` is not a usable Janus checkpoint."""
+    path = check_backbone_dir(path)
     if not any(path.glob("*.safetensors")):
         raise BackboneError(f"{path} has no *.safetensors weights. Expected {JANUS_LAYOUT}.")
     for name in ("tokenizer.json", "tokenizer_config.json"):

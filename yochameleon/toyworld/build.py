@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from yochameleon.model.backbone import load_backbone
+from yochameleon.model.load import load_backbone
 from yochameleon.toyworld.judge import load_judge
 from yochameleon.toyworld.knowledge import knowledge_report
 from yochameleon.toyworld.pretrain import build_toyworld_checkpoint

@@ -16,7 +16,7 @@ import torch
 
 from yochameleon.data.chat import chat_layout
 from yochameleon.metrics.recognition import p_yes, says_yes, yes_no_ids
-from yochameleon.model.backbone import load_backbone
+from yochameleon.model.load import load_backbone
 from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
