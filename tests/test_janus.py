@@ -237,3 +237,8 @@ def test_a_tokenizer_that_leaves_no_row_free_is_refused_by_name(janus_backbone):
     assert name_unused_rows(tokenizer, len(tokenizer)) == 0  # nothing to name: the loader refuses such a checkpoint
     with pytest.raises(BackboneError, match="only 10 rows"):
         name_unused_rows(tokenizer, 10)
+
+
+def test_janus_draws_with_its_own_guidance_by_default_and_chameleon_without(janus_backbone, backbone):
+    assert janus_backbone.default_guidance == 5.0 == janus_backbone.model.generation_config.guidance_scale
+    assert backbone.default_guidance == 1.0

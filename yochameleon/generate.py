@@ -23,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--adapter", action="append", required=True, help="concept adapter dir (repeatable)")
     parser.add_argument("--prompt", required=True, help='e.g. "A photo of <bo> on the beach."')
     parser.add_argument("-n", "--num-images", type=int, default=1)
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (1 = off; default: the backbone's, Chameleon 1, Janus 5)")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_images <= 0:
         parser.error(f"-n must be positive, got {args.num_images}")
-    if args.guidance < 0:
+    if args.guidance is not None and args.guidance < 0:
         parser.error(f"--guidance must be >= 0 (1 = off), got {args.guidance}")
     if args.batch_size <= 0:
         parser.error("--batch-size must be positive")

@@ -163,10 +163,14 @@ class PersonalizedModel:
                                    f"exceeds the context window of {limit}. Shorten the prompt.")
         return cond, uncond
 
-    def generate_images(self, prompt: str, n: int = 1, guidance_scale: float = 1.0, temperature: float = 1.0,
+    def generate_images(self, prompt: str, n: int = 1, guidance_scale: float | None = None, temperature: float = 1.0,
                         top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 4,
                         concept: str | None = None, progress: bool = False) -> list[Image.Image]:
-        """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images."""
+        """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images.
+
+        `guidance_scale` None: the backbone family's default (Chameleon 1 = off, Janus 5)."""
+        if guidance_scale is None:
+            guidance_scale = self.backbone.default_guidance
         if n <= 0:
             raise YoChameleonError(f"number of images must be positive, got {n}")
         sampling = SamplingConfig(temperature, top_k, top_p, guidance_scale)

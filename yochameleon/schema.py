@@ -115,7 +115,7 @@ class TrainerConfig:
     eval_every: int = MISSING
     eval_batch_size: int = MISSING
     sample_images: bool = MISSING
-    sample_guidance: float = MISSING
+    sample_guidance: Optional[float] = MISSING  # null: the backbone family's default (Backbone.default_guidance)
     checkpoint_every: int = MISSING
     select_best_by: str = MISSING
     deterministic: bool = MISSING
@@ -200,7 +200,7 @@ class GenerationEvalConfig:
     temperature: float = MISSING
     top_k: int = MISSING
     top_p: float = MISSING
-    guidance_scale: float = MISSING
+    guidance_scale: Optional[float] = MISSING  # null: the backbone family's default
 
 
 @dataclass

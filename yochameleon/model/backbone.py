@@ -113,6 +113,7 @@ class Backbone:
 
     family = "chameleon"
     default_first_token = "<reserved16200>"  # recipe.first_token=auto: Yo'Chameleon's identifier
+    default_guidance = 1.0  # classifier-free guidance when none is asked for: off, as Anole samples
 
     @property
     def tokenizer(self):

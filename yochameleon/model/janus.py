@@ -163,6 +163,12 @@ class JanusBackbone(Backbone):
     default_first_token = RESERVED_NAME.format(0)  # the first unused row
 
     @property
+    def default_guidance(self) -> float:
+        """Janus generates with classifier-free guidance: its generation_config's scale (Janus-Pro: 5)."""
+        scale = getattr(self.model.generation_config, "guidance_scale", None)
+        return float(scale) if scale else 5.0
+
+    @property
     def hidden_size(self) -> int:
         return int(self.config.text_config.hidden_size)
 
