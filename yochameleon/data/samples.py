@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import torch
 
@@ -86,11 +85,7 @@ class SampleBuilder:
 
         A path is read from the code cache, a PIL image encoded now.
         """
-        if isinstance(image, (str, Path)):
-            codes = self.cache.codes(image)[int(flip)].tolist()
-        else:
-            codes = self.backbone.encode_images(self.backbone.pixels(image))[0].tolist()
-        return self.layout.image(codes)
+        return self.layout.image(self.backbone.image_codes(image, flip, self.cache))
 
     def shown_image_ids(self, image, flip: bool = False) -> list[int]:
         """An image shown in a prompt (recognition, VQA): Chameleon's VQ tokens; Janus's vision-encoder slots."""

@@ -119,6 +119,10 @@ class Backbone:
     def tokenizer(self):
         return self.processor.tokenizer
 
+    def guidance(self, scale: float | None) -> float:
+        """A classifier-free guidance scale as asked for, or the family's `default_guidance` for None."""
+        return self.default_guidance if scale is None else float(scale)
+
     @property
     def vocabulary_map(self) -> dict[str, int]:
         """Token name -> id, the reserved tokens a concept lives on included."""
@@ -154,7 +158,11 @@ class Backbone:
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def shown_image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
-        """The ids an image *shown* in a prompt takes: its VQ image tokens (from `cache` for a path)."""
+        """The ids an image *shown* in a prompt takes: on Chameleon the image tokens it would draw."""
+        return self.image_codes(image, flip, cache)
+
+    def image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
+        """An image's VQ image-token ids (mirrored when `flip`): a path from `cache`, a PIL image encoded now."""
         if isinstance(image, (str, Path)):
             return cache.codes(image)[int(flip)].tolist()
         if flip:
@@ -334,12 +342,13 @@ def load_frozen(model_class, processor_class, path: Path, dtype, device, attn_im
 
 
 def load_chameleon_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
-                  device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
+                            device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
     """Load a frozen Chameleon / Anole backbone (weights, tokenizer, processor) from a local HF directory.
 
-    Callers use `yochameleon.model.load.load_backbone`, which picks the family by `model_type`.
+    Callers use `yochameleon.model.load.load_backbone`, which checks the directory once
+    (`check_backbone_dir`) and picks the family by `model_type`.
     """
-    path = check_backbone_dir(path)
+    path = Path(path)
     model, processor = load_frozen(YoChameleonForConditionalGeneration, ChameleonProcessor, path, dtype, device,
                                    attn_implementation)
     has_decoder = any(k.startswith(DECODER_PREFIX) for k in _checkpoint_keys(path))

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, check_backbone_dir, load_frozen
+from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, load_frozen
 
 JANUS_LAYOUT = (
     "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
@@ -76,21 +76,22 @@ class ImageBank:
         """
         slot, position = (ids - self.base) // self.per_image, (ids - self.base) % self.per_image
         wanted = sorted(set(slot.tolist()))
-        if lockstep:
-            rows = encode([self.sources[s] for s in wanted])
-            index = torch.tensor([wanted.index(s) for s in slot.tolist()], dtype=torch.long, device=rows.device)
-            return rows[index, position.to(rows.device)]
+        rows = encode([self.sources[s] for s in wanted]) if lockstep else self._kept(wanted, encode)  # (k, n, hidden)
+        index = torch.tensor([wanted.index(s) for s in slot.tolist()], dtype=torch.long, device=rows.device)
+        return rows[index, position.to(rows.device)]
+
+    def _kept(self, wanted: list[int], encode) -> torch.Tensor:
+        """The features of `wanted` slots, encoding only those not kept, then keeping the latest `capacity`."""
         missing = [s for s in wanted if s not in self.features]
         if missing:
             for s, rows in zip(missing, encode([self.sources[s] for s in missing])):
                 self.features[s] = rows
         for s in wanted:
             self.features.move_to_end(s)
-        rows = torch.stack([self.features[s] for s in wanted])  # (k, n, hidden)
+        rows = torch.stack([self.features[s] for s in wanted])
         while len(self.features) > max(self.capacity, len(wanted)):
             self.features.popitem(last=False)
-        index = torch.tensor([wanted.index(s) for s in slot.tolist()], device=rows.device)
-        return rows[index, position.to(rows.device)]
+        return rows
 
 
 def _image_key(image) -> tuple:
@@ -287,8 +288,8 @@ def is_janus_dir(path: Path) -> bool:
 
 
 def check_janus_dir(path: Path) -> Path:
-    """Fail at once, with the expected layout, when `path` is not a usable Janus checkpoint."""
-    path = check_backbone_dir(path)
+    """Fail at once, with the expected layout, when `path` (passed `check_backbone_dir`) is not a usable
+    Janus checkpoint."""
     if not any(path.glob("*.safetensors")):
         raise BackboneError(f"{path} has no *.safetensors weights. Expected {JANUS_LAYOUT}.")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -315,8 +316,9 @@ def name_unused_rows(tokenizer, rows: int) -> int:
 
 def load_janus_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
                         device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> JanusBackbone:
-    """Load a frozen Janus (weights, tokenizer, processor) from a local HF directory."""
-    path = check_janus_dir(Path(path))
+    """Load a frozen Janus (weights, tokenizer, processor) from a local HF directory that
+    `yochameleon.model.load.check_directory` has checked."""
+    path = Path(path)
     model, processor = load_frozen(YoJanusForConditionalGeneration, JanusProcessor, path, dtype, device,
                                    attn_implementation)
     unused = name_unused_rows(processor.tokenizer, model.text_vocab_size)

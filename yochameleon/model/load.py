@@ -17,13 +17,13 @@ from yochameleon.model.janus import check_janus_dir, is_janus_dir, load_janus_ba
 
 def check_directory(path: str | Path) -> Path:
     """Fail at once, with the expected layout, when `path` is not a usable checkpoint of either family."""
-    path = check_backbone_dir(path)
+    path = check_backbone_dir(path)  # every family's checks, and a Chameleon directory's own
     return check_janus_dir(path) if is_janus_dir(path) else path
 
 
 def load_backbone(path: str | Path, name: str | None = None, dtype: str | torch.dtype = "float32",
                   device: str | torch.device = "cpu", attn_implementation: str = "sdpa") -> Backbone:
-    """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory."""
+    """Load a frozen backbone (weights, tokenizer, processor) from a local HF directory (checked once, here)."""
     path = check_directory(path)
     loader = load_janus_backbone if is_janus_dir(path) else load_chameleon_backbone
     return loader(path, name, dtype, device, attn_implementation)
