@@ -103,8 +103,8 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     if not backbone.has_decoder:
         return {"note": "the backbone has no VQ decoder: generation not evaluated"}
     gen = cfg.generation
-    guidance = backbone.default_guidance if gen.guidance_scale is None else float(gen.guidance_scale)
-    sampling = SamplingConfig(float(gen.temperature), int(gen.top_k), float(gen.top_p), guidance)
+    sampling = SamplingConfig(float(gen.temperature), int(gen.top_k), float(gen.top_p),
+                              backbone.guidance(gen.guidance_scale))
     builder = method.builder(subject)
     generator = torch.Generator(device=backbone.device).manual_seed(int(cfg.seed))
     images, prompts = [], []

@@ -169,8 +169,7 @@ class PersonalizedModel:
         """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images.
 
         `guidance_scale` None: the backbone family's default (Chameleon 1 = off, Janus 5)."""
-        if guidance_scale is None:
-            guidance_scale = self.backbone.default_guidance
+        guidance_scale = self.backbone.guidance(guidance_scale)
         if n <= 0:
             raise YoChameleonError(f"number of images must be positive, got {n}")
         sampling = SamplingConfig(temperature, top_k, top_p, guidance_scale)

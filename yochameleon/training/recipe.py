@@ -236,9 +236,8 @@ class PersonalizationRecipe:
                                             batch_size=int(self.tcfg.eval_batch_size))
         self.model.train()
         if self.draw_samples:
-            guidance = self.tcfg.sample_guidance
-            guidance = self.backbone.default_guidance if guidance is None else float(guidance)
-            image = sample_image(self.inner, self.builder, int(self.cfg.seed), guidance)
+            image = sample_image(self.inner, self.builder, int(self.cfg.seed),
+                                 self.backbone.guidance(self.tcfg.sample_guidance))
             if self.dist.main:
                 path = self.run_dir / "samples" / f"step_{done:06d}.png"
                 path.parent.mkdir(exist_ok=True)
