@@ -97,14 +97,13 @@ def multi_concept(method: M.Method, subject: str, questions: list[MCQuestion], c
 
 def generation(method: M.Method, subject: str, references: list, cfg, out_dir: Path, scorers: dict) -> dict:
     """Draw images for each prompt; CLIP-I / DINO against real photos, CLIP-T against the prompt."""
-    from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+    from yochameleon.model.image_generation import decode_image_tokens, sample_image_tokens, to_pil
 
     backbone = method.backbone
     if not backbone.has_decoder:
         return {"note": "the backbone has no VQ decoder: generation not evaluated"}
     gen = cfg.generation
-    sampling = SamplingConfig(float(gen.temperature), int(gen.top_k), float(gen.top_p),
-                              backbone.guidance(gen.guidance_scale))
+    sampling = backbone.sampling(gen.temperature, gen.top_k, gen.top_p, gen.guidance_scale)
     builder = method.builder(subject)
     generator = torch.Generator(device=backbone.device).manual_seed(int(cfg.seed))
     images, prompts = [], []

@@ -24,10 +24,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--prompt", required=True, help='e.g. "A photo of <bo> on the beach."')
     parser.add_argument("-n", "--num-images", type=int, default=1)
     parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (1 = off; default: the backbone's, Chameleon 1, Janus 5)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+                        help="classifier-free guidance scale (1 = off; default: the backbone's, Chameleon 1, Janus 5, "
+                             "the toy world its recorded one)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="0 = greedy (default: the backbone's, 1 unless its checkpoint records another)")
+    parser.add_argument("--top-k", type=int, default=None, help="0 = off (default: the backbone's, off)")
+    parser.add_argument("--top-p", type=float, default=None, help="1 = off (default: the backbone's, off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=4, help="images sampled together")
     parser.add_argument("--out", default="samples", help="output directory for the PNG files")

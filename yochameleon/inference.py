@@ -26,7 +26,7 @@ from yochameleon.model.decoding import generate_answer
 from yochameleon.model.backbone import resolve_dtype
 from yochameleon.model.load import load_backbone
 from yochameleon.model.image_generation import (
-    SamplingConfig, decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
+    decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
 )
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.sources import recorded_source, resolve_source
@@ -163,17 +163,17 @@ class PersonalizedModel:
                                    f"exceeds the context window of {limit}. Shorten the prompt.")
         return cond, uncond
 
-    def generate_images(self, prompt: str, n: int = 1, guidance_scale: float | None = None, temperature: float = 1.0,
-                        top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 4,
-                        concept: str | None = None, progress: bool = False) -> list[Image.Image]:
+    def generate_images(self, prompt: str, n: int = 1, guidance_scale: float | None = None,
+                        temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                        seed: int = 0, batch_size: int = 4, concept: str | None = None,
+                        progress: bool = False) -> list[Image.Image]:
         """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images.
 
-        `guidance_scale` None: the backbone family's default (Chameleon 1 = off, Janus 5)."""
-        guidance_scale = self.backbone.guidance(guidance_scale)
+        A sampling setting left None is the backbone's default (`Backbone.sampling`: the checkpoint's
+        recorded settings, else temperature 1, no filter, the family's guidance: Chameleon off, Janus 5)."""
         if n <= 0:
             raise YoChameleonError(f"number of images must be positive, got {n}")
-        sampling = SamplingConfig(temperature, top_k, top_p, guidance_scale)
-        sampling.validate()
+        sampling = self.backbone.sampling(temperature, top_k, top_p, guidance_scale)
         require_decoder(self.backbone)
         cond, uncond = self.image_prompts(prompt, concept)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)

@@ -219,6 +219,10 @@ def write_checkpoint(model, tokenizer, spec: dict, key: str, out_dir: str | Path
     staging.chmod(0o755)
     try:
         model.save_pretrained(staging)
+        if spec.get("draw_sampling"):  # the image-sampling defaults the build was measured with
+            config_file = staging / "generation_config.json"
+            generation = json.loads(config_file.read_text())
+            config_file.write_text(json.dumps({**generation, "image_sampling": dict(spec["draw_sampling"])}, indent=2))
         # Record the upstream class, as the 7B checkpoints do; our subclass only adds the decoder module.
         config_path = staging / "config.json"
         config_json = json.loads(config_path.read_text())

@@ -18,7 +18,7 @@ from yochameleon.data.chat import chat_layout
 from yochameleon.metrics.recognition import p_yes, says_yes, yes_no_ids
 from yochameleon.model.load import load_backbone
 from yochameleon.model.decoding import left_pad
-from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.image_generation import decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.toyworld import sentences, world
 from yochameleon.toyworld.judge import HEADS, judge_accuracy, load_judge
@@ -131,27 +131,53 @@ def vq_ceiling(backbone, judge, rng, n: int) -> dict:
     return {f"vq_roundtrip_{k}": v for k, v in judge_accuracy(judge, scenes, rebuilt).items()}
 
 
+def identities() -> list[world.Thing]:
+    """Every identity of the world (shape x colour x pattern: 144 things)."""
+    return [world.Thing(s, c, p) for s in world.SHAPES for c in world.COLOURS for p in world.PATTERNS]
+
+
+def draw(model, backbone, prompt_ids: list[list[int]], batch: int = 24, seed: int = 0) -> list:
+    """Images for image prompts with the backbone's default sampling (what `make demo` samples with)."""
+    sampling = backbone.sampling()
+    generator = torch.Generator().manual_seed(seed)
+    unconditional = chat_layout(backbone).unconditional_image_prompt()
+    images = []
+    for start in range(0, len(prompt_ids), batch):
+        chunk = prompt_ids[start:start + batch]
+        tokens = sample_image_tokens(model, backbone, chunk, sampling, [unconditional] * len(chunk), generator)
+        images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
+    return images
+
+
+def judged(judge, images, things) -> dict:
+    """Fraction of images whose shape, colour, pattern (and all three) the judge reads as `things`'."""
+    verdicts = judge.predict(images)
+    right = [{a: v[a] == getattr(t, a) for a in HEADS} for v, t in zip(verdicts, things)]
+    return {"all": sum(all(r.values()) for r in right) / len(right),
+            **{a: sum(r[a] for r in right) / len(right) for a in HEADS}}
+
+
 def generation_faithfulness(model, backbone, prompts: ToyPrompts, judge, rng, n: int = 24, batch: int = 12,
-                            temperature: float = 0.7) -> dict:
-    """Draw "A photo of a large orange striped heart." and "<name> is ... A photo of <name>."; judge attributes."""
-    things = [world.random_thing(rng) for _ in range(n)]
-    sampling = SamplingConfig(temperature=temperature, top_k=0)
-    generator = torch.Generator().manual_seed(0)
-    name = "<reserved12345>"
+                            per_identity: int = 2) -> dict:
+    """The judge on drawings, sampled as `make demo` samples (`Backbone.sampling()`'s defaults):
+
+    - `literal`: "A photo of a blue dotted star." for every identity of the world, `per_identity` each;
+    - `caption`: "A photo of a large blue dotted star." for `n` random things;
+    - `definition`: "<name> is a blue dotted star.\n" then "A photo of <name>." for the same things.
+    """
     out = {}
+    everyone = identities() * per_identity
+    images = draw(model, backbone, [prompts.image_prompt(GENERATION_PROMPT.format(what=t.short())) for t in everyone])
+    out |= {f"generation_literal_{k}": v for k, v in judged(judge, images, everyone).items()}
+    out["generation_literal_images"] = len(everyone)
+    things = [world.random_thing(rng) for _ in range(n)]
+    name = "<reserved12345>"
     for label, make in (
         ("caption", lambda t: prompts.image_prompt(GENERATION_PROMPT.format(what=t.noun))),
         ("definition", lambda t: prompts.image_prompt(f"A photo of {name}.", prefix=f"{name} is {t.short()}.\n")),
     ):
-        images = []
-        for start in range(0, n, batch):
-            chunk = [make(t) for t in things[start:start + batch]]
-            tokens = sample_image_tokens(model, backbone, chunk, sampling, generator=generator)
-            images += to_pil(decode_image_tokens(backbone, tokens), backbone.processor.image_processor.rescale_factor)
-        verdicts = judge.predict(images)
-        for attribute in HEADS:
-            out[f"generation_{label}_{attribute}"] = sum(v[attribute] == getattr(t, attribute)
-                                                         for v, t in zip(verdicts, things)) / n
+        images = draw(model, backbone, [make(t) for t in things], batch)
+        out |= {f"generation_{label}_{k}": v for k, v in judged(judge, images, things).items()}
     return out
 
 

@@ -18,7 +18,8 @@ import torch
 from yochameleon.model import tiny
 from yochameleon.toyworld import sentences, world
 
-TOY_BUILD_VERSION = "4"
+TOY_BUILD_VERSION = "5"
+TOY_LM_VERSION = "4"  # stages 2 and 3 (build 4's); their caches survive a change of stage 4
 TOY_SPEC = {
     "hidden_size": 128,
     "intermediate_size": 352,
@@ -45,6 +46,10 @@ TOY_SPEC = {
     # definitions where one attribute decides, then full definitions. See `pretrain.FOCUS` for why.
     "focus_steps": [200, 300, 400, 400],
     "focus_lr": 1e-3,
+    # Stage 4, drawing (`pretrain.DRAW`): chunks of steps, each with a fresh optimizer at a constant lr.
+    "draw_chunks": 6,
+    "draw_chunk_steps": 500,
+    "draw_lr": 1e-3,
     "judge_steps": 400,
 }
 
@@ -81,7 +86,7 @@ def toy_tokenizer(spec: dict):
     return tiny.build_tokenizer(spec["text_vocab_size"], corpus_lines(spec["seed"]), sentences)
 
 
-def spec_key(spec: dict) -> str:
+def spec_key(spec: dict, version: str = TOY_BUILD_VERSION) -> str:
     """Identity of a build: spec, tokenizer corpus (the toy world's own sentences and its scenes'), version.
 
     Code is not hashed (a shipped build must survive refactors): bump TOY_BUILD_VERSION whenever
@@ -89,7 +94,7 @@ def spec_key(spec: dict) -> str:
     """
     lines = tiny.training_corpus(corpus_lines(spec["seed"]), sentences)  # what `toy_tokenizer` trains on
     corpus = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    blob = json.dumps({"version": TOY_BUILD_VERSION, "corpus": corpus, **spec}, sort_keys=True)
+    blob = json.dumps({"version": version, "corpus": corpus, **spec}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
