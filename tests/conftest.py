@@ -57,7 +57,9 @@ def demo_photos() -> list[Path]:
 
 
 def compose(overrides: list[str], cache: Path):
-    """The training config exactly as `python -m yochameleon.train` composes it."""
+    """The training config exactly as `python -m yochameleon.train` composes it, without progress bars and
+    without the end-of-run final samples (8 images cost about a minute on the tiny model: a test about them
+    sets trainer.final_samples, a later override wins)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -65,4 +67,5 @@ def compose(overrides: list[str], cache: Path):
 
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=[f"cache_dir={cache}", "trainer.progress=false", *overrides])
+        return hydra_compose("train", overrides=[f"cache_dir={cache}", "trainer.progress=false",
+                                                 "trainer.final_samples=0", *overrides])

@@ -21,7 +21,8 @@ WORLD, BATCH, STEPS = 2, 4, 8  # processes, trainer.batch_size (its default), st
 # One soft positive per epoch makes the demo epoch 25 samples (checked below): 7 steps, the 7th with one
 # sample, so rank 1 has none there; step 8 starts the next epoch. Everything else keeps its default.
 COMMON = ["+concept=demo", "recipe.soft_positives.per_epoch=1", "logger=none", f"trainer.max_steps={STEPS}",
-          f"trainer.eval_every={STEPS}", "trainer.progress=false", "trainer.deterministic=true", "trainer.device=cpu"]
+          f"trainer.eval_every={STEPS}", "trainer.progress=false", "trainer.deterministic=true", "trainer.device=cpu",
+          "trainer.final_samples=2"]  # drawn (every rank under ZeRO-3), written once: samples/ must match too
 
 
 def _torchrun() -> str:

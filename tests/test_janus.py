@@ -180,7 +180,7 @@ def test_train_answer_and_generate_commands_on_the_tiny_janus(tmp_path, cache_di
         return result.stdout
 
     run("yochameleon.train", "+concept=demo", "model=janus-tiny", "logger=none", "trainer.max_steps=4",
-        "trainer.eval_every=4", "trainer.progress=false")
+        "trainer.eval_every=4", "trainer.progress=false", "trainer.final_samples=1")
     adapter = tmp_path / "outputs" / "corgi" / "yochameleon" / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model"]["source"] == "janus-tiny"
     photo = sorted((DEMO / "corgi" / "train").glob("*.jpg"))[0]

@@ -199,7 +199,8 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
     orange striped heart), the understanding-only recipe with the toy defaults, best/ chosen on the
     40 x 80 validation renders, scored once on the 40 x 80 test renders and on "What colour / pattern
     / shape is <bo>?" with no image, in the training wordings and in held-out ones. The control is one
-    step at lr 0 (the untrained rows): it must stay near chance."""
+    step at lr 0 (the untrained rows): it must stay near chance. The trained run ends, as `make demo`
+    does, with final samples drawn by best/, judged, and a contact sheet (the control draws none)."""
     import json
 
     from conftest import compose
@@ -209,13 +210,15 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
     from yochameleon.training.recipe import train
 
     figures = {}
-    for label, control in (("control", ["trainer.lr=0", "trainer.max_steps=1"]), ("trained", [])):
+    for label, control in (("control", ["trainer.lr=0", "trainer.max_steps=1", "trainer.sample_images=false"]),
+                           ("trained", ["trainer.sample_images=true", "trainer.final_samples=8"])):
         overrides = ["+concept=toy-bo", "recipe=understanding-only", "logger=none", "seed=0",
-                     "trainer.sample_images=false", "model.eval_every=100000", *control]
+                     "model.eval_every=100000", *control]
         summary = train(compose(overrides, cache_dir), tmp_path / label)
         assert summary["final_split"] == "test" and summary["selected_on"] == "val", summary
         best = json.loads((tmp_path / label / "best" / "adapter_config.json").read_text())
         assert best["selected_on"] == "val"
+        _check_final_samples(tmp_path / label, summary, 8 if label == "trained" else 0)
         pm = PersonalizedModel.load([tmp_path / label / "adapter"], device="cpu", cache_dir=cache_dir)
         qa = text_qa(pm, "bo")
         figures[label] = {"auroc": summary["final"]["eval/recognition/auroc"],
@@ -227,6 +230,27 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
     assert trained["auroc"] >= GATE["auroc"] and trained["weighted"] >= GATE["weighted"], figures
     assert trained["text_qa"] >= GATE["text_qa"], figures
     assert trained["text_qa_heldout"] >= GATE["text_qa_heldout"], figures
+
+
+def _check_final_samples(run_dir, summary: dict, count: int) -> None:
+    """samples/final_XX.png, contact_sheet.png and the judge's figures, in the summary and metrics.jsonl."""
+    import json
+
+    finals = sorted((run_dir / "samples").glob("final_*.png"))
+    assert [p.name for p in finals] == [f"final_{i:02d}.png" for i in range(count)]
+    assert summary["final_samples"] == [str(p) for p in finals]
+    if not count:
+        assert summary["contact_sheet"] is None and summary["generation"] is None
+        assert not (run_dir / "contact_sheet.png").exists()
+        return
+    assert summary["contact_sheet"] == str(run_dir / "contact_sheet.png") and (run_dir / "contact_sheet.png").is_file()
+    assert summary["final_samples_adapter"] == summary["best_adapter"] == str(run_dir / "best")
+    judged = summary["generation"]
+    assert judged["judged"] == count and 0 <= judged["right"] <= count and judged["all_right"] == judged["right"] / count
+    for attribute in world.ATTRIBUTES:  # an image with every attribute right has this one right
+        assert judged["all_right"] <= judged[attribute] <= 1 and (judged[attribute] * count).is_integer()
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {k.removeprefix("final/generation/"): v for k, v in last.items() if k.startswith("final/generation/")} == judged
 
 
 # Measured on 2 cores, seed 0 (README, "The toy world"), on the test split: trained AUROC 0.789, weighted 0.669,

@@ -30,7 +30,7 @@ def run_cli(args: list[str], cache_dir, cwd) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("model", ["tiny", "janus-tiny"])
 def test_user_command_writes_adapter_metrics_and_wandb_run(model, tmp_path, cache_dir, tiny_path):
     result = run_cli(["+concept=demo", f"model={model}", "trainer.max_steps=8", "trainer.eval_every=4",
-                      "trainer.progress=false"], cache_dir, tmp_path)
+                      "trainer.progress=false", "trainer.final_samples=2"], cache_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "outputs" / "corgi" / "yochameleon"
     assert "adapter" in result.stdout and str(run_dir / "adapter") in result.stdout
@@ -45,6 +45,10 @@ def test_user_command_writes_adapter_metrics_and_wandb_run(model, tmp_path, cach
     assert [r["step"] for r in records if "test/split" in r] == [8]  # the test split, once, at the end
     assert "eval/recognition/weighted" in records[3] and "train/loss" in records[0]
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # A real concept's final samples (by adapter/: nothing was chosen) are not judged; the contact sheet is named.
+    assert sorted(p.name for p in (run_dir / "samples").glob("final_*.png")) == ["final_00.png", "final_01.png"]
+    assert f"  generation    2 final samples  contact sheet: {run_dir / 'contact_sheet.png'}" in result.stdout
+    assert (run_dir / "contact_sheet.png").is_file() and not any(k.startswith("final/") for r in records for k in r)
     # Running the same command again must not overwrite the finished run.
     again = run_cli(["+concept=demo", f"model={model}", "trainer.max_steps=8", "trainer.progress=false"],
                     cache_dir, tmp_path)

@@ -116,6 +116,7 @@ class TrainerConfig:
     eval_batch_size: int = MISSING
     sample_images: bool = MISSING
     sample_guidance: Optional[float] = MISSING  # null: the backbone family's default (Backbone.default_guidance)
+    final_samples: int = MISSING  # images drawn at the end (samples/final_XX.png, contact_sheet.png); 0 = off
     checkpoint_every: int = MISSING
     select_best_by: str = MISSING
     deterministic: bool = MISSING

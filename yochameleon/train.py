@@ -64,7 +64,21 @@ def _print_summary(summary: dict) -> None:
         lines.append(f"  text QA       {qa['text_qa']:.3f} (training wordings)  {qa['text_qa_heldout']:.3f} "
                      "(held-out wordings)")
     lines.append(f"  sample answer {summary['sample_answer']!r}")
+    if summary.get("contact_sheet"):
+        lines.append(_generation_line(summary))
     print("\n".join(lines))
+
+
+def _generation_line(summary: dict) -> str:
+    """The final samples: the judge's count where one ran (toy concepts), and the contact sheet."""
+    drawn, judged = len(summary["final_samples"]), summary.get("generation")
+    if not judged:
+        return f"  generation    {drawn} final samples  contact sheet: {summary['contact_sheet']}"
+    n = judged["judged"]
+    attributes = [k for k in judged if k not in ("judged", "right", "all_right")]
+    return (f"  generation    {judged['right']} of {n} final samples judged right ({', '.join(attributes)} all right; "
+            + ", ".join(f"{a} {round(judged[a] * n)}/{n}" for a in attributes)
+            + f")  contact sheet: {summary['contact_sheet']}")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -196,8 +196,9 @@ def difference_hash(image: Image.Image) -> int:
     return sum(1 << i for i, bit in enumerate(bits) if bit)
 
 
-def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int = 96, columns: int = 8) -> Image.Image:
-    """A grid of thumbnails with their scores under a title."""
+def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int = 96, columns: int = 8,
+                  frames: list | None = None) -> Image.Image:
+    """A grid of thumbnails with their scores under a title; `frames`: a colour per thumbnail, drawn round it."""
     rows = (len(items) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (thumb + 4) + 4, 22 + rows * (thumb + 18)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -205,6 +206,8 @@ def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int =
     for n, (image, caption) in enumerate(items):
         x, y = 4 + (n % columns) * (thumb + 4), 22 + (n // columns) * (thumb + 18)
         sheet.paste(image.resize((thumb, thumb)), (x, y))
+        if frames and frames[n]:  # in the 4-pixel gap round the thumbnail, so the picture stays whole
+            draw.rectangle((x - 2, y - 2, x + thumb + 1, y + thumb + 1), outline=frames[n], width=2)
         draw.text((x, y + thumb + 2), caption, fill="black")
     return sheet
 

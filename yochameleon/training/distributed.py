@@ -114,13 +114,14 @@ class Distributed:
         finally:
             self.plugin.set_deepspeed_weakref()
 
-    def whole_rows(self, tokens):
-        """A context with the concept's rows whole on this rank (all ranks must enter it under ZeRO-3)."""
+    def whole_rows(self, tokens, keep_changes: bool = False):
+        """A context with the concept's rows whole on this rank (all ranks must enter it under ZeRO-3);
+        `keep_changes`: what rank 0 writes into them is kept (partitioned again to every rank) at its end."""
         if not self.zero3:
             return contextlib.nullcontext()
         import deepspeed
 
-        return deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=None)
+        return deepspeed.zero.GatheredParameters(list(tokens.parameters()), modifier_rank=0 if keep_changes else None)
 
     def length_group_ratio(self, requested: float) -> float:
         """Length groups make a rank's module calls depend on its samples: off under ZeRO-3."""

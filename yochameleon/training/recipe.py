@@ -4,14 +4,17 @@
     train_step(step)   one optimizer step over the global batch (this process's share of it)
     evaluate(done)     recognition on the validation split, a sample image, keep best/
     save_checkpoint()  rows + optimizer + state, atomically, for an exact resume
-    finish()           the last adapter, the test split scored once, the summary
+    finish()           the last adapter, the test split scored once, the final samples and
+                       their contact sheet, the summary
 
 `train(cfg, run_dir)` runs them in order. What differs between one process, DDP and ZeRO lives
-in `training/distributed.py`; preparation in `data/preparation.py`; decoding in `model/decoding.py`.
+in `training/distributed.py`; preparation in `data/preparation.py`; decoding in `model/decoding.py`;
+what the run draws (and the judge of toy concepts' drawings) in `training/drawing.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,12 +26,14 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from yochameleon.concept.adapter import save_adapter
+from yochameleon.concept.adapter import WEIGHTS_NAME, save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
+from yochameleon.data.images import load_image
 from yochameleon.data.preparation import prepare_concept
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
@@ -36,12 +41,13 @@ from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.options import score_text_checks
 from yochameleon.metrics.recognition import recognition_metrics
 from yochameleon.model.decoding import generate_answer
-from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.sources import configured_source, load_configured_backbone
 from yochameleon.training.checkpoint import (check_run_facts, has_checkpoint, load_checkpoint, optimizer_shards,
                                              read_state, save_checkpoint)
 from yochameleon.training.distributed import Distributed, barrier
+from yochameleon.training.drawing import (contact_sheet, draw_images, judge_figures, judge_toy_samples, sample_image,
+                                          sample_settings)
 from yochameleon.training.logging import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -49,16 +55,6 @@ log = logging.getLogger(__name__)
 
 class RunDirError(YoChameleonError):
     """The run directory already holds a run that this command would overwrite."""
-
-
-def sample_image(model, builder, seed: int, guidance_scale: float) -> Image.Image:
-    """One image for "A photo of <sks>." (seeded), to watch generation improve during training."""
-    backbone = builder.backbone
-    generator = torch.Generator(device=backbone.device).manual_seed(seed)
-    prompt = builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])
-    tokens = sample_image_tokens(model, backbone, [prompt], SamplingConfig(guidance_scale=guidance_scale),
-                                 [builder.unconditional_image_prompt_ids(prompt)], generator)
-    return to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)[0]
 
 
 def _unprefixed(metrics: dict, prefix: str) -> dict:
@@ -237,7 +233,7 @@ class PersonalizationRecipe:
         self.model.train()
         if self.draw_samples:
             image = sample_image(self.inner, self.builder, int(self.cfg.seed),
-                                 self.backbone.guidance(self.tcfg.sample_guidance))
+                                 sample_settings(self.backbone, self.tcfg))
             if self.dist.main:
                 path = self.run_dir / "samples" / f"step_{done:06d}.png"
                 path.parent.mkdir(exist_ok=True)
@@ -296,13 +292,17 @@ class PersonalizationRecipe:
                              self.adapter_extra | {"step": total, "selected_on": None})  # the last step, not a choice
         if dist.evaluates:
             final, test, text_qa, answer = self._final_scores()
+            images = self._draw_final_samples()
         if not dist.main:
             return {"run_dir": str(run_dir), "rank": dist.rank, "steps": total}
         question = templates.FALLBACK_TEXT_QA[0][0]
         self.logger.log_text("samples/answers", ["question", "answer"], [[question, answer]], step=total)
-        if test or text_qa:
-            self.logger.log({**(test or {}), **{f"test/{k}": v for k, v in (text_qa or {}).items()}}, step=total)
-        summary = self._summary(final, text_qa, answer)
+        drawn = self._show_final_samples(images)
+        record = {**(test or {}), **{f"test/{k}": v for k, v in (text_qa or {}).items()},
+                  **{f"final/generation/{k}": v for k, v in (drawn["generation"] or {}).items()}}
+        if record:
+            self.logger.log(record, step=total)
+        summary = self._summary(final, text_qa, answer) | drawn
         self.logger.finish()
         return summary
 
@@ -322,11 +322,67 @@ class PersonalizationRecipe:
         answer = generate_answer(self.inner, self.builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
         return final, test, text_qa, answer
 
+    def _chosen_adapter(self) -> Path | None:
+        """best/ when the validation split chose one (what the summary tells a user to use); None: the last rows."""
+        return self.run_dir / "best" if self.selected_on and self.best > -math.inf else None
+
+    def _draw_final_samples(self) -> list[Image.Image]:
+        """trainer.final_samples images of "A photo of <sks>." by the adapter a user is told to use, seeded."""
+        count = int(self.tcfg.final_samples)
+        if count <= 0 or not (self.tcfg.sample_images and self.backbone.has_decoder):
+            return []
+        self.model.eval()
+        with self._rows_of(self._chosen_adapter()):
+            return draw_images(self.inner, self.builder, sample_settings(self.backbone, self.tcfg),
+                               int(self.cfg.seed), count, int(self.tcfg.eval_batch_size))
+
+    @contextlib.contextmanager
+    def _rows_of(self, adapter: Path | None):
+        """The block runs with the rows saved in `adapter` (None: the current rows); the current ones come back after."""
+        if adapter is None:
+            yield
+            return
+        rows = (self.tokens.input_rows, self.tokens.output_rows)
+        with torch.no_grad(), self.dist.whole_rows(self.tokens, keep_changes=True):  # rank 0's values, under ZeRO-3
+            current = [row.detach().clone() for row in rows]
+            if self.dist.main:
+                saved = load_file(str(adapter / WEIGHTS_NAME))
+                for row, name in zip(rows, ("input_rows", "output_rows")):
+                    row.copy_(saved[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad(), self.dist.whole_rows(self.tokens, keep_changes=True):
+                for row, value in zip(rows, current):
+                    row.copy_(value)
+
+    def _show_final_samples(self, images: list[Image.Image]) -> dict:
+        """samples/final_XX.png, the judge's verdicts (toy concepts) and contact_sheet.png: the summary's part."""
+        drawn = {"final_samples": [], "final_samples_adapter": None, "contact_sheet": None, "generation": None}
+        if not images:
+            return drawn
+        samples = self.run_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        for stale in samples.glob("final_*.png"):  # a resumed run may draw fewer
+            stale.unlink()
+        for index, image in enumerate(images):
+            image.save(samples / f"final_{index:02d}.png")
+            drawn["final_samples"].append(str(samples / f"final_{index:02d}.png"))
+        verdicts = judge_toy_samples(self.backbone.path, self.concept, images)
+        sheet = contact_sheet(self.concept.name, [load_image(p) for p in self.concept.photos], images, verdicts)
+        sheet.save(self.run_dir / "contact_sheet.png")
+        adapter = self._chosen_adapter() or self.run_dir / "adapter"
+        self.logger.log_image("samples/contact_sheet", sheet, f"training photos and final samples of "
+                              f"<{self.concept.name}> ({adapter.name}/)", step=self.total_steps)
+        return drawn | {"samples": str(samples), "final_samples_adapter": str(adapter),
+                        "contact_sheet": str(self.run_dir / "contact_sheet.png"),
+                        "generation": judge_figures(verdicts) if verdicts else None}
+
     def _summary(self, final: dict, text_qa: dict | None, answer: str) -> dict:
         run_dir, selected_on, select_by = self.run_dir, self.selected_on, self.select_by
         summary = {
             "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
-            "best_adapter": str(run_dir / "best") if selected_on and (run_dir / "best").is_dir() else None,
+            "best_adapter": str(run_dir / "best") if self._chosen_adapter() and (run_dir / "best").is_dir() else None,
             "selected_on": selected_on, "final_split": final["eval/split"],
             "val": self.last_eval if selected_on else None, "text_qa": text_qa,
             "metrics": str(run_dir / "metrics.jsonl"), "wandb": self.logger.wandb_dir,

@@ -1,0 +1,98 @@
+"""What a training run draws: a sample at each evaluation, the final samples, their judge, the contact sheet.
+
+    sample_settings(backbone, tcfg)   how every image a run draws is sampled (the one place to change it)
+    draw_images(...)                  "A photo of <sks>." n times, seeded, several per sampling call
+    judge_toy_samples(...)            the toy world's attribute judge on them (toy concepts on a toy backbone only)
+    contact_sheet(...)                the concept's photos above the final samples, one PNG a person can open
+
+The toy world is imported inside `judge_toy_samples`, and only for a concept of category `toy`:
+nothing toy-specific runs for real concepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from yochameleon.data import templates
+from yochameleon.data.preparation import contact_sheet as grid_sheet
+from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+
+RIGHT, WRONG = (0, 170, 0), (220, 0, 0)  # frames of judged samples
+
+
+def sample_settings(backbone, tcfg) -> SamplingConfig:
+    """The sampling of the run's images (evaluation samples and final samples alike)."""
+    return SamplingConfig(guidance_scale=backbone.guidance(tcfg.sample_guidance))
+
+
+def draw_images(model, builder, sampling: SamplingConfig, seed: int, count: int, batch_size: int = 8
+                ) -> list[Image.Image]:
+    """`count` images for "A photo of <sks>.", from one generator seeded with `seed`, `batch_size` per call."""
+    backbone = builder.backbone
+    generator = torch.Generator(device=backbone.device).manual_seed(seed)
+    prompt = builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])
+    unconditional = builder.unconditional_image_prompt_ids(prompt)
+    images = []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        tokens = sample_image_tokens(model, backbone, [prompt] * n, sampling, [unconditional] * n, generator)
+        images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
+    return images
+
+
+def sample_image(model, builder, seed: int, sampling: SamplingConfig) -> Image.Image:
+    """One image for "A photo of <sks>." (seeded), to watch generation improve during training."""
+    return draw_images(model, builder, sampling, seed, 1)[0]
+
+
+def judge_toy_samples(backbone_dir: str | Path, concept, images: list[Image.Image]) -> list[dict[str, bool]] | None:
+    """Per image, {attribute: read right} by the judge shipped next to a toy backbone; None where none applies.
+
+    A judge applies to a toy concept (category `toy`, a name of `toyworld.concepts.CONCEPTS`) on a
+    backbone whose directory holds the judge (the toy-world build and its pack do).
+    """
+    if concept.category != "toy":
+        return None
+    from yochameleon.toyworld.concepts import CONCEPTS
+    from yochameleon.toyworld.judge import load_judge
+    from yochameleon.toyworld.spec import JUDGE_FILE
+
+    thing = CONCEPTS.get(concept.name)
+    if thing is None or not (Path(backbone_dir) / JUDGE_FILE).is_file():
+        return None
+    return [{attribute: value == getattr(thing, attribute) for attribute, value in reading.items()}
+            for reading in load_judge(backbone_dir).predict(images)]
+
+
+def judge_figures(verdicts: list[dict[str, bool]]) -> dict:
+    """Counts and fractions: `right` images had every attribute right; then each attribute's fraction."""
+    judged = len(verdicts)
+    right = sum(all(v.values()) for v in verdicts)
+    return {"judged": judged, "right": right, "all_right": right / judged,
+            **{attribute: sum(v[attribute] for v in verdicts) / judged for attribute in verdicts[0]}}
+
+
+def contact_sheet(name: str, photos: list[Image.Image], samples: list[Image.Image],
+                  verdicts: list[dict[str, bool]] | None = None, cell: int = 128, columns: int = 8) -> Image.Image:
+    """The concept's training photos (a labelled row) above the final samples (another), all `cell` pixels
+    square; judged samples are framed green (every attribute right) or red, with what was wrong under them."""
+    columns = max(1, min(columns, max(len(photos), len(samples))))
+    top = grid_sheet(f"training photos of <{name}> ({len(photos)})", [(p, "") for p in photos], cell, columns)
+    label = f"final samples, 'A photo of <{name}>.' ({len(samples)})"
+    if verdicts is None:
+        items, frames = [(s, "") for s in samples], None
+    else:
+        right = [all(v.values()) for v in verdicts]
+        label += (f": {sum(right)} of {len(samples)} judged right ({', '.join(verdicts[0])} all right): "
+                  "green frame right, red wrong")
+        items = [(s, "right" if ok else "wrong " + ",".join(a for a, good in v.items() if not good))
+                 for s, v, ok in zip(samples, verdicts, right)]
+        frames = [RIGHT if ok else WRONG for ok in right]
+    bottom = grid_sheet(label, items, cell, columns, frames)
+    sheet = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height), "white")
+    sheet.paste(top, (0, 0))
+    sheet.paste(bottom, (0, top.height))
+    return sheet
