@@ -105,13 +105,15 @@ def test_build_pack_and_unpack_round_trip(tmp_path):
     from yochameleon.toyworld.pretrain import build_toyworld_checkpoint
     from yochameleon.toyworld.ship import pack, packed_key, unpack
 
-    spec = {"vq_steps": 2, "vq_batch": 2, "lm_steps": 2, "lm_batch": 2, "focus_steps": [1, 1, 1, 1], "judge_steps": 1}
+    spec = {"vq_steps": 2, "vq_batch": 2, "lm_steps": 2, "lm_batch": 2, "focus_steps": [1, 1, 1, 1], "judge_steps": 1,
+            "draw_chunks": 2, "draw_chunk_steps": 1, "draw_sampling": {"temperature": 0.5, "guidance_scale": 2.0}}
     report = build_toyworld_checkpoint(tmp_path / "built", spec, show_progress=False)
-    assert report["lm_loss_first"] > 0 and report["focus_loss_first"] > 0
-    assert set(report) >= {"vq_mse_last", "judge_shape", "total_seconds"}
-    # Stages 1 and 2 are cached beside the build: a second build with another stage 3 reuses them.
+    assert report["lm_loss_first"] > 0 and report["focus_loss_first"] > 0 and report["draw_loss_last"] > 0
+    assert set(report) >= {"vq_mse_last", "judge_shape", "total_seconds", "draw_seconds"}
+    # Stages 1, 2 and 1-3 are cached beside the build: another drawing stage reuses them.
     assert len(list(tmp_path.glob("toyworld-vq-*.safetensors"))) == 1
     assert len(list(tmp_path.glob("toyworld-lm-*.safetensors"))) == 1
+    assert len(list(tmp_path.glob("toyworld-focus-*.safetensors"))) == 1
     target = pack(tmp_path / "built", tmp_path / "toy.safetensors")
     assert target.stat().st_size < 8 * 2**20  # only the rows the world uses, in float16
     unpack(tmp_path / "unpacked", target)
@@ -127,6 +129,35 @@ def test_build_pack_and_unpack_round_trip(tmp_path):
     assert torch.equal(built.model.get_input_embeddings().weight[untrained],
                        restored.model.get_input_embeddings().weight[untrained])  # same seeded init
     assert load_judge(tmp_path / "unpacked").predict([world.render(world.scene(0, 0))])[0]["shape"] in world.SHAPES
+    # The sampling defaults the build records travel with the pack and are what generation uses.
+    for backbone in (built, restored):
+        sampling = backbone.sampling()
+        assert (sampling.temperature, sampling.top_k, sampling.guidance_scale) == (0.5, 0, 2.0)
+        assert backbone.sampling(temperature=1.0, guidance_scale=1.0).temperature == 1.0
+        assert backbone.guidance(None) == 2.0 and backbone.guidance(3) == 3.0
+
+
+def test_a_step_encodes_its_scenes_in_one_batch_and_draws_the_same_examples(backbone):
+    """`SceneCodes` (one VQ batch per step, the random stream replayed) gives the examples one pass gives."""
+    from yochameleon.toyworld import pretrain
+
+    ids = pretrain.Ids(backbone.tokenizer, 0, 1, 2, 3, 4, [10000])
+    kinds = ["draw", "draw_unconditional", "define_generate", "caption", "define_recognize", "verify"] * 2
+    codes = pretrain.SceneCodes(backbone.model)
+    calls = []
+    original = pretrain.encode
+    try:
+        pretrain.encode = lambda model, images: calls.append(len(images)) or original(model, images)
+        batched = pretrain._examples(kinds, random.Random(5), ids, codes)
+        one_by_one = pretrain._examples(kinds, random.Random(5), ids, lambda scene: original(
+            backbone.model, [world.render(scene)])[0])
+    finally:
+        pretrain.encode = original
+    assert calls == [len(kinds)]  # every example here shows one new scene: one batch
+    assert batched == one_by_one
+    draw = pretrain.make_example("draw", random.Random(0), ids, codes)[0]
+    question = backbone.tokenizer.decode(draw[1:draw.index(1)])  # <s> question <eot> | <boi> codes ...
+    assert question.startswith("A photo of a") and question.endswith(".") and " large " not in question, question
 
 
 def test_object_mask_and_probe_targets_follow_the_scene():

@@ -50,6 +50,8 @@ TOY_SPEC = {
     "draw_chunks": 6,
     "draw_chunk_steps": 500,
     "draw_lr": 1e-3,
+    # The image sampling the drawing was measured with, recorded in the checkpoint (`Backbone.sampling`).
+    "draw_sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_scale": 3.0},
     "judge_steps": 400,
 }
 
