@@ -24,8 +24,9 @@ RIGHT, WRONG = (0, 170, 0), (220, 0, 0)  # frames of judged samples
 
 
 def sample_settings(backbone, tcfg) -> SamplingConfig:
-    """The sampling of the run's images (evaluation samples and final samples alike)."""
-    return SamplingConfig(guidance_scale=backbone.guidance(tcfg.sample_guidance))
+    """The sampling of the run's images (evaluation samples and final samples alike): the backbone's
+    defaults (`Backbone.sampling`, what `generate` uses), guidance as `trainer.sample_guidance` asks."""
+    return backbone.sampling(guidance_scale=tcfg.sample_guidance)
 
 
 def draw_images(model, builder, sampling: SamplingConfig, seed: int, count: int, batch_size: int = 8
