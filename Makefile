@@ -36,9 +36,12 @@ toyworld: setup
 toyworld-pack: toyworld
 	$(PY) -m yochameleon.toyworld.ship
 
-# Every 3S recipe on three toy concepts: held-out recognition, text QA, generation faithfulness.
+# Every 3S recipe and two prompting baselines on the five toy concepts, seeds 0 1 2 (hours on 2 cores):
+# held-out recognition, text QA, judged generation; mean and 95% CI, paired tests, the paper's claims judged.
+# `make toyworld-bench TOYBENCH_OUT=<the same folder>` resumes an interrupted one (docs/benchmarks.md).
+TOYBENCH_OUT ?= outputs/toyworld-benchmark-$$(date +%Y%m%d-%H%M%S)
 toyworld-bench: toyworld
-	$(PY) -m yochameleon.toyworld.benchmark --out outputs/toyworld-benchmark-$$(date +%Y%m%d-%H%M%S)
+	$(PY) -m yochameleon.toyworld.benchmark --out $(TOYBENCH_OUT)
 
 # The fast suite (every component, under 10 minutes on 2 cores) and the slow one (end-to-end runs,
 # multi-process DDP/DeepSpeed, the toy-world quality gate, a non-editable install). CI runs both.

@@ -1,0 +1,174 @@
+"""The toy recipe benchmark: its statistics, its table and verdicts, its resumable run set, its baselines' prompts."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from omegaconf import OmegaConf
+
+from yochameleon.toyworld import benchmark as B
+
+
+def test_mean_ci_is_the_t_interval_with_n_minus_one_dof():
+    mean, half = B.mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert half == pytest.approx(3.182446305 * 1.290994449 / 2)  # t(0.975, 3) * sd / sqrt(4)
+    assert B.mean_ci([0.7])[0] == 0.7 and math.isnan(B.mean_ci([0.7])[1])
+    assert all(math.isnan(x) for x in B.mean_ci([]))
+    assert B.mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.0)
+
+
+def test_paired_test_is_the_two_sided_paired_t_test():
+    test = B.paired_test([0.5, 0.6, 0.9, 0.7], [0.4, 0.65, 0.5, 0.5])  # differences 0.1, -0.05, 0.4, 0.2
+    assert test["n"] == 4 and test["difference"] == pytest.approx(0.1625)
+    assert test["p"] == pytest.approx(0.183568, abs=1e-6)  # t = 1.7219, 3 dof
+    assert test["ci95"] == pytest.approx(3.182446305 * 0.188745861 / 2)
+    assert B.paired_test([1, 2, 3, 4, 5], [0, 1.1, 2.2, 2.9, 4.1])["p"] == pytest.approx(5.0947e-5, rel=1e-3)
+    assert B.paired_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])["p"] == 1.0  # no difference anywhere
+    assert B.paired_test([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["p"] == 0.0  # the same difference in every run
+    assert math.isnan(B.paired_test([1.0], [0.0])["p"])
+    with pytest.raises(ValueError):
+        B.paired_test([1.0, 2.0], [1.0])
+
+
+def test_verdicts_need_significance_in_a_direction():
+    assert B.verdict(0.1, 0.01) == "agrees"
+    assert B.verdict(-0.1, 0.01) == "disagrees"
+    assert B.verdict(0.3, 0.06) == "cannot tell"
+    assert B.verdict(0.3, math.nan) == "cannot tell"
+
+
+def row(method, concept, seed, **figures):
+    base = {m: 0.5 for m in B.METRICS} | {"steps": 10, "train_seconds": 1.0}
+    return {"concept": concept, "seed": seed, "method": method, **base, **figures}
+
+
+def test_paired_values_match_runs_by_concept_and_seed():
+    rows = [row("yochameleon", "bo", 0, recognition=0.9), row("yochameleon", "bo", 1, recognition=0.8),
+            row("yochameleon", "mam", 0, recognition=0.7), row("shared-tokens", "mam", 0, recognition=0.2),
+            row("shared-tokens", "bo", 0, recognition=0.1), row("shared-tokens", "pip", 0, recognition=0.3)]
+    assert B.paired_values(rows, "yochameleon", "shared-tokens", "recognition") == ([0.9, 0.7], [0.1, 0.2])
+    rows.append(row("baseline-plain", "bo", 0, train_seconds=None))
+    assert B.paired_values(rows, "yochameleon", "baseline-plain", "train_seconds") == ([], [])
+
+
+SETTINGS = {"concepts": ["bo", "mam"], "recipes": ["yochameleon", "shared-tokens", "understanding-only"],
+            "seeds": [0, 1, 2], "images": 8, "overrides": ["trainer.max_steps=2"], "backbone": "toyworld-x"}
+
+
+def benchmark_rows(incomplete: bool = False) -> list[dict]:
+    """yochameleon clearly above shared-tokens on AUROC, equal on generation; understanding-only draws nothing."""
+    rows = []
+    for concept in SETTINGS["concepts"]:
+        for seed in SETTINGS["seeds"]:
+            jitter = 0.01 * (seed + 3 * (concept == "bo"))
+            rows.append(row("yochameleon", concept, seed, recognition_auroc=0.8 + jitter, generation=0.25 + jitter))
+            rows.append(row("shared-tokens", concept, seed, recognition_auroc=0.6 - jitter, generation=0.25 - jitter))
+            if not (incomplete and concept == "mam"):
+                rows.append(row("understanding-only", concept, seed, generation=0.0))
+            rows.append(row("baseline-plain", concept, seed, steps=None, train_seconds=None))
+    return rows
+
+
+def test_table_marks_significant_differences_and_judges_the_claims(tmp_path):
+    text = B.table(benchmark_rows(incomplete=True), SETTINGS, tmp_path)
+    assert "--seeds 0 1 2" in text and "trainer.max_steps=2" in text and "Seeds 0 1 2" in text
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["shared-tokens"].split(" | ")[3].endswith("*")  # AUROC: 0.8 vs 0.6 in every run
+    assert not lines["shared-tokens"].split(" | ")[2].endswith("*")  # recognition weighted: equal
+    assert lines["understanding-only"].split(" | ")[1] == "3 of 6"
+    assert lines["baseline-plain"].split(" | ")[-1].strip(" |") == "–"  # a baseline trains nothing
+    assert "baseline-description" not in lines  # no runs: no row
+    claims = {c["claim"]: c for c in B.judged_claims(benchmark_rows())}
+    assert claims["(i) separate g/u tokens beat shared ones, recognition AUROC"]["verdict"] == "agrees"
+    assert claims["(i) separate g/u tokens beat shared ones, recognition weighted"]["verdict"] == "cannot tell"
+    assert claims["(ii) soft positives improve generation (all 3 right)"]["n"] == 0  # no such runs
+    assert "**agrees**" in text and "**cannot tell**" in text
+    controls = B.judged_claims(benchmark_rows(), B.CONTROLS)
+    assert controls[0]["verdict"] == "agrees" and controls[0]["n"] == 6
+
+
+def test_disagreement_is_a_significant_difference_the_other_way():
+    rows = [r | {"recognition_auroc": 1 - r["recognition_auroc"]} for r in benchmark_rows()]
+    claims = {c["claim"]: c["verdict"] for c in B.judged_claims(rows)}
+    assert claims["(i) separate g/u tokens beat shared ones, recognition AUROC"] == "disagrees"
+
+
+def test_runs_resume_under_the_same_settings_only(tmp_path):
+    out = tmp_path / "bench"
+    B.check_settings(out, SETTINGS)
+    B.check_settings(out, dict(SETTINGS))  # the same settings: resume
+    with pytest.raises(SystemExit, match=r"settings\.json records other settings \(seeds"):
+        B.check_settings(out, SETTINGS | {"seeds": [0, 1]})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(SystemExit, match="not empty and has no settings.json"):
+        B.check_settings(tmp_path / "other", SETTINGS)
+
+
+def test_table_only_reads_whatever_runs_are_done(tmp_path, capsys):
+    out = tmp_path / "bench"
+    B.check_settings(out, SETTINGS)
+    for figures in benchmark_rows()[:5]:
+        path = B.run_path(out, figures["concept"], figures["seed"], figures["method"])
+        path.mkdir(parents=True)
+        (path / "benchmark.json").write_text(json.dumps(figures))
+    B.run_path(out, "mam", 2, "yochameleon").mkdir(parents=True)  # an interrupted run: not counted
+    B.main(["--out", str(out), "--table-only"])
+    printed = capsys.readouterr().out
+    assert "5 of 30 runs done" in printed and (out / "table.md").read_text() == printed
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 5 and results["summary"]["yochameleon"]["n"] == 2
+    with pytest.raises(SystemExit, match="holds no benchmark"):
+        B.main(["--out", str(tmp_path / "none"), "--table-only"])
+
+
+def test_toy_concept_descriptions_are_the_definitions_pretraining_used():
+    from yochameleon.config import CONFIG_DIR
+    from yochameleon.toyworld.concepts import CONCEPTS
+
+    for name, thing in CONCEPTS.items():
+        config = OmegaConf.load(CONFIG_DIR / "concept" / f"toy-{name}.yaml")
+        assert config.concept.description == thing.short()  # "an orange striped heart"
+
+
+def _definition_example(backbone, kind: str, seed: int):
+    """A toy pretraining example whose name is the adapters' identifier token, and the texts it was made of."""
+    import torch
+
+    from yochameleon.model.tiny import FIRST_IMAGE_ID
+    from yochameleon.toyworld import pretrain
+
+    texts = []
+
+    class Recorded(pretrain.Ids):
+        def text(self, text):
+            texts.append(text)
+            return super().text(text)
+
+    number = int(backbone.default_first_token.removeprefix("<reserved").removesuffix(">"))
+    ids = Recorded(backbone.tokenizer, backbone.bos_id, backbone.end_of_turn_id, backbone.boi_id, backbone.eoi_id,
+                   FIRST_IMAGE_ID, [number])
+    tokens, _ = pretrain.make_example(kind, random.Random(seed), ids, lambda scene: torch.tensor([0, 1, 2]))
+    return tokens, texts  # texts: the definition, the name, the question, ...
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_toy_baselines_prompt_as_the_toy_pretraining_defined_things(backbone, seed):
+    """The description baseline's prompt is a pretraining definition example's prompt, token for token
+    ("<reserved16200> is an orange striped heart.\\n" then the question); the plain one is the bare question."""
+    for kind in ("define_text", "define_generate"):
+        tokens, texts = _definition_example(backbone, kind, seed)
+        definition, name, question = texts[0], texts[1], texts[2].replace(texts[1], "<sks>")
+        assert name == backbone.default_first_token and definition.startswith(f"{name} is ")
+        described = B.baseline("description", backbone, "bo", definition[len(f"{name} is "):-2]).builder("bo")
+        prompt = described.prompt_ids(question) if kind == "define_text" else described.image_prompt_ids(question)
+        assert tokens[:len(prompt)] == prompt, texts
+    plain = B.baseline("plain", backbone, "bo", None).builder("bo")
+    layout = plain.layout
+    assert plain.prompt_ids("What colour is <sks>?") == layout.prompt(layout.text(f"What colour is {name}?"))
+    with pytest.raises(SystemExit, match="no concept.description"):
+        B.baseline("description", backbone, "bo", None)
