@@ -537,13 +537,14 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
     lm_started = time.perf_counter()
     lm_report = _cached_stage(cache / f"toyworld-focus-{focus_key(spec)}.safetensors", model, stages_1_to_3)
     draw_started = time.perf_counter()
-    bar = tqdm(total=spec["draw_chunks"] * spec["draw_chunk_steps"], desc="toy world: drawing",
+    bar = None if not spec["draw_chunks"] else tqdm(total=spec["draw_chunks"] * spec["draw_chunk_steps"], desc="toy world: drawing",
                disable=not show_progress)
-    draw_report = train_drawing(model, ids, trained, spec, code_of,
-                                lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-    bar.close()
-    lm_report.update({f"draw_{k}": v for k, v in draw_report.items()}
-                     | {"draw_seconds": round(time.perf_counter() - draw_started, 1)})
+    if bar is not None:
+        draw_report = train_drawing(model, ids, trained, spec, code_of,
+                                    lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+        bar.close()
+        lm_report.update({f"draw_{k}": v for k, v in draw_report.items()}
+                         | {"draw_seconds": round(time.perf_counter() - draw_started, 1)})
 
     from safetensors.torch import save
 
