@@ -198,10 +198,11 @@ class RecognitionEvalConfig:
 class GenerationEvalConfig:
     prompts: list = MISSING
     n: int = MISSING
-    temperature: float = MISSING
-    top_k: int = MISSING
-    top_p: float = MISSING
-    guidance_scale: Optional[float] = MISSING  # null: the backbone family's default
+    # null: what the backbone records (Backbone.sampling), else the family's default
+    temperature: Optional[float] = MISSING
+    top_k: Optional[int] = MISSING
+    top_p: Optional[float] = MISSING
+    guidance_scale: Optional[float] = MISSING
 
 
 @dataclass

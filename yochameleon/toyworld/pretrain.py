@@ -442,13 +442,15 @@ def focus_key(spec: dict) -> str:
 
 def train_drawing(model, ids: Ids, trained: torch.Tensor, spec: dict, code_of, progress=None,
                   after_chunk=None) -> dict:
-    """Stage 4: `draw_chunks` x `draw_chunk_steps` steps of `DRAW`, each chunk with a fresh optimizer and
-    its own random stream, its rows written back after it; `after_chunk(k)` is called after chunk k."""
+    """Stage 4: `draw_chunks` x `draw_chunk_steps` steps of `draw_mixture` (default `DRAW`), each chunk with a
+    fresh optimizer and its own random stream, its rows written back after it; `after_chunk(k)` is called
+    after chunk k."""
+    mixture = spec.get("draw_mixture") or DRAW
     reports = []
     for chunk in range(spec["draw_chunks"]):
         rows = RowTrainer(model, trained)
         reports.append(train_lm(model, ids, rows, spec["seed"], 0, spec["lm_batch"], spec["draw_lr"], code_of,
-                                progress, phases=((DRAW, spec["draw_chunk_steps"]),), stream=10 + chunk))
+                                progress, phases=((mixture, spec["draw_chunk_steps"]),), stream=10 + chunk))
         rows.write_back(model)
         if after_chunk is not None:
             after_chunk(chunk)
