@@ -97,7 +97,7 @@ def multi_concept(method: M.Method, subject: str, questions: list[MCQuestion], c
 
 def generation(method: M.Method, subject: str, references: list, cfg, out_dir: Path, scorers: dict) -> dict:
     """Draw images for each prompt; CLIP-I / DINO against real photos, CLIP-T against the prompt."""
-    from yochameleon.model.image_generation import decode_image_tokens, sample_image_tokens, to_pil
+    from yochameleon.model.image_generation import draw
 
     backbone = method.backbone
     if not backbone.has_decoder:
@@ -108,14 +108,12 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     generator = torch.Generator(device=backbone.device).manual_seed(int(cfg.seed))
     images, prompts = [], []
     for prompt in gen.prompts:
-        for start in range(0, int(gen.n), int(cfg.batch_size)):
-            rows = min(int(cfg.batch_size), int(gen.n) - start)
-            cond = builder.image_prompt_ids(prompt)
-            tokens = sample_image_tokens(method.model, backbone, [cond] * rows, sampling,
-                                         [builder.unconditional_image_prompt_ids(cond)] * rows, generator)
-            images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
-            # CLIP-T compares with the prompt as a person reads it: the subject's name in place of <sks>.
-            prompts += [prompt.replace("<sks>", method.subjects[subject].name)] * rows
+        cond = builder.image_prompt_ids(prompt)
+        n = int(gen.n)
+        images += draw(method.model, backbone, [cond] * n, [builder.unconditional_image_prompt_ids(cond)] * n,
+                       sampling, generator, int(cfg.batch_size))
+        # CLIP-T compares with the prompt as a person reads it: the subject's name in place of <sks>.
+        prompts += [prompt.replace("<sks>", method.subjects[subject].name)] * n
     folder = out_dir / "generated" / method.name
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):

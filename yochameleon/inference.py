@@ -25,9 +25,7 @@ from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
 from yochameleon.model.decoding import generate_answer
 from yochameleon.model.backbone import resolve_dtype
 from yochameleon.model.load import load_backbone
-from yochameleon.model.image_generation import (
-    decode_image_tokens, require_decoder, sample_image_tokens, to_pil,
-)
+from yochameleon.model.image_generation import draw, require_decoder
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.sources import recorded_source, resolve_source
 
@@ -177,25 +175,8 @@ class PersonalizedModel:
         require_decoder(self.backbone)
         cond, uncond = self.image_prompts(prompt, concept)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
-        images: list[Image.Image] = []
         from tqdm.auto import tqdm
 
         with tqdm(total=n * self.backbone.image_seq_length, desc="image tokens", unit="tok",
                   disable=not progress) as bar:
-            for start in range(0, n, batch_size):
-                rows = min(batch_size, n - start)
-                tokens = sample_image_tokens(self.model, self.backbone, [cond] * rows, sampling,
-                                             [uncond] * rows, generator, progress=_Scaled(bar, rows))
-                pixels = decode_image_tokens(self.backbone, tokens)
-                images += to_pil(pixels, self.backbone.pixel_scale)
-        return images
-
-
-class _Scaled:
-    """Counts one sampling step of a batch as `rows` tokens on a tqdm bar."""
-
-    def __init__(self, bar, rows: int):
-        self.bar, self.rows = bar, rows
-
-    def update(self, steps: int) -> None:
-        self.bar.update(steps * self.rows)
+            return draw(self.model, self.backbone, [cond] * n, [uncond] * n, sampling, generator, batch_size, bar)

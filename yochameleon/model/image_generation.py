@@ -137,6 +137,29 @@ def decode_image_tokens(backbone, token_ids: torch.Tensor) -> torch.Tensor:
     return backbone.decode_codes(backbone.image_map.ids_to_codes(token_ids.to(backbone.device)))
 
 
+def draw(model, backbone, prompts: list[list[int]], uncond_prompts: list[list[int]], sampling: SamplingConfig,
+         generator: torch.Generator | None, batch_size: int, bar=None) -> list[Image.Image]:
+    """One image per prompt (with its unconditional prompt for guidance), `batch_size` prompts per
+    sampling call, in order from one generator; `bar` (a tqdm bar) counts the image tokens drawn."""
+    images: list[Image.Image] = []
+    for start in range(0, len(prompts), batch_size):
+        cond, uncond = prompts[start:start + batch_size], uncond_prompts[start:start + batch_size]
+        tokens = sample_image_tokens(model, backbone, cond, sampling, uncond, generator,
+                                     progress=None if bar is None else _Scaled(bar, len(cond)))
+        images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
+    return images
+
+
+class _Scaled:
+    """Counts one sampling step of a batch as `rows` tokens on a tqdm bar."""
+
+    def __init__(self, bar, rows: int):
+        self.bar, self.rows = bar, rows
+
+    def update(self, steps: int) -> None:
+        self.bar.update(steps * self.rows)
+
+
 def to_pil(pixels: torch.Tensor, rescale_factor: float) -> list[Image.Image]:
     """Decoder output (B, 3, H, W) -> PIL images, as the Anole processor's postprocess does."""
     array = pixels.detach().float().cpu().numpy().transpose(0, 2, 3, 1)

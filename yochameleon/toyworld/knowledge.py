@@ -18,7 +18,7 @@ from yochameleon.data.chat import chat_layout
 from yochameleon.metrics.recognition import p_yes, says_yes, yes_no_ids
 from yochameleon.model.load import load_backbone
 from yochameleon.model.decoding import left_pad
-from yochameleon.model.image_generation import decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.image_generation import decode_image_tokens, draw as draw_images, to_pil
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.toyworld import sentences, world
 from yochameleon.toyworld.judge import HEADS, judge_accuracy, load_judge
@@ -138,15 +138,9 @@ def identities() -> list[world.Thing]:
 
 def draw(model, backbone, prompt_ids: list[list[int]], batch: int = 24, seed: int = 0) -> list:
     """Images for image prompts with the backbone's default sampling (what `make demo` samples with)."""
-    sampling = backbone.sampling()
-    generator = torch.Generator().manual_seed(seed)
     unconditional = chat_layout(backbone).unconditional_image_prompt()
-    images = []
-    for start in range(0, len(prompt_ids), batch):
-        chunk = prompt_ids[start:start + batch]
-        tokens = sample_image_tokens(model, backbone, chunk, sampling, [unconditional] * len(chunk), generator)
-        images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
-    return images
+    return draw_images(model, backbone, prompt_ids, [unconditional] * len(prompt_ids), backbone.sampling(),
+                       torch.Generator().manual_seed(seed), batch)
 
 
 def judged(judge, images, things) -> dict:

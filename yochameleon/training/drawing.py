@@ -18,7 +18,7 @@ from PIL import Image
 
 from yochameleon.data import templates
 from yochameleon.data.preparation import contact_sheet as grid_sheet
-from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.image_generation import SamplingConfig, draw
 
 RIGHT, WRONG = (0, 170, 0), (220, 0, 0)  # frames of judged samples
 
@@ -36,12 +36,7 @@ def draw_images(model, builder, sampling: SamplingConfig, seed: int, count: int,
     generator = torch.Generator(device=backbone.device).manual_seed(seed)
     prompt = builder.image_prompt_ids(templates.GENERATION_PROMPTS[0])
     unconditional = builder.unconditional_image_prompt_ids(prompt)
-    images = []
-    for start in range(0, count, batch_size):
-        n = min(batch_size, count - start)
-        tokens = sample_image_tokens(model, backbone, [prompt] * n, sampling, [unconditional] * n, generator)
-        images += to_pil(decode_image_tokens(backbone, tokens), backbone.pixel_scale)
-    return images
+    return draw(model, backbone, [prompt] * count, [unconditional] * count, sampling, generator, batch_size)
 
 
 def sample_image(model, builder, seed: int, sampling: SamplingConfig) -> Image.Image:
