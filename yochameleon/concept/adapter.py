@@ -12,6 +12,7 @@ import logging
 import math
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError, reserved_token_names
@@ -91,22 +92,29 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
     directory = Path(directory)
     config = read_adapter_config(directory)
     check_backbone_match(config, backbone.fingerprint(), f"adapter {directory}")
-    weights_path = directory / WEIGHTS_NAME
-    if not weights_path.exists():
-        raise AdapterError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; copy the whole adapter folder")
-    weights = load_file(str(weights_path))
+    input_rows, output_rows = read_adapter_rows(directory, config, backbone.hidden_size)
     names, ids = config["token_names"], config["token_ids"]
     n = 1 + config["k_g"] + config["k_u"]
-    if weights["input_rows"].shape != (n, backbone.hidden_size):
-        raise AdapterError(f"{weights_path} holds rows of shape {tuple(weights['input_rows'].shape)}, "
-                           f"expected ({n}, {backbone.hidden_size}); the adapter is damaged")
     taken = taken_ids or set()
     if taken & set(ids):
         names, ids = _free_reserved_run(backbone.vocabulary_map, n, taken)
         log.warning("adapter %s: token ids collide with an already loaded concept; moved to %s..%s",
                     directory, names[0], names[-1])
     return PersonalizedTokens(config["concept"], names, ids, config["k_g"], config["k_u"],
-                              weights["input_rows"], weights["output_rows"], bool(config.get("shared_tokens")))
+                              input_rows, output_rows, bool(config.get("shared_tokens")))
+
+
+def read_adapter_rows(directory: str | Path, config: dict, hidden_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (input, output) rows an adapter folder holds, checked against its config and the backbone's width."""
+    weights_path = Path(directory) / WEIGHTS_NAME
+    if not weights_path.exists():
+        raise AdapterError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; copy the whole adapter folder")
+    weights = load_file(str(weights_path))
+    n = 1 + config["k_g"] + config["k_u"]
+    if weights["input_rows"].shape != (n, hidden_size):
+        raise AdapterError(f"{weights_path} holds rows of shape {tuple(weights['input_rows'].shape)}, "
+                           f"expected ({n}, {hidden_size}); the adapter is damaged")
+    return weights["input_rows"], weights["output_rows"]
 
 
 def _free_reserved_run(vocabulary_map: dict[str, int], count: int, taken: set[int]):

@@ -26,10 +26,9 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from yochameleon.concept.adapter import WEIGHTS_NAME, save_adapter
+from yochameleon.concept.adapter import read_adapter_config, read_adapter_rows, save_adapter
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
@@ -346,9 +345,9 @@ class PersonalizationRecipe:
         with torch.no_grad(), self.dist.whole_rows(self.tokens, keep_changes=True):  # rank 0's values, under ZeRO-3
             current = [row.detach().clone() for row in rows]
             if self.dist.main:
-                saved = load_file(str(adapter / WEIGHTS_NAME))
-                for row, name in zip(rows, ("input_rows", "output_rows")):
-                    row.copy_(saved[name])
+                saved = read_adapter_rows(adapter, read_adapter_config(adapter), self.backbone.hidden_size)
+                for row, value in zip(rows, saved):
+                    row.copy_(value)
         try:
             yield
         finally:
