@@ -266,8 +266,18 @@ class JanusBackbone(Backbone):
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (Janus's decoder)."""
-        return self.model.model.vqmodel.decode(codes)
+        """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (Janus's decoder).
+
+        Under ZeRO-3 the decoder's weights are partitioned and its codebook lookup reads them outside a
+        module call, so they are gathered first (every rank draws, so every rank enters)."""
+        vq = self.model.model.vqmodel
+        partitioned = [p for p in vq.parameters() if hasattr(p, "ds_id")]
+        if not partitioned:
+            return vq.decode(codes)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(partitioned):
+            return vq.decode(codes)
 
     def fingerprint(self) -> dict:
         text = self.config.text_config
