@@ -106,10 +106,9 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     sampling = backbone.sampling(gen.temperature, gen.top_k, gen.top_p, gen.guidance_scale)
     builder = method.builder(subject)
     generator = torch.Generator(device=backbone.device).manual_seed(int(cfg.seed))
-    images, prompts = [], []
+    images, prompts, n = [], [], int(gen.n)
     for prompt in gen.prompts:
         cond = builder.image_prompt_ids(prompt)
-        n = int(gen.n)
         images += draw(method.model, backbone, [cond] * n, [builder.unconditional_image_prompt_ids(cond)] * n,
                        sampling, generator, int(cfg.batch_size))
         # CLIP-T compares with the prompt as a person reads it: the subject's name in place of <sks>.

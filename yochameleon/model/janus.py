@@ -268,10 +268,11 @@ class JanusBackbone(Backbone):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (Janus's decoder).
 
-        Under ZeRO-3 the decoder's weights are partitioned and its codebook lookup reads them outside a
-        module call, so they are gathered first (every rank draws, so every rank enters)."""
+        Under ZeRO-3 the codebook lookup reads the partitioned codebook outside a module call (the
+        decoder's modules gather their own weights), so only the quantizer is gathered first; every rank
+        draws, so every rank enters."""
         vq = self.model.model.vqmodel
-        partitioned = [p for p in vq.parameters() if hasattr(p, "ds_id")]
+        partitioned = [p for p in vq.quantize.parameters() if hasattr(p, "ds_id")]
         if not partitioned:
             return vq.decode(codes)
         import deepspeed
