@@ -50,25 +50,13 @@ class TextSubject:
 
 
 class EvalBuilder(SampleBuilder):
-    """SampleBuilder that reads image files itself (no VQ cache) and places reference photos."""
+    """SampleBuilder that reads image files itself (no VQ cache); the introduction, reference photos included, is
+    `SampleBuilder.prefix_ids` (`samples.introduction_ids`), the same ids training built."""
 
     def shown_image_ids(self, image, flip: bool = False) -> list[int]:
         if isinstance(image, (str, Path)):
             image = cached_photo(str(image))
         return super().shown_image_ids(image, flip)
-
-    def prefix_ids(self) -> list[int]:
-        """Each subject's introduction, its reference photos after it, then a newline (none if it has no text)."""
-        ids = []
-        for concept in self.concepts:
-            prefix = concept.system_prefix()
-            if prefix:
-                ids += self.text_ids(prefix)
-            for photo in getattr(concept, "photos", ()):
-                ids += self.shown_image_ids(photo)
-            if prefix:
-                ids += self.text_ids("\n")
-        return ids
 
     def introduction_tokens(self) -> int:
         """Tokens spent introducing the subjects: the prompt minus the same prompt without them."""

@@ -141,13 +141,14 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
       positions, under inference's banned ids, `rows_only_greedy_changed` counts where the greedy
       token differs and `rows_only_concept_wins` where a loaded identifier is it;
     - what a user notices (`greedy_changed_share`, `mean_kl`, `concept_token_share`): the question
-      asked as `PersonalizedModel.answer` asks it (every loaded concept's soft prompt, then the
-      self-prompt group) against the plain model asked the bare question, both with inference's
+      asked as `PersonalizedModel.answer` asks it (`answer_prompt_ids`: a concept's soft prompt and
+      self-prompt group only when the question names it, so on these prompts none) against the plain
+      model asked the bare question, both with inference's
       banned ids (`answer_banned_ids`: an identifier only where the question names it). Compared at the plain
       model's own greedy answer, teacher-forced into both: at each answer position, whether the
       greedy next token differs, KL(plain || adapter) in nats, and whether a concept's id wins.
     """
-    from yochameleon.model.decoding import answer_banned_ids, answer_prompts, left_pad
+    from yochameleon.model.decoding import answer_banned_ids, left_pad
     from yochameleon.model.personalized import PersonalizedChameleon
 
     backbone, adapter_model = pm.backbone, pm.model
@@ -160,8 +161,6 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     keep[own] = False
     plain_banned = backbone.text_banned_ids().to(device)
     stops = backbone.text_stop_ids()
-    name = next(iter(pm.concepts))
-    builder = pm.builder(name)
 
     def positions_logits(model, ids: list[int], last: int) -> torch.Tensor:
         batch, mask = left_pad([ids], backbone.tokenizer.pad_token_id)
@@ -172,7 +171,7 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     first_changed, rows_changed, rows_concept = 0, 0, 0
     for question, image in questions:
         prompt = bare.prompt_ids(question, image)
-        adapter_banned = answer_banned_ids(builder, question).to(device)  # as PersonalizedModel.answer bans
+        adapter_banned = answer_banned_ids(pm.prompt_builder(question), question).to(device)  # as answer bans
         # The invariant: rows loaded, no soft prompt.
         a = positions_logits(plain, prompt, len(prompt))
         b = positions_logits(adapter_model, prompt, len(prompt))
@@ -184,8 +183,7 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
         # What a user notices: the plain model's greedy answer, teacher-forced into both prompts.
         ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
         answer = plain.generate_text(ids.to(device), mask.to(device), max_new_tokens, plain_banned, stops)[0]
-        user = answer_prompts(adapter_model, builder, [builder.prompt_ids(question, image)], "text_qa",
-                              pm.self_prompt_mode[name])[0]
+        user = pm.answer_prompt_ids(question, image)  # the ids PersonalizedModel.answer continues
         n = len(answer) + 1  # the answer start and the position after each answer token
         p = positions_logits(plain, prompt + answer, n).masked_fill(plain_banned, float("-inf")).log_softmax(-1)
         q = positions_logits(adapter_model, user + answer, n).masked_fill(adapter_banned, float("-inf")).log_softmax(-1)

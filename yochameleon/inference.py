@@ -93,11 +93,45 @@ class PersonalizedModel:
         return cls(backbone, concepts, self_prompting, modes)
 
     def builder(self, concept: str | None) -> SampleBuilder:
-        """The prompt builder for `<concept>` (the first loaded one for None), the other loaded concepts beside it."""
-        name = self._pick(concept)
-        main = self.concepts[name]
-        others = tuple(c for n, c in self.concepts.items() if n != name)
-        return SampleBuilder(self.backbone, main, None, self.self_prompting[name], others)
+        """The prompt builder for `<concept>` (the first loaded one for None) with every other loaded concept
+        introduced beside it (`concepts="all"`); what a prompt gets by default is `prompt_builder`'s rule."""
+        return self.prompt_builder("", concept, concepts="all")
+
+    def introduced(self, text: str, concept: str | None = None, concepts=None) -> list[str]:
+        """The loaded concepts whose introduction (soft prompt) enters the prompt `text`.
+
+        By default only those the prompt names: `<name>`, `<sks>` (the concept `concept` picks) or `concept`
+        itself, so a prompt that names none is the plain backbone's prompt and its answer is the backbone's.
+        `concepts="all"`: every loaded concept (e.g. "Who is in this photo?"); a list of names: those.
+        The first one is the prompt's main concept (its `<sks>`, its self-prompt group).
+        """
+        if concepts is None:
+            names = [n for n in self.concepts if f"<{n}>" in text]
+            if concept is not None or "<sks>" in text:
+                names = [self._pick(concept), *names]
+        elif concepts == "all":
+            names = [self._pick(concept, text), *self.concepts]
+        elif isinstance(concepts, str):
+            raise YoChameleonError(f"concepts={concepts!r}: give 'all', a list of loaded concept names, or None "
+                                   "(the concepts the prompt names)")
+        else:
+            names = [self._pick(n) for n in ([concept] if concept is not None else []) + list(concepts)]
+        return list(dict.fromkeys(names))
+
+    def prompt_builder(self, text: str, concept: str | None = None, concepts=None) -> SampleBuilder:
+        """The builder of the prompt `text`: it introduces `introduced(text, concept, concepts)` and nothing
+        else (no concept at all when the prompt names none)."""
+        names = self.introduced(text, concept, concepts)
+        if not names:
+            return SampleBuilder(self.backbone, None, None, False)
+        main, others = self.concepts[names[0]], tuple(self.concepts[n] for n in names[1:])
+        return SampleBuilder(self.backbone, main, None, self.self_prompting[names[0]], others)
+
+    def _mode(self, builder: SampleBuilder, self_prompt: str | None) -> str:
+        """The self-prompt mode of a builder's main concept (its adapter's recipe unless the caller says)."""
+        if self_prompt is not None:
+            return self_prompt
+        return self.self_prompt_mode[builder.tokens.name] if builder.tokens is not None else "forced"
 
     def _pick(self, concept: str | None, text: str = "") -> str:
         if concept is not None:
@@ -114,28 +148,40 @@ class PersonalizedModel:
         return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
 
     def recognize(self, image, concept: str | None = None, question: str = DEFAULT_QUESTION,
-                  self_prompt: str | None = None) -> Recognition:
+                  self_prompt: str | None = None, concepts=None) -> Recognition:
         """Is `<concept>` in this photo? Scored from the Yes/No logits in one forward pass.
 
-        `self_prompt` ("forced" | "emitted") defaults to what the adapter's recipe says.
+        `self_prompt` ("forced" | "emitted") defaults to what the adapter's recipe says. Introduced: `<concept>`
+        and any concept the question names (`concepts="all"`: every loaded one; see `introduced`).
         """
         name = self._pick(concept)
-        mode = self_prompt or self.self_prompt_mode[name]
-        p_yes = float(yes_probabilities(self.model, self.builder(name), [self._image(image)], question,
-                                        self_prompt=mode)[0])
+        builder = self.prompt_builder(question, name, concepts)
+        p_yes = float(yes_probabilities(self.model, builder, [self._image(image)], question,
+                                        self_prompt=self._mode(builder, self_prompt))[0])
         return Recognition(concept=name, answer="Yes" if p_yes > 0.5 else "No", probability=p_yes)
 
     def answer(self, question: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
-               seed: int = 0, concept: str | None = None, self_prompt: str | None = None) -> str:
+               seed: int = 0, concept: str | None = None, self_prompt: str | None = None, concepts=None) -> str:
         """Free-form answer, with or without a photo; text only (image tokens are banned).
 
-        `self_prompt` ("forced" | "emitted") defaults to what the adapter's recipe says.
+        Only the concepts the question names (or `concept`) are introduced; a question that names none is
+        asked as the plain backbone is, so its answer is the backbone's. `concepts="all"` introduces every
+        loaded concept (e.g. "Who is in this photo?"). `self_prompt` ("forced" | "emitted") defaults to
+        what the main concept's adapter recipe says.
         """
-        name = self._pick(concept, question)
+        builder = self.prompt_builder(question, concept, concepts)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
-        return generate_answer(self.model, self.builder(name), question,
-                               self._image(image) if image is not None else None,
-                               self_prompt or self.self_prompt_mode[name], max_new_tokens, temperature, generator)
+        return generate_answer(self.model, builder, question, self._image(image) if image is not None else None,
+                               self._mode(builder, self_prompt), max_new_tokens, temperature, generator)
+
+    def answer_prompt_ids(self, question: str, image=None, concept: str | None = None, self_prompt: str | None = None,
+                          concepts=None) -> list[int]:
+        """The ids `answer` continues: the prompt it builds and, under self-prompting, the group (forced or emitted)."""
+        from yochameleon.model.decoding import answer_prompts
+
+        builder = self.prompt_builder(question, concept, concepts)
+        prompt = builder.prompt_ids(question, self._image(image) if image is not None else None)
+        return answer_prompts(self.model, builder, [prompt], "text_qa", self._mode(builder, self_prompt))[0]
 
     def check_prompt(self, prompt: str) -> None:
         """Every `<name>` in a prompt must be a loaded concept."""
@@ -144,14 +190,14 @@ class PersonalizedModel:
             raise YoChameleonError(f"unknown concept <{unknown[0]}> in the prompt; loaded: "
                                    + ", ".join(f"<{n}>" for n in self.concepts))
 
-    def image_prompts(self, prompt: str, concept: str | None = None) -> tuple[list[int], list[int]]:
+    def image_prompts(self, prompt: str, concept: str | None = None, concepts=None) -> tuple[list[int], list[int]]:
         """(conditional, unconditional) prompt ids, both ending with begin-of-image.
 
-        The conditional prompt carries the concepts' soft prompts and, under self-prompting, the
-        `<g-tokens>` group; the unconditional one is an empty turn without any concept.
+        The conditional prompt carries the soft prompts of the concepts it names (`introduced`) and, under
+        self-prompting, the main one's `<g-tokens>` group; the unconditional one is an empty turn without any concept.
         """
         self.check_prompt(prompt)
-        builder = self.builder(self._pick(concept, prompt))
+        builder = self.prompt_builder(prompt, concept, concepts)
         cond = builder.image_prompt_ids(prompt)
         uncond = builder.unconditional_image_prompt_ids(cond)
         bb = self.backbone
@@ -164,7 +210,7 @@ class PersonalizedModel:
     def generate_images(self, prompt: str, n: int = 1, guidance_scale: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                         seed: int = 0, batch_size: int = 4, concept: str | None = None,
-                        progress: bool = False) -> list[Image.Image]:
+                        progress: bool = False, concepts=None) -> list[Image.Image]:
         """Draw `n` images for `prompt` (e.g. "A photo of <bo> on the beach."); same seed, same images.
 
         A sampling setting left None is the backbone's default (`Backbone.sampling`: the checkpoint's
@@ -173,7 +219,7 @@ class PersonalizedModel:
             raise YoChameleonError(f"number of images must be positive, got {n}")
         sampling = self.backbone.sampling(temperature, top_k, top_p, guidance_scale)
         require_decoder(self.backbone)
-        cond, uncond = self.image_prompts(prompt, concept)
+        cond, uncond = self.image_prompts(prompt, concept, concepts)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
         from tqdm.auto import tqdm
 

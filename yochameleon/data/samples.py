@@ -27,6 +27,26 @@ TASKS = ("recognition", "vqa", "text_qa", "generation")
 # 16 u-tokens in every answer, "token" spends most of a recognition sample's loss on reciting the
 # group, and the rows learn to recite it before they learn to tell the concept apart.
 GROUP_LOSS = ("token", "group")
+# The self-prompt group before an image (`recipe.generation_group`): "full", every g-token (Yo'Chameleon's
+# layout, the paper's forced group); "none", begin-of-image right after the end of turn (the g-tokens then
+# act only through the soft prompt); an integer n, the first n g-tokens. docs/training.md says which
+# the toy world's validation split chose and why.
+GENERATION_GROUPS = ("full", "none")
+
+
+def generation_group_size(setting, k_g: int) -> int:
+    """How many g-tokens `recipe.generation_group` puts before an image (of `k_g`)."""
+    if setting in (None, "full"):
+        return k_g
+    if setting == "none":
+        return 0
+    try:
+        count = int(setting)
+    except (TypeError, ValueError):
+        raise ValueError(f"recipe.generation_group must be full, none or a number of g-tokens, got {setting!r}") from None
+    if not 0 <= count <= k_g:
+        raise ValueError(f"recipe.generation_group={count} must be between 0 and recipe.k_g ({k_g})")
+    return count
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,7 @@ class SampleBuilder:
     """Turns `SampleSpec`s into token ids and labels for one concept on one backbone."""
 
     def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = (), *,
-                 group_loss: str | None = None):
+                 group_loss: str | None = None, generation_group="full", generation_weight: float = 1.0):
         # `tokens` is the concept `<sks>` refers to; `others` are further loaded concepts,
         # each named by its own `<name>` in text and introduced in the system prefix too.
         # `group_loss`: how much the self-prompt group weighs in a text answer's loss (`GROUP_LOSS`),
@@ -54,17 +74,25 @@ class SampleBuilder:
         # evaluation), whose `build` of a training sample is refused rather than given a default.
         if group_loss is not None and group_loss not in GROUP_LOSS:
             raise ValueError(f"recipe.self_prompt_loss must be one of {', '.join(GROUP_LOSS)}, got {group_loss!r}")
+        # `tokens` None: a prompt about no concept (inference on a prompt that names none): no
+        # introduction, no self-prompt group, the plain backbone's prompt.
         self.backbone, self.tokens, self.cache = backbone, tokens, code_cache
-        self.concepts = [tokens, *others]
+        self.concepts = [*([tokens] if tokens is not None else []), *others]
         self.self_prompting = self_prompting
         self.group_loss = group_loss
+        k_g = len(tokens.g_token_ids()) if tokens is not None else 0
+        self.generation_group = generation_group_size(generation_group, k_g)
+        self.generation_weight = float(generation_weight)  # a generation sample's loss, relative to the others'
         self._text_cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_recipe(cls, backbone, tokens, code_cache, recipe, others: tuple = ()) -> SampleBuilder:
         """The builder a recipe config (`cfg.recipe`, or an adapter's recorded recipe) describes."""
+        # Adapters written before these settings existed were trained with the full group and weight 1.
         return cls(backbone, tokens, code_cache, bool(recipe["self_prompting"]), others,
-                   group_loss=str(recipe["self_prompt_loss"]))
+                   group_loss=str(recipe["self_prompt_loss"]),
+                   generation_group=recipe.get("generation_group", "full"),
+                   generation_weight=float(recipe.get("generation_weight", 1.0)))
 
     @cached_property
     def layout(self) -> ChatLayout:
@@ -73,7 +101,8 @@ class SampleBuilder:
 
     def text_ids(self, text: str) -> list[int]:
         """Tokenize text; `<sks>` and each concept's `<name>` become its identifier token."""
-        text = text.replace("<sks>", self.tokens.identifier)
+        if self.tokens is not None:
+            text = text.replace("<sks>", self.tokens.identifier)
         for concept in self.concepts:
             text = text.replace(f"<{concept.name}>", concept.identifier)
         if text not in self._text_cache:
@@ -92,8 +121,8 @@ class SampleBuilder:
         return self.layout.image(self.backbone.shown_image_codes(image, flip, self.cache))
 
     def prefix_ids(self) -> list[int]:
-        """What introduces the concepts: each one's soft prompt and a newline, tokenized as one text."""
-        return self.text_ids("".join(concept.system_prefix() + "\n" for concept in self.concepts))
+        """What introduces the concepts (`introduction_ids`: the one function every caller uses)."""
+        return introduction_ids(self, self.concepts)
 
     def prompt_ids(self, question: str, image=None, flip: bool = False) -> list[int]:
         """The prompt up to and including the end-of-turn token."""
@@ -114,9 +143,11 @@ class SampleBuilder:
 
     def answer_prefix(self, task: str, n_tokens: int | None = None) -> list[int]:
         """The self-prompt group a task's answer starts with (empty when self-prompting is off)."""
-        if not self.self_prompting:
+        if not self.self_prompting or self.tokens is None:
             return []
-        return self.tokens.g_token_ids(n_tokens) if task == "generation" else self.tokens.u_token_ids()
+        if task == "generation":  # recipe.generation_group: all, the first n, or none of the (described) g-tokens
+            return self.tokens.g_token_ids(n_tokens)[:self.generation_group]
+        return self.tokens.u_token_ids()
 
     def build(self, spec: SampleSpec) -> dict:
         """input_ids and labels (prompt masked with -100) for one sample."""
@@ -131,22 +162,54 @@ class SampleBuilder:
             group = self.answer_prefix("generation", spec.n_tokens)
             answer = self.layout.answer(self.image_ids(spec.image, spec.flip), group)
             group_weight = 1.0  # an image answer counts every token
+            sample_weight = self.generation_weight
         else:
             shown = spec.image if spec.task in ("recognition", "vqa") else None
             prompt = self.prompt_ids(spec.question, shown, spec.flip)
             group = self.answer_prefix(spec.task)
             answer = self.layout.answer(self.text_ids(self.layout.answer_text(spec.answer)), group)
             group_weight = 1.0 / len(group) if group and self.group_loss == "group" else 1.0
+            sample_weight = 1.0
         weights = [group_weight] * len(group) + [1.0] * (len(answer) - len(group))  # the end of turn counts 1
         return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer,
-                "weights": [0.0] * len(prompt) + weights, "task": spec.task}
+                "weights": [0.0] * len(prompt) + weights, "task": spec.task, "sample_weight": sample_weight}
+
+
+def introduction_ids(builder, subjects) -> list[int]:
+    """The ids that introduce `subjects` before a question: the one function that builds them for training,
+    inference, evaluation and the prompting baselines, so an adapter is always scored on the ids it trained on.
+
+    Each subject gives its text (`system_prefix()`: a concept's soft prompt "<sks> is <g..><u..>.", a
+    baseline's description), its reference photos if it has any (`photos`, shown as `builder.shown_image_ids`
+    gives them) and a newline; a subject with neither text nor photos gives nothing. Consecutive text is
+    tokenized as *one* text (a BPE tokenizer may merge ".\n" into one token: it does so everywhere alike);
+    only a photo splits it.
+    """
+    parts: list = []
+    for subject in subjects:
+        text, photos = subject.system_prefix(), tuple(getattr(subject, "photos", ()))
+        if not text and not photos:
+            continue
+        parts += [text, *(builder.shown_image_ids(photo) for photo in photos), "\n"]
+    ids: list[int] = []
+    run = ""
+    for part in parts:
+        if isinstance(part, str):
+            run += part
+            continue
+        if run:
+            ids += builder.text_ids(run)
+            run = ""
+        ids += part
+    return ids + (builder.text_ids(run) if run else [])
 
 
 class EpochPlan:
     """The samples of every epoch, fixed by (seed, epoch): resuming at step s replays exactly."""
 
     def __init__(self, concept, tasks: dict, seed: int, *, negatives_per_photo: int, preparation,
-                 soft_positives_per_epoch: int, balance_recognition: bool):
+                 soft_positives_per_epoch: int, balance_recognition: bool, flip_generation: bool = False,
+                 generation_repeats: int = 1):
         # Without a preparation, negatives are drawn at random from the whole pool each epoch;
         # with one, every hard negative is used each epoch plus a random draw of easy ones.
         # balance_recognition: the photos are shown (re-flipped, with fresh questions) as often as
@@ -159,6 +222,9 @@ class EpochPlan:
         self.soft = list(preparation.soft_positives) if preparation else []
         self.generated_qa = list(preparation.conversations) if preparation else []
         self.soft_per_epoch = soft_positives_per_epoch
+        # Generation targets mirrored at random (recipe.flip_generation) and each photo drawn
+        # `generation_repeats` times an epoch; the recipe config says how the defaults were chosen.
+        self.flip_generation, self.generation_repeats = flip_generation, generation_repeats
         self.size = len(self.epoch(0))
 
     @classmethod
@@ -168,7 +234,9 @@ class EpochPlan:
         return cls(concept, {k: bool(v) for k, v in recipe.tasks.items()}, int(seed),
                    negatives_per_photo=int(recipe.negatives_per_photo), preparation=preparation,
                    soft_positives_per_epoch=int(soft.per_epoch) if soft.enabled else 0,
-                   balance_recognition=bool(recipe.balance_recognition))
+                   balance_recognition=bool(recipe.balance_recognition),
+                   flip_generation=bool(recipe.get("flip_generation", False)),
+                   generation_repeats=int(recipe.get("generation_repeats", 1)))
 
     def _generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -182,6 +250,9 @@ class EpochPlan:
 
         def flip():
             return bool(torch.randint(2, (1,), generator=g))
+
+        def generation_flip():  # the stream moves as with flips, so the other samples stay the same either way
+            return flip() and self.flip_generation
 
         photos = [str(p) for p in self.concept.photos]
         specs: list[SampleSpec] = []
@@ -213,12 +284,13 @@ class EpochPlan:
             for index in keep:
                 specs.append(SampleSpec("text_qa", None, False, *pairs[index]))
         if self.tasks["generation"]:
-            for photo in photos:
-                specs.append(SampleSpec("generation", photo, flip(), templates.GENERATION_PROMPTS[0]))
+            for _ in range(self.generation_repeats):
+                for photo in photos:
+                    specs.append(SampleSpec("generation", photo, generation_flip(), templates.GENERATION_PROMPTS[0]))
             count = min(len(self.soft), self.soft_per_epoch)
             for index in torch.randperm(len(self.soft), generator=g)[:count].tolist():
                 path, n_tokens = self.soft[index]
-                specs.append(SampleSpec("generation", str(path), flip(), templates.GENERATION_PROMPTS[0],
+                specs.append(SampleSpec("generation", str(path), generation_flip(), templates.GENERATION_PROMPTS[0],
                                         n_tokens=int(n_tokens)))
         if not specs:
             raise ValueError("every task is switched off in recipe.tasks; enable at least one")
@@ -256,4 +328,5 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         if weights is not None:
             weights[row, :n] = torch.tensor(sample["weights"])
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "weights": weights,
-            "tasks": [s["task"] for s in samples]}
+            "tasks": [s["task"] for s in samples],
+            "sample_weights": torch.tensor([float(s.get("sample_weight", 1.0)) for s in samples])}

@@ -244,11 +244,11 @@ class PromptedBackbone(PersonalizedModel):
 
     def __init__(self, backbone, builder):
         super().__init__(backbone, [], {}, {})
-        self.prompt_builder = builder
+        self.baseline_builder = builder
 
-    def image_prompts(self, prompt: str, concept: str | None = None) -> tuple[list[int], list[int]]:
-        cond = self.prompt_builder.image_prompt_ids(prompt)
-        return cond, self.prompt_builder.unconditional_image_prompt_ids(cond)
+    def image_prompts(self, prompt: str, concept: str | None = None, concepts=None) -> tuple[list[int], list[int]]:
+        cond = self.baseline_builder.image_prompt_ids(prompt)
+        return cond, self.baseline_builder.unconditional_image_prompt_ids(cond)
 
 
 def generation(pm, name: str, judge, n: int, seed: int) -> tuple[dict, list]:
