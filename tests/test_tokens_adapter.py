@@ -164,3 +164,49 @@ def test_loss_weights_make_a_weighted_mean_per_sample(backbone):
     hidden, _ = model.hidden_states(ids, mask)
     expected = torch.nn.functional.cross_entropy(model.logits(hidden[0, -2:-1]), ids[0, -1:])
     assert torch.allclose(last, expected.reshape(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["backbone", "janus_backbone"])
+def test_every_adapter_tensor_is_checked_against_its_config_and_the_backbone(tmp_path, family, request):
+    """issue 24 item 7: a damaged or edited adapter is refused at load, naming the file and the mismatch."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from yochameleon.concept.adapter import CONFIG_NAME, WEIGHTS_NAME
+
+    bb = request.getfixturevalue(family)
+    tokens = PersonalizedTokens.from_backbone(bb.model, bb.vocabulary_map, "bo", 2, 2, bb.default_first_token)
+    good = save_adapter(tmp_path / "good", tokens, bb.fingerprint())
+    n, hidden = 5, bb.hidden_size
+    rows = load_file(str(good / WEIGHTS_NAME))
+    cases = {
+        "output_rows has shape": {**rows, "output_rows": torch.zeros(n, hidden + 1)},
+        "input_rows has shape": {**rows, "input_rows": torch.zeros(n - 1, hidden)},
+        "output_rows is torch.float16": {**rows, "output_rows": rows["output_rows"].half()},
+        "input_rows is torch.bfloat16": {**rows, "input_rows": rows["input_rows"].bfloat16()},
+        "expected exactly": {"input_rows": rows["input_rows"]},
+        "NaN or infinite": {**rows, "output_rows": torch.full((n, hidden), float("nan"))},
+    }
+    for index, (message, tensors) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{index}"
+        save_adapter(bad, tokens, bb.fingerprint())
+        save_file(tensors, str(bad / WEIGHTS_NAME))
+        with pytest.raises(AdapterError, match=f"{WEIGHTS_NAME}.*{message}|{message}.*{WEIGHTS_NAME}") as err:
+            load_adapter(bad, bb)
+        assert str(bad) in str(err.value)
+    truncated = tmp_path / "truncated"
+    save_adapter(truncated, tokens, bb.fingerprint())
+    (truncated / WEIGHTS_NAME).write_bytes((good / WEIGHTS_NAME).read_bytes()[:100])
+    with pytest.raises(AdapterError, match="not a readable safetensors"):
+        load_adapter(truncated, bb)
+    # The config against the backbone: token names that the backbone numbers differently, a short token list.
+    for index, edit in enumerate([lambda c: c["token_ids"].reverse(), lambda c: c["token_ids"].pop()]):
+        edited = tmp_path / f"config{index}"
+        save_adapter(edited, tokens, bb.fingerprint())
+        config = json.loads((edited / CONFIG_NAME).read_text())
+        edit(config)
+        (edited / CONFIG_NAME).write_text(json.dumps(config))
+        with pytest.raises(AdapterError, match=CONFIG_NAME):
+            load_adapter(edited, bb)
+    assert torch.equal(load_adapter(good, bb).output_rows, tokens.output_rows)

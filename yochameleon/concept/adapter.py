@@ -94,6 +94,14 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
     check_backbone_match(config, backbone.fingerprint(), f"adapter {directory}")
     input_rows, output_rows = read_adapter_rows(directory, config, backbone.hidden_size)
     names, ids = config["token_names"], config["token_ids"]
+    vocabulary = backbone.vocabulary_map
+    wrong = [(name, i) for name, i in zip(names, ids) if vocabulary.get(name) != i]
+    if wrong:
+        name, i = wrong[0]
+        raise AdapterError(f"{directory / CONFIG_NAME}: token {name} is recorded as id {i}, but the loaded backbone "
+                           f"{backbone.fingerprint().get('name')!r} has it as {vocabulary.get(name)} "
+                           f"({len(wrong)} of {len(names)} tokens differ); the adapter is damaged or was edited: "
+                           "copy it again from its training run")
     n = 1 + config["k_g"] + config["k_u"]
     taken = taken_ids or set()
     if taken & set(ids):
@@ -104,16 +112,42 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
                               input_rows, output_rows, bool(config.get("shared_tokens")))
 
 
+ROW_TENSORS, ROW_DTYPE = ("input_rows", "output_rows"), torch.float32  # what `save_adapter` writes
+
+
 def read_adapter_rows(directory: str | Path, config: dict, hidden_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (input, output) rows an adapter folder holds, checked against its config and the backbone's width."""
+    """The (input, output) rows an adapter folder holds, every tensor checked before use: exactly `ROW_TENSORS`,
+    each float32 of shape (1 + k_g + k_u, the backbone's hidden size), finite, and the config's token list
+    as long. A damaged or edited adapter is refused here, naming the file and the mismatch."""
     weights_path = Path(directory) / WEIGHTS_NAME
     if not weights_path.exists():
         raise AdapterError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; copy the whole adapter folder")
-    weights = load_file(str(weights_path))
-    n = 1 + config["k_g"] + config["k_u"]
-    if weights["input_rows"].shape != (n, hidden_size):
-        raise AdapterError(f"{weights_path} holds rows of shape {tuple(weights['input_rows'].shape)}, "
-                           f"expected ({n}, {hidden_size}); the adapter is damaged")
+    fix = "the adapter is damaged or was edited: copy it again from its training run (or re-train it)"
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
+        raise AdapterError(f"{weights_path} is not a readable safetensors file ({err}); {fix}") from err
+    config_path = Path(directory) / CONFIG_NAME
+    try:
+        n = 1 + int(config["k_g"]) + int(config["k_u"])
+        names, ids = list(config["token_names"]), list(config["token_ids"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise AdapterError(f"{config_path} lacks a valid k_g, k_u, token_names or token_ids ({err!r}); {fix}") from err
+    if len(ids) != n or len(names) != n:
+        raise AdapterError(f"{config_path} lists {len(ids)} token ids and {len(names)} token names, but k_g + k_u + 1 "
+                           f"= {n}; {fix}")
+    if sorted(weights) != sorted(ROW_TENSORS):
+        raise AdapterError(f"{weights_path} holds tensors {sorted(weights)}, expected exactly {list(ROW_TENSORS)}; {fix}")
+    for key in ROW_TENSORS:
+        tensor = weights[key]
+        if tuple(tensor.shape) != (n, hidden_size):
+            raise AdapterError(f"{weights_path}: {key} has shape {tuple(tensor.shape)}, expected ({n}, {hidden_size}) "
+                               f"(1 + k_g + k_u rows from {CONFIG_NAME}, the backbone's hidden size); {fix}")
+        if tensor.dtype != ROW_DTYPE:
+            raise AdapterError(f"{weights_path}: {key} is {tensor.dtype}, expected {ROW_DTYPE} (what save_adapter "
+                               f"writes); {fix}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise AdapterError(f"{weights_path}: {key} holds NaN or infinite values; {fix}")
     return weights["input_rows"], weights["output_rows"]
 
 
