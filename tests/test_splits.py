@@ -98,3 +98,23 @@ def test_without_validation_the_final_adapter_is_kept_and_no_best_is_chosen(tmp_
     assert summary["selected_on"] is None and summary["best_adapter"] is None and summary["best"] is None
     assert not (tmp_path / "run" / "best").exists()
     assert summary["final_split"] == "test" and summary["final"]["eval/split_is_heldout"] == 1.0
+
+
+@pytest.mark.parametrize("held_out", ["val_negatives", "test_negatives"])
+def test_a_training_negative_that_is_also_held_out_is_refused(splits, tmp_path, cache_dir, held_out):
+    """issue 24 item 2: refused (not dropped), naming the file and the fix, before any model loads."""
+    from yochameleon.training.recipe import train
+
+    # The common mistake: one negatives root that holds the held-out folder (searched recursively).
+    root = tmp_path / "all-negatives"
+    shutil.copytree(DEMO / "negatives" / "train", root / "train")
+    shutil.move(str(splits[held_out]), root / "held-out")
+    splits = {**splits, held_out: root / "held-out"}
+    with pytest.raises(ConceptDataError, match=f"concept.negatives and concept.{held_out}.*held-out.*of their own"):
+        _concept(**{**splits, "negatives": root})
+    overrides = [f"concept.{k}={v}" if not k.endswith("negatives") else f"concept.{k}=[{v}]" for k, v in splits.items()]
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConceptDataError, match=f"concept.{held_out}"):
+        train(compose(["+concept=demo", "logger=none", f"concept.negatives=[{root}]", *overrides], cache_dir), run_dir)
+    assert not run_dir.exists()
+    _concept(**splits)  # the same folders, laid out apart: accepted

@@ -123,6 +123,18 @@ class ConceptData:
                        "image(s) are in both concept.val_negatives and concept.test_negatives",
                        "What chooses the adapter must not be what reports it",
                        "give the validation negatives a folder of their own")
+        # A training negative that is also a held-out negative would be learnt and then used to choose best/
+        # or to report: refused (not dropped), like the other overlaps, because it says the folders are
+        # laid out wrongly (e.g. a negatives root that holds the held-out folders), which the user must fix.
+        training_negatives = {p.resolve() for p in negatives}
+        for key, held_out in (("val_negatives", val_negatives), ("test_negatives", test_negatives)):
+            shared = training_negatives & {p.resolve() for p in held_out}
+            _refuse_shared(name, shared, f"image(s) are in both concept.negatives and concept.{key} "
+                           f"({', '.join(str(p) for p in sorted(shared)[:3])}{', ...' if len(shared) > 3 else ''})",
+                           "A held-out negative must never be trained on, or the split that "
+                           f"{'chooses best/' if key == 'val_negatives' else 'reports'} scores what training saw",
+                           f"give concept.{key} folders of their own and keep them out of the concept.negatives "
+                           "folders (which are searched recursively)")
         conversations = (load_conversations(cfg.conversations, name, photo_dir=cfg.photos)
                          if cfg.get("conversations") else [])
         return cls(name=name, photos=photos, negatives=negatives, test_photos=test_photos,
