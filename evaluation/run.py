@@ -20,17 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import methods as M
 from evaluation.questions import EvalSet, MCQuestion, YoLLaVASet
-from yochameleon.config import CONFIG_DIR, register_resolvers
+from yochameleon.config import hydra_command, plain_config, register_resolvers
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics import recognition as R
 from yochameleon.metrics.options import accuracy, choose_options
+from yochameleon.schema import EvalConfig
 
 log = logging.getLogger("evaluation.run")
 register_resolvers()
@@ -352,7 +352,7 @@ def _clean(value):
     return value
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
+@hydra_command("eval", EvalConfig)
 def main(cfg: DictConfig) -> dict | None:
     """Hydra entry point."""
     from evaluation.report import write_report
@@ -367,7 +367,7 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     results = _clean(results)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     print(write_report(results, out_dir, cfg.logger))
     return results

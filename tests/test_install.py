@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose
+from yochameleon.config import CONFIG_DIR
 from yochameleon.errors import YoChameleonError
 
 # What a source checkout holds that a wheel build must not read (or write into the repository).
@@ -45,15 +46,30 @@ def test_user_concept_in_the_working_directory_is_found(tmp_path, monkeypatch):
     assert compose(["+concept=demo"], tmp_path).concept.name == "corgi"  # the shipped ones still resolve
 
 
-def test_user_concept_with_a_shipped_name_is_named_in_a_warning(tmp_path, monkeypatch, caplog):
+def test_user_concept_with_a_shipped_name_wins_and_a_note_names_both(tmp_path, monkeypatch, caplog):
+    # Issue 24.11: the user's ./conf is searched before the shipped configs (a Hydra SearchPathPlugin).
     (tmp_path / "conf" / "concept").mkdir(parents=True)
     (tmp_path / "conf" / "concept" / "demo.yaml").write_text(USER_CONCEPT)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("YOCHAMELEON_CONFIG_PATH", raising=False)
     with caplog.at_level("WARNING", logger="yochameleon.config"):
         cfg = compose(["+concept=demo"], tmp_path)
-    assert cfg.concept.name == "corgi"  # Hydra searches the shipped configs first ...
-    assert "demo.yaml" in caplog.text and "rename yours" in caplog.text  # ... and the user is told so
+    assert cfg.concept.name == "mydog"  # the user's file, not the shipped corgi ...
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: ")]
+    assert notes == [f"note: {tmp_path / 'conf' / 'concept' / 'demo.yaml'} is used instead of the shipped "
+                     f"{CONFIG_DIR / 'concept' / 'demo.yaml'} (same name)"]  # ... in one line naming both
+
+
+def test_config_path_variable_comes_before_the_working_directory_and_the_shipped_configs(tmp_path, monkeypatch):
+    elsewhere = _user_conf(tmp_path / "configs")
+    (elsewhere / "concept" / "demo.yaml").write_text(USER_CONCEPT.replace("name: mydog", "name: fromenv"))
+    (tmp_path / "conf" / "concept").mkdir(parents=True)
+    (tmp_path / "conf" / "concept" / "demo.yaml").write_text(USER_CONCEPT.replace("name: mydog", "name: fromcwd"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YOCHAMELEON_CONFIG_PATH", str(elsewhere))
+    assert compose(["+concept=demo"], tmp_path).concept.name == "fromenv"
+    monkeypatch.delenv("YOCHAMELEON_CONFIG_PATH")
+    assert compose(["+concept=demo"], tmp_path).concept.name == "fromcwd"
 
 
 def test_user_config_path_variable_adds_directories(tmp_path, monkeypatch):
@@ -88,6 +104,7 @@ def test_wheel_installed_copy_trains_toy_bo_from_another_directory(tmp_path, cac
     names = zipfile.ZipFile(wheel).namelist()
     assert "yochameleon/conf/train.yaml" in names and "yochameleon/conf/concept/toy-bo.yaml" in names
     assert "yochameleon/conf/toy/concept.yaml" in names and "evaluation/sets/dreambooth/split.json" in names
+    assert "hydra_plugins/yochameleon_searchpath/__init__.py" in names  # the user's configs come first
     site = tmp_path / "site"
     install = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
                              capture_output=True, text=True, env=env, timeout=600)
@@ -115,6 +132,14 @@ def test_wheel_installed_copy_trains_toy_bo_from_another_directory(tmp_path, cac
     run_dir = work / "outputs" / "bo" / "installed"
     assert (run_dir / "adapter" / "adapter.safetensors").is_file() and "done: 2 steps" in result.stdout
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+
+    # A user's conf/concept/<shipped name>.yaml wins over the installed copy's (issue 24.11).
+    (work / "conf" / "concept").mkdir(parents=True)
+    (work / "conf" / "concept" / "demo.yaml").write_text(USER_CONCEPT)
+    shown = subprocess.run([sys.executable, "-m", "yochameleon.train", "+concept=demo", "--cfg", "job"],
+                           capture_output=True, text=True, cwd=work, env=run_env, timeout=300)
+    assert shown.returncode == 0 and "name: mydog" in shown.stdout, shown.stderr[-2000:]
+    assert "is used instead of the shipped" in shown.stderr
 
     # The console scripts exist and run from the installed copy.
     scripts = {p.name for p in (site / "bin").iterdir()}

@@ -15,14 +15,14 @@ from yochameleon.errors import YoChameleonError
 
 def main() -> None:
     """Hydra entry point: python -m yochameleon.prepare +concept=<name>."""
-    import hydra
     from omegaconf import DictConfig
 
-    from yochameleon.config import CONFIG_DIR, register_resolvers
+    from yochameleon.config import hydra_command, register_resolvers
+    from yochameleon.schema import TrainConfig
 
     register_resolvers()
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+    @hydra_command("train", TrainConfig)
     def run(cfg: DictConfig) -> None:
         if cfg.get("concept") is None:
             print("error: no concept given. Run `python -m yochameleon.prepare +concept=<name>`.", file=sys.stderr)

@@ -11,10 +11,45 @@ Library classes read these objects and carry no defaults of their own.
 
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class Choice(str, Enum):
+    """A closed-choice setting: a wrong value stops the command at compose time, naming the key and the
+    choices. A member is its own name (`trainer.precision=bf16`) and behaves as that string
+    (`==`, dict keys, f-strings, JSON)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+def _choices(name: str, *values: str) -> type[Choice]:
+    return Choice(name, [(v, v) for v in values])  # functional API: names such as eval/recognition/auroc
+
+
+# The choices, one place each (their meaning: the comments in the shipped YAML files).
+Source = _choices("Source", "local", "tiny", "toyworld", "janus-tiny")            # yochameleon/sources.py
+Dtype = _choices("Dtype", "auto", "float32", "bfloat16", "float16")               # backbone weights
+Precision = _choices("Precision", "auto", "bf16", "no")                           # accelerate mixed precision
+TrainDevice = _choices("TrainDevice", "auto", "cpu")
+# What chooses best/ on the validation split: a recognition figure every recipe reports (higher is better).
+SelectBy = _choices("SelectBy", *(f"eval/recognition/{k}" for k in ("weighted", "auroc", "positive", "negative")))
+SelfPromptLoss = _choices("SelfPromptLoss", "group", "token")                     # data/samples.py GROUP_LOSS
+SelfPrompt = _choices("SelfPrompt", "forced", "emitted")
+RetrievalIndex = _choices("RetrievalIndex", "auto", "brute", "faiss")
+LoggerName = _choices("LoggerName", "wandb", "none")
+LoggerMode = _choices("LoggerMode", "offline", "online", "disabled")
+EvalSetKind = _choices("EvalSetKind", "dreambooth", "yollava")
+EvalTask = _choices("EvalTask", "recognition", "vqa", "text_qa", "multi_concept", "generation", "forgetting")
+EvalMethod = _choices("EvalMethod", "adapter", "plain", "description", "reference_photos")
 
 
 
@@ -23,9 +58,9 @@ class ModelConfig:
     """conf/model/*.yaml: which backbone, from where, in which precision, and its training defaults."""
 
     name: str = MISSING
-    source: str = "local"           # local (model.path) | tiny | toyworld: see yochameleon/sources.py
-    path: Optional[str] = None
-    dtype: str = "auto"
+    source: Source = Source["local"]    # local (model.path) | tiny | toyworld | janus-tiny: see yochameleon/sources.py
+    path: Optional[Path] = None
+    dtype: Dtype = Dtype["auto"]
     attn_implementation: str = "sdpa"
     lr: float = MISSING
     epochs: int = MISSING
@@ -67,7 +102,7 @@ class ConversationsConfig:
 
 @dataclass
 class InferenceConfig:
-    self_prompt: str = MISSING
+    self_prompt: SelfPrompt = MISSING
 
 
 @dataclass
@@ -88,7 +123,7 @@ class RecipeConfig:
     first_token: str = MISSING
     shared_tokens: bool = MISSING
     self_prompting: bool = MISSING
-    self_prompt_loss: str = MISSING
+    self_prompt_loss: SelfPromptLoss = MISSING
     balance_recognition: bool = MISSING
     negatives_per_photo: int = MISSING
     soft_positives: SoftPositivesConfig = field(default_factory=SoftPositivesConfig)
@@ -110,15 +145,15 @@ class TrainerConfig:
     grad_clip: Optional[float] = MISSING
     length_group_ratio: float = MISSING
     gradient_checkpointing: bool = MISSING
-    precision: str = MISSING
-    device: str = MISSING
+    precision: Precision = MISSING
+    device: TrainDevice = MISSING
     eval_every: int = MISSING
     eval_batch_size: int = MISSING
     sample_images: bool = MISSING
     sample_guidance: Optional[float] = MISSING  # null: the backbone family's default (Backbone.default_guidance)
     final_samples: int = MISSING  # images drawn at the end (samples/final_XX.png, contact_sheet.png); 0 = off
     checkpoint_every: int = MISSING
-    select_best_by: str = MISSING
+    select_best_by: SelectBy = MISSING
     deterministic: bool = MISSING
     resume: bool = MISSING
     progress: bool = MISSING
@@ -128,8 +163,8 @@ class TrainerConfig:
 class LoggerConfig:
     """conf/logger/*.yaml: W&B (offline by default) or none."""
 
-    name: str = MISSING
-    mode: str = "offline"
+    name: LoggerName = MISSING
+    mode: LoggerMode = LoggerMode["offline"]
     project: str = "yochameleon"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -145,7 +180,7 @@ class RetrievalConfig:
     hard_negatives_per_photo: int = MISSING
     easy_negatives: int = MISSING
     duplicate_threshold: float = MISSING
-    index: str = MISSING
+    index: RetrievalIndex = MISSING
     duplicate_hash_bits: int = MISSING
 
 
@@ -169,23 +204,23 @@ class TrainConfig:
 class EvalSetConfig:
     """conf/eval_set/*.yaml: the shipped DreamBooth set or the published Yo'LLaVA files."""
 
-    kind: str = MISSING
-    dir: Optional[str] = None
-    images: Optional[str] = None
-    root: Optional[str] = None
-    visual_qa: Optional[str] = None
-    text_qa: Optional[str] = None
+    kind: EvalSetKind = MISSING
+    dir: Optional[Path] = None
+    images: Optional[Path] = None
+    root: Optional[Path] = None
+    visual_qa: Optional[Path] = None
+    text_qa: Optional[Path] = None
 
 
 @dataclass
 class ClipConfig:
     model: str = MISSING
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[Path] = None
 
 
 @dataclass
 class DinoConfig:
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[Path] = None
 
 
 @dataclass
@@ -211,16 +246,21 @@ class EvalConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     concept: Optional[ConceptConfig] = None
+    # Training settings a concept file may set beside its concept (the toy concepts set
+    # recipe.negatives_per_photo and retrieval.easy_negatives, conf/toy/concept.yaml): checked against
+    # the training schema, so any concept that trains also composes here; the harness does not read them.
+    recipe: Optional[RecipeConfig] = None
+    retrieval: Optional[RetrievalConfig] = None
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval_set: EvalSetConfig = field(default_factory=EvalSetConfig)
-    adapter: Optional[str] = None
-    extra_adapters: list = field(default_factory=list)
+    adapter: Optional[Path] = None
+    extra_adapters: List[Path] = field(default_factory=list)
     subjects: dict = field(default_factory=dict)
-    tasks: list = MISSING
-    methods: list = MISSING
+    tasks: List[EvalTask] = MISSING
+    methods: List[EvalMethod] = MISSING
     seed: int = MISSING
     device: str = MISSING
-    dtype: str = MISSING
+    dtype: Dtype = MISSING
     batch_size: int = MISSING
     output_root: str = MISSING
     eval_name: str = MISSING

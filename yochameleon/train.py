@@ -13,12 +13,12 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from yochameleon.config import CONFIG_DIR, register_resolvers
+from yochameleon.config import CONFIG_DIR, hydra_command, plain_config, register_resolvers
 from yochameleon.errors import YoChameleonError
+from yochameleon.schema import TrainConfig
 
 log = logging.getLogger("yochameleon.train")
 register_resolvers()
@@ -81,7 +81,7 @@ def _generation_line(summary: dict) -> str:
             + f")  contact sheet: {summary['contact_sheet']}")
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@hydra_command("train", TrainConfig)
 def main(cfg: DictConfig) -> dict | None:
     """Hydra entry point."""
     if cfg.get("concept") is None:
@@ -100,7 +100,7 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(1)
     if "rank" in summary:  # a non-main process of a distributed run: the main one reports
         return summary
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
     return summary

@@ -32,6 +32,7 @@ from yochameleon.concept.adapter import read_adapter_config, read_adapter_rows, 
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
+from yochameleon.config import plain_config
 from yochameleon.data.images import load_image
 from yochameleon.data.preparation import prepare_concept
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
@@ -185,7 +186,7 @@ class PersonalizationRecipe:
             state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts)
             self.start_step, self.best, wandb_id = state["step"], state["best"], state.get("wandb_id")
             log.info("resuming %s from step %d", self.run_dir, self.start_step)
-        run_config = OmegaConf.to_container(self.cfg, resolve=True) | {"run_dir": str(self.run_dir)}
+        run_config = plain_config(self.cfg) | {"run_dir": str(self.run_dir)}  # paths, choices as strings
         self.logger = (RunLogger(self.cfg.logger, self.run_dir, run_config, wandb_id,
                                  self.start_step if self.resuming else None) if self.dist.main else NullLogger())
         self.select_by = str(self.tcfg.select_best_by)
