@@ -122,3 +122,39 @@ def test_bad_concept_name_is_rejected_before_loading_the_model(tmp_path, cache_d
 
 def test_readme_mentions_the_user_command():
     assert "python -m yochameleon.train +concept=bo" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_changes_nothing_unless_max_steps_is_raised(tmp_path, cache_dir):
+    """issue 25 item 3: a finished run says so and is left as it is; a raised trainer.max_steps continues it,
+    appending its new steps and final scores."""
+    from yochameleon.training.recipe import RunFinished
+
+    base = ["+concept=demo", "logger=none", "trainer.eval_every=2", "trainer.checkpoint_every=2",
+            "trainer.final_samples=0"]
+    run_dir = tmp_path / "outputs" / "corgi" / "yochameleon"
+    train(compose([*base, "trainer.max_steps=2"], cache_dir), run_dir)
+
+    def snapshot():
+        return {p.relative_to(run_dir): (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    for extra in ([], ["trainer.max_steps=2"], ["trainer.max_steps=1"]):
+        with pytest.raises(RunFinished, match=r"is finished \(step 2 of 2\); nothing was changed.*trainer.max_steps"):
+            train(compose([*base, "trainer.resume=true", *extra], cache_dir), run_dir)
+    assert snapshot() == before
+    # The command a user types: exit 0, one message, nothing written.
+    result = run_cli([*base, "trainer.resume=true", "trainer.max_steps=2", "trainer.progress=false"], cache_dir,
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "is finished (step 2 of 2); nothing was changed" in result.stdout and "done:" not in result.stdout
+    assert {k: v for k, v in snapshot().items() if k.suffix != ".log"} == before
+    # Raised: it continues from step 2 and appends.
+    summary = train(compose([*base, "trainer.resume=true", "trainer.max_steps=4"], cache_dir), run_dir)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "test/split" in r] == [2, 4]  # each finish's test scores, in order
+    with pytest.raises(RunFinished, match=r"step 4 of 4"):
+        train(compose([*base, "trainer.resume=true", "trainer.max_steps=4"], cache_dir), run_dir)

@@ -40,8 +40,9 @@ def _recognition_line(label: str, metrics: dict) -> str:
 def _print_summary(summary: dict) -> None:
     final = summary["final"]
     best = summary.get("best") or {}
-    chosen = (f"{summary['best_adapter']}  (chosen on the validation split by "
-              + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k != "selected_on") + ")"
+    chosen = (f"{summary['best_adapter']}  (chosen on the validation split: "
+              + "; ".join(f"{side} by {kept['metric']} {kept['score']:.3f} at step {kept['step']}"
+                          for side, kept in best.items() if side != "selected_on") + ")"
               if summary.get("best_adapter") else
               "none: no validation split (concept.val_photos / val_negatives), so nothing was chosen; "
               "use the adapter above (the last step)")
@@ -59,6 +60,10 @@ def _print_summary(summary: dict) -> None:
     if summary.get("val"):
         lines.append(_recognition_line("validation", summary["val"]))
     lines.append(_recognition_line("recognition", final))
+    if "eval/generation/nll" in final:
+        lines.append(f"  generation    NLL {final['eval/generation/nll']:.3f} nats per image token of the "
+                     f"{_SPLIT_WORDS.get(final['eval/split'], final['eval/split'])} under \"A photo of <name>.\" "
+                     f"(uniform {final['eval/generation/nll_uniform']:.3f})")
     if summary.get("text_qa"):
         qa = summary["text_qa"]
         lines.append(f"  text QA       {qa['text_qa']:.3f} (training wordings)  {qa['text_qa_heldout']:.3f} "
@@ -92,8 +97,13 @@ def main(cfg: DictConfig) -> dict | None:
     from yochameleon.training.recipe import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from yochameleon.training.recipe import RunFinished
+
     try:
         summary = train(cfg, run_dir)
+    except RunFinished as done:  # not an error: the run is complete, and stays as it is
+        print(done)
+        return None
     except YoChameleonError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

@@ -15,6 +15,7 @@ what the run draws (and the judge of toy concepts' drawings) in `training/drawin
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -29,15 +30,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from yochameleon.concept.adapter import read_adapter_config, read_adapter_rows, save_adapter
+from yochameleon.concept.init import chosen_description, describe_photos, init_from_description
 from yochameleon.concept.tokens import PersonalizedTokens
+from yochameleon.config import plain_config
 from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
-from yochameleon.config import plain_config
 from yochameleon.data.images import load_image
 from yochameleon.data.preparation import prepare_concept
 from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
+from yochameleon.io import write_json
+from yochameleon.metrics.generation import generation_metrics
 from yochameleon.metrics.options import score_text_checks
 from yochameleon.metrics.recognition import recognition_metrics
 from yochameleon.model.decoding import generate_answer
@@ -53,6 +57,16 @@ from yochameleon.training.logging import NullLogger, RunLogger
 log = logging.getLogger(__name__)
 
 
+GENERATION_METRIC = "eval/generation/nll"  # chooses best/'s g-token rows (lower is better)
+
+
+def _better(side: str, score: float, best: float) -> bool:
+    """Whether `score` beats `best` on a side (generation NLL: lower; understanding: higher); NaN never does."""
+    if math.isnan(score):
+        return False
+    return score < best if side == "generation" else score > best
+
+
 class RunDirError(YoChameleonError):
     """The run directory already holds a run that this command would overwrite."""
 
@@ -62,10 +76,26 @@ def _unprefixed(metrics: dict, prefix: str) -> dict:
     return {"eval/" + k.removeprefix(prefix + "/"): v for k, v in metrics.items()}
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> bool:
-    """True when we continue a checkpoint; refuses to clobber an existing run otherwise."""
+class RunFinished(YoChameleonError):
+    """trainer.resume=true on a run that has finished: nothing is changed (raise trainer.max_steps to continue)."""
+
+
+FINISHED = "finished.json"  # written last by `finish`: the step the run finished at
+
+
+def _check_run_dir(run_dir: Path, resume: bool, max_steps=None) -> bool:
+    """True when we continue a checkpoint; refuses to clobber an existing run otherwise, and to redo a finished one."""
     if has_checkpoint(run_dir):
         if resume:
+            step = int(read_state(run_dir)["step"])
+            marker = run_dir / FINISHED
+            finished = marker.exists() and int(json.loads(marker.read_text()).get("step", -1)) == step
+            if finished and not (max_steps and int(max_steps) > step):
+                raise RunFinished(
+                    f"{run_dir} is finished (step {step} of {step}); nothing was changed. Its adapter, scores and "
+                    f"summary are in that folder. To train it further, raise trainer.max_steps above {step} "
+                    f"(e.g. trainer.resume=true trainer.max_steps={2 * step}): the new steps and scores are "
+                    "appended to metrics.jsonl.")
             return True
         state = read_state(run_dir)
         raise RunDirError(
@@ -87,7 +117,7 @@ class PersonalizationRecipe:
     def setup(self) -> None:
         """Everything before the first step, in the order that fails fastest on bad input."""
         self.started = time.time()
-        self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume))
+        self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume), self.tcfg.max_steps)
         self.concept = ConceptData.from_config(self.cfg.concept)  # validate data before loading a large model
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._setup_launcher()
@@ -150,6 +180,23 @@ class PersonalizationRecipe:
         self.micro_per_epoch = self.plan.steps_per_epoch(self.batch_size)
         self.total_steps = (int(self.tcfg.max_steps) if self.tcfg.max_steps
                             else math.ceil(self.tcfg.epochs * self.micro_per_epoch / self.accum))
+        self.init_record = self._setup_init()
+
+    def _setup_init(self) -> dict:
+        """recipe.init: where the rows start (a resume reads them from its checkpoint instead)."""
+        kind = str(self.recipe.init)
+        if kind == "reserved" or self.resuming or not self.tokens.g_token_ids():
+            return {"kind": kind}
+        plain = PersonalizedChameleon(self.backbone.model, [])
+        asker = SampleBuilder(self.backbone, None, self.cache, False)
+        photos = [str(p) for p in self.concept.photos]
+        descriptions = describe_photos(plain, asker, photos)
+        description = chosen_description(descriptions)
+        init_from_description(self.tokens, self.backbone, description)
+        if self.dist.main:
+            log.info("recipe.init=description: the g-tokens start as %r (the backbone's description of %d photo(s))",
+                     description, len(photos))
+        return {"kind": kind, "description": description, "per_photo": descriptions}
 
     def _setup_optimization(self) -> None:
         tcfg, dist = self.tcfg, self.dist
@@ -168,7 +215,7 @@ class PersonalizationRecipe:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.inner = self.accelerator.unwrap_model(self.model)  # evaluation and sampling bypass any DDP wrapper
         self.adapter_extra = {**self.facts, "system_prefix": self.tokens.system_prefix(),
-                              "recipe": OmegaConf.to_container(self.recipe, resolve=True)}
+                              "recipe": OmegaConf.to_container(self.recipe, resolve=True), "init": self.init_record}
 
     def _run_facts(self) -> dict:
         """Settings a checkpoint must share with the run that resumes it."""
@@ -180,18 +227,44 @@ class PersonalizationRecipe:
             "grad_accum": int(cfg.trainer.grad_accum), "seed": int(cfg.seed),
         }
 
+    def _setup_selection(self) -> None:
+        """What chooses best/: the understanding side always, the generation side when g-tokens of their own
+        learn to draw (with shared tokens one step must serve both, so the understanding score decides)."""
+        self.select_by = str(self.tcfg.select_best_by)
+        # Never the test split, never the training photos.
+        self.selected_on = "val" if self.select_split.name == "val" else None
+        self.scores_generation = bool(self.recipe.tasks.generation) and bool(self.tokens.g_token_ids())
+        self.sides = ["understanding"] + (["generation"] if self.scores_generation and not self.tokens.shared else [])
+        self.side_metric = {"understanding": self.select_by, "generation": GENERATION_METRIC}
+        self.best = {"understanding": -math.inf, "generation": math.inf}
+        self.best_steps: dict = {side: None for side in self.sides}
+        self.best_rows: dict = {side: None for side in self.sides}
+
+    def _resume_selection(self) -> None:
+        """The scores best/ holds are read from best/ itself (a checkpoint can be older than best/ on disk)."""
+        best_dir = self.run_dir / "best"
+        if not (self.selected_on and (best_dir / "adapter_config.json").is_file()):
+            return
+        config = read_adapter_config(best_dir)
+        rows = read_adapter_rows(best_dir, config, self.backbone.hidden_size)
+        rows = tuple(r.detach().float().cpu().clone() for r in rows)
+        selection = config.get("selection") or {"understanding": {
+            "score": config.get(self.select_by, -math.inf), "step": config.get("step")}}
+        for side, kept in selection.items():
+            if side in self.sides and kept.get("score") is not None:
+                self.best[side], self.best_steps[side], self.best_rows[side] = float(kept["score"]), kept["step"], rows
+
     def _setup_state(self) -> None:
-        self.start_step, self.best, wandb_id = 0, -math.inf, None
+        self.start_step, wandb_id = 0, None
+        self._setup_selection()
         if self.resuming:
             state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts)
-            self.start_step, self.best, wandb_id = state["step"], state["best"], state.get("wandb_id")
+            self.start_step, wandb_id = state["step"], state.get("wandb_id")
+            self._resume_selection()
             log.info("resuming %s from step %d", self.run_dir, self.start_step)
         run_config = plain_config(self.cfg) | {"run_dir": str(self.run_dir)}  # paths, choices as strings
         self.logger = (RunLogger(self.cfg.logger, self.run_dir, run_config, wandb_id,
                                  self.start_step if self.resuming else None) if self.dist.main else NullLogger())
-        self.select_by = str(self.tcfg.select_best_by)
-        # Never the test split, never the training photos.
-        self.selected_on = "val" if self.select_split.name == "val" else None
         self.last_eval: dict | None = None
         self.draw_samples = (bool(self.tcfg.sample_images) and self.backbone.has_decoder
                              and bool(self.recipe.tasks.generation))
@@ -212,7 +285,8 @@ class PersonalizationRecipe:
                             batch["labels"].to(device),
                             None if batch["weights"] is None else batch["weights"].to(device))
                 # Mean over the *global* batch: DDP averages gradients over ranks, hence `world` in the factor.
-                accelerator.backward(out["per_sample"].sum() * loss_factor)
+                weighted = out["per_sample"] * batch["sample_weights"].to(device)  # recipe.generation_weight
+                accelerator.backward(weighted.sum() * loss_factor)
                 if accelerator.sync_gradients and self.tcfg.grad_clip:
                     accelerator.clip_grad_norm_(self.tokens.parameters(), float(self.tcfg.grad_clip))
                 self.optimizer.step()
@@ -227,28 +301,64 @@ class PersonalizationRecipe:
 
     def evaluate(self, done: int) -> dict:
         """Score the selection split, draw a sample, keep best/ (only a validation split chooses)."""
-        self.model.eval()
-        metrics = self.last_eval = recognition_metrics(self.inner, self.builder, self.select_split,
-                                            batch_size=int(self.tcfg.eval_batch_size))
-        self.model.train()
+        metrics = self.last_eval = self._score(self.select_split)
         if self.draw_samples:
-            image = sample_image(self.inner, self.builder, int(self.cfg.seed),
-                                 sample_settings(self.backbone, self.tcfg))
-            if self.dist.main:
-                path = self.run_dir / "samples" / f"step_{done:06d}.png"
-                path.parent.mkdir(exist_ok=True)
-                image.save(path)
-            self.logger.log_image("samples/image", image, f"A photo of <{self.concept.name}>. (step {done})",
-                                  step=done)
-        score = metrics.get(self.select_by, -math.inf)
-        if self.selected_on and score > self.best:
-            self.best = score
-            with self.dist.whole_rows(self.tokens):
-                if self.dist.main:
-                    save_adapter(self.run_dir / "best", self.tokens, self.fingerprint, self.adapter_extra | {
-                        "step": done, "selected_on": self.selected_on, "selection_metric": self.select_by,
-                        self.select_by: score})
+            self._draw_sample(done)
+        self._keep_best(done, metrics)
         return metrics
+
+    def _score(self, split, prefix: str = "eval") -> dict:
+        """Recognition on `split`, and the generation NLL of its positives when the recipe trains generation."""
+        batch = int(self.tcfg.eval_batch_size)
+        self.model.eval()
+        metrics = recognition_metrics(self.inner, self.builder, split, batch_size=batch, prefix=prefix)
+        if self.scores_generation:
+            metrics |= generation_metrics(self.inner, self.builder, split, batch_size=batch, prefix=prefix)
+        self.model.train()
+        return metrics
+
+    def _draw_sample(self, done: int) -> None:
+        image = sample_image(self.inner, self.builder, int(self.cfg.seed), sample_settings(self.backbone, self.tcfg))
+        if self.dist.main:
+            path = self.run_dir / "samples" / f"step_{done:06d}.png"
+            path.parent.mkdir(exist_ok=True)
+            image.save(path)
+        self.logger.log_image("samples/image", image, f"A photo of <{self.concept.name}>. (step {done})", step=done)
+
+    def _keep_best(self, done: int, metrics: dict) -> None:
+        """best/: the rows of the step with the best understanding score (trainer.select_best_by), with the
+        g-token rows of the step with the lowest validation generation NLL (`eval/generation/nll`) when the
+        recipe trains generation on separate g-tokens. Rank 0 decides and every rank follows (ZeRO-3 gathers)."""
+        if not self.selected_on:
+            return
+        improved = self.dist.agree([side for side in self.sides
+                                    if _better(side, metrics.get(self.side_metric[side], math.nan), self.best[side])])
+        if not improved:
+            return
+        with self.dist.whole_rows(self.tokens):
+            rows = (self.tokens.input_rows.detach().float().cpu().clone(),
+                    self.tokens.output_rows.detach().float().cpu().clone())
+        for side in improved:
+            self.best[side] = metrics[self.side_metric[side]]
+            self.best_steps[side] = done
+            self.best_rows[side] = rows
+        if self.dist.main:
+            self._write_best()
+
+    def _write_best(self) -> None:
+        """best/ from the kept rows of each side (see `_keep_best`); its config says which step each side is from."""
+        inputs, outputs = (r.clone() for r in self.best_rows["understanding"])
+        if self.best_rows.get("generation") is not None:
+            g = torch.tensor([int((self.tokens.token_ids == i).nonzero()) for i in self.tokens.g_token_ids()],
+                             dtype=torch.long)
+            inputs[g], outputs[g] = self.best_rows["generation"][0][g], self.best_rows["generation"][1][g]
+        chosen = PersonalizedTokens(self.tokens.name, self.tokens.token_names, self.tokens.token_ids.tolist(),
+                                    self.tokens.k_g, self.tokens.k_u, inputs, outputs, self.tokens.shared)
+        selection = {side: {"metric": self.side_metric[side], "score": self.best[side], "step": self.best_steps[side]}
+                     for side in self.sides}
+        save_adapter(self.run_dir / "best", chosen, self.fingerprint, self.adapter_extra | {
+            "step": self.best_steps["understanding"], "selected_on": self.selected_on,
+            "selection_metric": self.select_by, self.select_by: self.best["understanding"], "selection": selection})
 
     def save_checkpoint(self, done: int) -> None:
         """Rows, optimizer (every rank's ZeRO-1/2 partition) and state; all ranks must call it."""
@@ -304,16 +414,15 @@ class PersonalizationRecipe:
             self.logger.log(record, step=total)
         summary = self._summary(final, text_qa, answer) | drawn
         self.logger.finish()
+        write_json(run_dir / FINISHED, {"step": total})  # last: a resume of this run now changes nothing
         return summary
 
     def _final_scores(self) -> tuple[dict, dict | None, dict | None, str]:
-        batch = int(self.tcfg.eval_batch_size)
-        self.model.eval()
         if self.last_eval is None or self.start_step == self.total_steps:  # nothing evaluated the last step here
-            self.last_eval = recognition_metrics(self.inner, self.builder, self.select_split, batch_size=batch)
+            self.last_eval = self._score(self.select_split)
         # The test split, once, for reporting: nothing above read it.
-        test = (recognition_metrics(self.inner, self.builder, self.test_split, batch_size=batch, prefix="test")
-                if self.test_split else None)
+        test = self._score(self.test_split, prefix="test") if self.test_split else None
+        self.model.eval()
         final = _unprefixed(test, "test") if test else self.last_eval
         # The concept's multiple-choice text checks (the toy concepts carry theirs), in both wordings.
         checks = self.concept.text_checks
@@ -324,7 +433,7 @@ class PersonalizationRecipe:
 
     def _chosen_adapter(self) -> Path | None:
         """best/ when the validation split chose one (what the summary tells a user to use); None: the last rows."""
-        return self.run_dir / "best" if self.selected_on and self.best > -math.inf else None
+        return self.run_dir / "best" if self.selected_on and self.best_steps["understanding"] is not None else None
 
     def _draw_final_samples(self) -> list[Image.Image]:
         """trainer.final_samples images of "A photo of <sks>." by the adapter a user is told to use, seeded."""
@@ -389,7 +498,10 @@ class PersonalizationRecipe:
             "samples": str(run_dir / "samples") if self.draw_samples else None, "steps": self.total_steps,
             "resumed_from": self.start_step if self.resuming else None,
             "wall_seconds": round(time.time() - self.started, 1),
-            "final": final, "best": {select_by: self.best, "selected_on": selected_on} if selected_on else None,
+            "final": final,
+            "best": ({"selected_on": selected_on} | {
+                side: {"metric": self.side_metric[side], "score": self.best[side], "step": self.best_steps[side]}
+                for side in self.sides} if selected_on else None),
             "sample_answer": answer,
             "vq_images_encoded_this_run": self.cache.encoded, "preparation": str(self.preparation.directory),
             "launcher": self.dist.launcher, "deepspeed_zero_stage": self.dist.zero_stage,
