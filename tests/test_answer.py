@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +86,63 @@ def test_answer_cli(trained, cache_dir):
     bad = subprocess.run([sys.executable, "-m", "yochameleon.answer", "--adapter", str(trained.parent)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def untrained(backbone, tmp_path_factory):
+    """An adapter of <corgi> on the tiny Chameleon, as saved by training (rows untrained: enough to load)."""
+    tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "corgi", 2, 2)
+    directory = tmp_path_factory.mktemp("untrained") / "adapter"
+    save_adapter(directory, tokens, backbone.fingerprint() | {"path": str(backbone.path), "model_config": "tiny",
+                                                              "source": "tiny"}, {"self_prompting": True})
+    return directory
+
+
+def _cli(module: str, args: list[str], cache_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("module,args", [("yochameleon.answer", ["--question", "Describe <rex>."]),
+                                         ("yochameleon.generate", ["--prompt", "A photo of <rex>."])])
+def test_answer_and_generate_refuse_an_unknown_concept_before_loading(module, args, untrained, tmp_path, cache_dir):
+    # Issue 25.2: `answer --question "Describe <rex>."` answered with garbage and exited 0; generate refused it.
+    # --model-path points nowhere: had the backbone been loaded first, that would be the error.
+    result = _cli(module, ["--adapter", str(untrained), "--model-path", str(tmp_path / "nowhere"), *args,
+                           "--out" if module.endswith("generate") else "--json", *([str(tmp_path)] if
+                           module.endswith("generate") else [])], cache_dir)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: unknown concept <rex> in {args[1]!r}; loaded: <corgi> (fix the name, or add its --adapter)")
+
+
+def test_python_answer_refuses_an_unknown_concept(untrained, cache_dir):
+    pm = PersonalizedModel.load([untrained], cache_dir=cache_dir)
+    with pytest.raises(YoChameleonError, match=r"unknown concept <rex> in 'Describe <rex>.'; loaded: <corgi>"):
+        pm.answer("Describe <rex>.", max_new_tokens=2)
+
+
+def test_a_backbone_mismatch_names_both_backbones_and_the_flag_before_loading(untrained, tmp_path, cache_dir,
+                                                                              monkeypatch):
+    # Issue 25.7: the loaded backbone was named after the adapter's record ('janus-tiny' for a tiny Chameleon),
+    # the advice was Hydra syntax `answer` does not take, and it came after the model had loaded.
+    import json
+    import shutil
+
+    janus = tmp_path / "janus-adapter"
+    shutil.copytree(untrained, janus)
+    config = json.loads((janus / "adapter_config.json").read_text())
+    config["base_model"] |= {"name": "janus-tiny", "family": "janus", "hidden_size": 48, "source": "janus-tiny"}
+    (janus / "adapter_config.json").write_text(json.dumps(config))
+    tiny_dir = PersonalizedModel.load([untrained], cache_dir=cache_dir).backbone.path
+
+    import yochameleon.inference as inference
+
+    monkeypatch.setattr(inference, "load_backbone", lambda *a, **k: pytest.fail("loaded the backbone first"))
+    with pytest.raises(YoChameleonError) as refused:
+        PersonalizedModel.load([janus], model_path=tiny_dir, cache_dir=cache_dir)
+    hidden = json.loads((untrained / "adapter_config.json").read_text())["base_model"]["hidden_size"]
+    assert str(refused.value) == (
+        f"adapter {janus} was trained on backbone 'janus-tiny' (hidden_size=48), but {Path(tiny_dir).name!r} has "
+        f"hidden_size={hidden}. Load it with the backbone it was trained on: --model-path <dir> (Python: "
+        "model_path=), or leave the model path out to use the adapter's recorded one")

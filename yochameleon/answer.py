@@ -44,9 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    from yochameleon.inference import PersonalizedModel
+    from yochameleon.inference import PersonalizedModel, check_before_loading
 
     try:
+        check_before_loading(args.adapter, [args.question], args.concept)  # a typo costs no model load
         pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device,
                                     dtype=args.dtype)
         results = []

@@ -67,14 +67,14 @@ def slug(prompt: str) -> str:
 def main(argv=None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    from yochameleon.inference import PersonalizedModel
+    from yochameleon.inference import PersonalizedModel, check_before_loading
 
     out = Path(args.out)
     try:
         check_writable(out)
+        check_before_loading(args.adapter, [args.prompt])  # a typo costs no model load
         pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device,
                                     dtype=args.dtype)
-        pm.check_prompt(args.prompt)
         images = pm.generate_images(args.prompt, n=args.num_images, guidance_scale=args.guidance,
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                     seed=args.seed, batch_size=args.batch_size, progress=True)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -39,6 +40,54 @@ class Recognition:
     concept: str
     answer: str
     probability: float
+
+
+_SHAPES = ("vocab_size", "hidden_size", "num_hidden_layers")
+FLAG = "--model-path <dir> (Python: model_path=)"  # how `answer`, `generate` and the API take a backbone
+
+
+def adapter_concepts(adapters) -> list[str]:
+    """The concept names the adapters hold, read from their configs: no weights, no backbone."""
+    return [str(read_adapter_config(a)["concept"]) for a in adapters]
+
+
+def check_concept_names(text: str, loaded) -> None:
+    """Every `<name>` in a question or prompt must be a loaded concept (`<sks>` is the main one)."""
+    loaded = list(loaded)
+    unknown = [n for n in re.findall(r"<([A-Za-z0-9_-]+)>", text) if n not in loaded and n != "sks"]
+    if unknown:
+        raise YoChameleonError(f"unknown concept <{unknown[0]}> in {text!r}; loaded: "
+                               + ", ".join(f"<{n}>" for n in loaded) + " (fix the name, or add its --adapter)")
+
+
+def check_before_loading(adapters, texts=(), concept: str | None = None) -> None:
+    """What `answer` and `generate` check before the backbone loads: every concept a question, a prompt or
+    --concept names is one of the adapters' (the same rule `PersonalizedModel` applies)."""
+    names = adapter_concepts([Path(a) for a in adapters])
+    for text in [t for t in texts if t] + ([f"<{concept.strip('<>')}>"] if concept else []):
+        check_concept_names(text, names)
+
+
+def _directory_shapes(path: Path) -> dict | None:
+    """A checkpoint directory's family and shapes from its config.json (None when unreadable: the loader says why)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    text = config.get("text_config") or {} if config.get("model_type") == "janus" else config
+    return {"family": config.get("model_type"), **{k: text.get(k) for k in _SHAPES}}
+
+
+def _check_same_backbone(adapter_dir: Path, base: dict, name: str, shapes: dict) -> None:
+    """Refuse, naming both backbones and the flag to pass, when `shapes` are not the adapter's backbone's."""
+    differ = [k for k in _SHAPES if shapes.get(k) is not None and base.get(k) is not None and shapes[k] != base[k]]
+    if differ:
+        theirs = ", ".join(f"{k}={base.get(k)}" for k in differ)
+        ours = ", ".join(f"{k}={shapes.get(k)}" for k in differ)
+        raise YoChameleonError(
+            f"adapter {adapter_dir} was trained on backbone {base.get('name')!r} ({theirs}), but {name!r} has "
+            f"{ours}. Load it with the backbone it was trained on: {FLAG}, or leave the model path out to use "
+            "the adapter's recorded one")
 
 
 def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
@@ -78,10 +127,18 @@ class PersonalizedModel:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = resolve_dtype(dtype, device)
         path = _base_model_path(adapters[0], model_path, cache_dir)
-        backbone = load_backbone(path, name=read_adapter_config(adapters[0])["base_model"].get("name"),
-                                 dtype=dtype, device=device)
+        base = read_adapter_config(adapters[0])["base_model"]
+        # The loaded backbone's name: the adapter's record, or the directory given in its place.
+        name = base.get("name") if model_path is None else Path(model_path).name
+        shapes = _directory_shapes(path)
+        for directory in adapters:  # before the 10-15 s of loading: config.json is enough
+            if shapes is not None:
+                _check_same_backbone(directory, read_adapter_config(directory)["base_model"], name, shapes)
+        backbone = load_backbone(path, name=name, dtype=dtype, device=device)
         concepts, taken, self_prompting, modes = [], set(), {}, {}
         for directory in adapters:
+            _check_same_backbone(directory, read_adapter_config(directory)["base_model"], name,
+                                 backbone.fingerprint())
             tokens = load_adapter(directory, backbone, taken)
             if tokens.name in {c.name for c in concepts}:
                 raise YoChameleonError(f"two adapters are both named <{tokens.name}> ({directory}); rename one")
@@ -169,6 +226,7 @@ class PersonalizedModel:
         loaded concept (e.g. "Who is in this photo?"). `self_prompt` ("forced" | "emitted") defaults to
         what the main concept's adapter recipe says.
         """
+        self.check_prompt(question)
         builder = self.prompt_builder(question, concept, concepts)
         generator = torch.Generator(device=self.backbone.device).manual_seed(seed)
         return generate_answer(self.model, builder, question, self._image(image) if image is not None else None,
@@ -184,11 +242,8 @@ class PersonalizedModel:
         return answer_prompts(self.model, builder, [prompt], "text_qa", self._mode(builder, self_prompt))[0]
 
     def check_prompt(self, prompt: str) -> None:
-        """Every `<name>` in a prompt must be a loaded concept."""
-        unknown = [n for n in re.findall(r"<([A-Za-z0-9_-]+)>", prompt) if n not in self.concepts and n != "sks"]
-        if unknown:
-            raise YoChameleonError(f"unknown concept <{unknown[0]}> in the prompt; loaded: "
-                                   + ", ".join(f"<{n}>" for n in self.concepts))
+        """Every `<name>` in a question or prompt must be a loaded concept (`check_concept_names`)."""
+        check_concept_names(prompt, self.concepts)
 
     def image_prompts(self, prompt: str, concept: str | None = None, concepts=None) -> tuple[list[int], list[int]]:
         """(conditional, unconditional) prompt ids, both ending with begin-of-image.
