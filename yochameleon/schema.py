@@ -43,6 +43,7 @@ TrainDevice = _choices("TrainDevice", "auto", "cpu")
 # What chooses best/ on the validation split: a recognition figure every recipe reports (higher is better).
 SelectBy = _choices("SelectBy", *(f"eval/recognition/{k}" for k in ("weighted", "auroc", "positive", "negative")))
 SelfPromptLoss = _choices("SelfPromptLoss", "group", "token")                     # data/samples.py GROUP_LOSS
+RecipeInit = _choices("RecipeInit", "reserved", "description")                    # concept/init.py
 SelfPrompt = _choices("SelfPrompt", "forced", "emitted")
 RetrievalIndex = _choices("RetrievalIndex", "auto", "brute", "faiss")
 LoggerName = _choices("LoggerName", "wandb", "none")
@@ -126,6 +127,11 @@ class RecipeConfig:
     self_prompt_loss: SelfPromptLoss = MISSING
     balance_recognition: bool = MISSING
     negatives_per_photo: int = MISSING
+    flip_generation: bool = MISSING  # generation targets mirrored at random (recognition photos always are)
+    generation_group: str = MISSING  # g-tokens before an image: full | none | a number (data/samples.py)
+    generation_repeats: int = MISSING  # each photo's generation samples per epoch
+    generation_weight: float = MISSING  # a generation sample's loss weight relative to a text sample's
+    init: RecipeInit = MISSING  # rows start as the backbone's reserved rows, or the g-tokens from its description
     soft_positives: SoftPositivesConfig = field(default_factory=SoftPositivesConfig)
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -263,7 +269,7 @@ class EvalConfig:
     dtype: Dtype = MISSING
     batch_size: int = MISSING
     output_root: str = MISSING
-    eval_name: str = MISSING
+    run_name: str = MISSING
     cache_dir: str = MISSING
     recognition: RecognitionEvalConfig = field(default_factory=RecognitionEvalConfig)
     generation: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def main(cfg: DictConfig) -> dict | None:
     from yochameleon.training.recipe import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from yochameleon.training.interrupt import TrainingInterrupted, resume_command
     from yochameleon.training.recipe import RunFinished
 
     try:
@@ -104,6 +106,15 @@ def main(cfg: DictConfig) -> dict | None:
     except RunFinished as done:  # not an error: the run is complete, and stays as it is
         print(done)
         return None
+    except TrainingInterrupted as stop:  # Ctrl-C / SIGTERM: a checkpoint at the step, one line, how to resume
+        if stop.run_dir and int(os.environ.get("RANK", "0")) == 0:
+            print(f"interrupted at step {stop.step} of {stop.total}, checkpoint saved; resume with: "
+                  f"{resume_command(run_dir, list(HydraConfig.get().overrides.task), stop.world)}", flush=True)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:  # outside the steps (loading, preparing, final scoring): nothing new to resume from
+        print(f"interrupted outside the training steps; the last checkpoint (if any) in {run_dir} is unchanged",
+              file=sys.stderr)
+        sys.exit(130)
     except YoChameleonError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

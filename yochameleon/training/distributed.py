@@ -136,6 +136,17 @@ class Distributed:
         """`rank_share` for this process."""
         return rank_share(global_specs, self.rank, self.world)
 
+    def agree(self, value):
+        """Rank 0's `value` on every rank: a decision every rank must act on alike (under ZeRO-3 each rank
+        enters the gathered-parameters block only if all do; deciding on each rank's own floats can hang)."""
+        import torch.distributed as dist
+
+        if torch_world()[0] == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, tasks: list[str], losses: torch.Tensor) -> list[tuple[str, float]]:
         """(task, loss) for every sample of the global batch, gathered from all processes."""
         import torch.distributed as dist

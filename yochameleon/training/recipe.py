@@ -50,6 +50,7 @@ from yochameleon.sources import configured_source, load_configured_backbone
 from yochameleon.training.checkpoint import (check_run_facts, has_checkpoint, load_checkpoint, optimizer_shards,
                                              read_state, save_checkpoint)
 from yochameleon.training.distributed import Distributed, barrier
+from yochameleon.training.interrupt import StopRequests, TrainingInterrupted
 from yochameleon.training.drawing import (contact_sheet, draw_images, judge_figures, judge_toy_samples, sample_image,
                                           sample_settings)
 from yochameleon.training.logging import NullLogger, RunLogger
@@ -377,17 +378,26 @@ class PersonalizationRecipe:
         bar = tqdm(total=total, initial=self.start_step, desc=f"train <{self.concept.name}>",
                    disable=not (tcfg.progress and self.dist.main))
         self.model.train()
-        for step in range(self.start_step, total):
-            record = self.train_step(step)
-            done = step + 1
-            if (done % int(tcfg.eval_every) == 0 or done == total) and self.dist.evaluates:
-                metrics = self.evaluate(done)
-                record |= metrics
-                bar.set_postfix(loss=f"{record['train/loss']:.3f}", acc=f"{metrics['eval/recognition/weighted']:.2f}")
-            self.logger.log(record, step=done)
-            bar.update(1)
-            if done % int(tcfg.checkpoint_every) == 0 or done == total:
-                self.save_checkpoint(done)
+        # SIGINT / SIGTERM: the step finishes, a checkpoint is written there, TrainingInterrupted says so.
+        with StopRequests() as stop:
+            for step in range(self.start_step, total):
+                record = self.train_step(step)
+                done = step + 1
+                if (done % int(tcfg.eval_every) == 0 or done == total) and self.dist.evaluates:
+                    metrics = self.evaluate(done)
+                    record |= metrics
+                    bar.set_postfix(loss=f"{record['train/loss']:.3f}",
+                                    acc=f"{metrics['eval/recognition/weighted']:.2f}")
+                self.logger.log(record, step=done)
+                bar.update(1)
+                signum = stop.agreed(self.accelerator.device)
+                if done % int(tcfg.checkpoint_every) == 0 or done == total or signum:
+                    self.save_checkpoint(done)
+                if signum:
+                    bar.close()
+                    barrier()
+                    self.logger.finish()
+                    raise TrainingInterrupted(self.run_dir, done, total, signum, self.dist.world)
         bar.close()
         return self.finish()
 
