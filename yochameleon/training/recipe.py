@@ -497,6 +497,19 @@ class PersonalizationRecipe:
                         "contact_sheet": str(self.run_dir / "contact_sheet.png"),
                         "generation": judge_figures(verdicts) if verdicts else None}
 
+    def _run_losses(self) -> list[float]:
+        """Every step's training loss of the whole run: from metrics.jsonl when resumed (this process saw only
+        the resumed steps; a step logged twice, before and after an interruption, counts once, its last record)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not (self.resuming and path.is_file()):
+            return self.losses
+        by_step = {}
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if "train/loss" in record and "step" in record:
+                by_step[int(record["step"])] = float(record["train/loss"])
+        return [by_step[step] for step in sorted(by_step)] or self.losses
+
     def _summary(self, final: dict, text_qa: dict | None, answer: str) -> dict:
         run_dir, selected_on, select_by = self.run_dir, self.selected_on, self.select_by
         summary = {
@@ -517,10 +530,11 @@ class PersonalizationRecipe:
             "launcher": self.dist.launcher, "deepspeed_zero_stage": self.dist.zero_stage,
             "samples_per_epoch": self.plan.size,
         }
-        if self.losses:
-            tenth = max(1, len(self.losses) // 10)
-            summary["loss_first_10pct"] = sum(self.losses[:tenth]) / tenth
-            summary["loss_last_10pct"] = sum(self.losses[-tenth:]) / tenth
+        losses = self._run_losses()
+        if losses:
+            tenth = max(1, len(losses) // 10)
+            summary["loss_first_10pct"] = sum(losses[:tenth]) / tenth
+            summary["loss_last_10pct"] = sum(losses[-tenth:]) / tenth
         return summary
 
 
