@@ -214,7 +214,8 @@ def test_shown_images_get_stable_ids_and_features_survive_eviction(janus_backbon
     bank = bb.model.image_bank
     bb.model.image_bank = ImageBank(bank.base, bank.per_image, capacity=1)
     try:
-        bb.model.image_bank.sources, bb.model.image_bank.slots = bank.sources, bank.slots
+        for name in ("sources", "slots", "keys", "next_slot"):
+            setattr(bb.model.image_bank, name, getattr(bank, name))
         bb.model.token_embeddings(torch.tensor([flipped]))  # evicts the first image's features
         assert torch.equal(bb.model.token_embeddings(torch.tensor([same])), first)
         assert len(bb.model.image_bank.features) == 1
@@ -243,3 +244,35 @@ def test_a_tokenizer_that_leaves_no_row_free_is_refused_by_name(janus_backbone):
 def test_janus_draws_with_its_own_guidance_by_default_and_chameleon_without(janus_backbone, backbone):
     assert janus_backbone.default_guidance == 5.0 == janus_backbone.model.generation_config.guidance_scale
     assert backbone.default_guidance == 1.0
+
+
+def test_the_image_bank_is_bounded_least_recently_shown_first(janus_backbone):
+    """issue 24 item 8: a long-lived server shows images without end; the bank keeps the latest max_images."""
+    from PIL import Image
+
+    from yochameleon.model.backbone import BackboneError
+    from yochameleon.model.janus import ImageBank
+
+    bb = janus_backbone
+    real = bb.model.image_bank
+    bank = bb.model.image_bank = ImageBank(real.base, real.per_image, capacity=2, max_images=3)
+    try:
+        images = [Image.new("RGB", (16, 16), (i * 20, 0, 0)) for i in range(6)]
+        first = bb.shown_image_codes(images[0])
+        kept = bb.model.token_embeddings(torch.tensor([first]))
+        for image in images[1:3]:
+            bb.shown_image_codes(image)
+        assert bb.shown_image_codes(images[0]) == first  # shown again: most recent, same ids
+        for image in images[3:]:
+            bb.shown_image_codes(image)  # three more: everything but the latest three is forgotten
+        assert len(bank.sources) == len(bank.slots) == 3 and len(bank.features) <= 2
+        with pytest.raises(BackboneError, match="forgotten.*max_images"):  # never another image's features
+            bb.model.token_embeddings(torch.tensor([first]))
+        again = bb.shown_image_codes(images[0])
+        assert set(again).isdisjoint(first)  # a new slot, never a reused one
+        assert torch.equal(bb.model.token_embeddings(torch.tensor([again])), kept)
+        for index in range(200):  # many more images: the memory stays bounded
+            bb.shown_image_codes(Image.new("RGB", (8, 8), (index, index, 0)))
+        assert len(bank.sources) == 3 and len(bank.slots) == 3 and len(bank.keys) == 3
+    finally:
+        bb.model.image_bank = real

@@ -49,24 +49,49 @@ RESERVED_NAME = "<reserved{:05d}>"
 class ImageBank:
     """Shown images <-> ids: image k's n feature positions are `base + k * n + j`.
 
-    Slots are handed out per process in the order images are first shown; features are computed
-    by the frozen vision encoder when an id is first embedded and kept for `capacity` images.
+    Slots are handed out per process in the order images are first shown and never reused; features
+    are computed by the frozen vision encoder when an id is first embedded and kept for `capacity`
+    images. The bank is bounded (a long-lived server shows images without end): it remembers the
+    `max_images` most recently shown images (least recently shown forgotten first, with their pixels);
+    ids of a forgotten image are refused by `lookup` with a clear error instead of meaning another image,
+    and showing it again gives it a new slot.
     """
 
-    def __init__(self, base: int, per_image: int, capacity: int = 64):
-        self.base, self.per_image, self.capacity = base, per_image, capacity
-        self.sources: list[tuple[object, bool]] = []  # slot -> (path or PIL image, flip)
-        self.slots: dict[tuple, int] = {}
+    def __init__(self, base: int, per_image: int, capacity: int = 64, max_images: int = 1024):
+        if max_images < capacity:
+            raise ValueError(f"max_images ({max_images}) must be at least capacity ({capacity})")
+        self.base, self.per_image, self.capacity, self.max_images = base, per_image, capacity, max_images
+        self.sources: OrderedDict[int, tuple[object, bool]] = OrderedDict()  # slot -> (path or PIL image, flip)
+        self.slots: dict[tuple, int] = {}  # image key -> slot, for the remembered images only
+        self.keys: dict[int, tuple] = {}  # slot -> image key
+        self.next_slot = 0
         self.features: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def ids(self, image, flip: bool) -> list[int]:
         """The ids that stand for `image` (mirrored when `flip`) in a prompt."""
         key = (_image_key(image), bool(flip))
-        if key not in self.slots:
-            self.slots[key] = len(self.sources)
-            self.sources.append((image, bool(flip)))
-        start = self.base + self.slots[key] * self.per_image
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = self.next_slot
+            self.next_slot += 1
+            self.sources[slot], self.keys[slot] = (image, bool(flip)), key
+            while len(self.sources) > self.max_images:
+                self._forget(next(iter(self.sources)))
+        self.sources.move_to_end(slot)
+        start = self.base + slot * self.per_image
         return list(range(start, start + self.per_image))
+
+    def _forget(self, slot: int) -> None:
+        del self.sources[slot]
+        del self.slots[self.keys.pop(slot)]
+        self.features.pop(slot, None)
+
+    def _source(self, slot: int):
+        if slot not in self.sources:
+            raise BackboneError(f"image slot {slot} was forgotten: more than max_images={self.max_images} images were "
+                                "shown between building a prompt and running it; build prompts closer to their "
+                                "forward pass or raise ImageBank.max_images")
+        return self.sources[slot]
 
     def lookup(self, ids: torch.Tensor, encode, lockstep: bool = False) -> torch.Tensor:
         """Feature rows (N, hidden) for bank ids (N,); `encode(list of (image, flip))` -> (k, n, hidden).
@@ -76,7 +101,7 @@ class ImageBank:
         """
         slot, position = (ids - self.base) // self.per_image, (ids - self.base) % self.per_image
         wanted = sorted(set(slot.tolist()))
-        rows = encode([self.sources[s] for s in wanted]) if lockstep else self._kept(wanted, encode)  # (k, n, hidden)
+        rows = encode([self._source(s) for s in wanted]) if lockstep else self._kept(wanted, encode)  # (k, n, hidden)
         index = torch.tensor([wanted.index(s) for s in slot.tolist()], dtype=torch.long, device=rows.device)
         return rows[index, position.to(rows.device)]
 
@@ -84,7 +109,7 @@ class ImageBank:
         """The features of `wanted` slots, encoding only those not kept, then keeping the latest `capacity`."""
         missing = [s for s in wanted if s not in self.features]
         if missing:
-            for s, rows in zip(missing, encode([self.sources[s] for s in missing])):
+            for s, rows in zip(missing, encode([self._source(s) for s in missing])):
                 self.features[s] = rows
         for s in wanted:
             self.features.move_to_end(s)
