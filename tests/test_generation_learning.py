@@ -158,6 +158,9 @@ def test_best_keeps_each_side_from_its_own_best_validation_step_and_a_resume_rea
     best["selection"]["understanding"]["score"], best["selection"]["generation"]["score"] = 2.0, -1.0
     (run / "best" / "adapter_config.json").write_text(json.dumps(best))
     kept = (run / "best" / "adapter.safetensors").read_bytes()
-    train(compose([*overrides, "trainer.max_steps=6", "trainer.resume=true"], cache_dir), run)
+    resumed = train(compose([*overrides, "trainer.max_steps=6", "trainer.resume=true"], cache_dir), run)
     assert (run / "best" / "adapter.safetensors").read_bytes() == kept
+    # The resumed run's summary covers the whole run's losses, not only the resumed steps.
+    first = next(r["train/loss"] for r in records if r["step"] == 1 and "train/loss" in r)
+    assert resumed["loss_first_10pct"] == pytest.approx(first)
     assert json.loads((run / "best" / "adapter_config.json").read_text())["selection"]["generation"]["score"] == -1.0
