@@ -71,9 +71,25 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
         "held_out": [file_digest(p) for p in [*concept.val_photos, *concept.test_photos]],
         "retrieval": _plain(cfg.retrieval), "soft": _plain(cfg.recipe.soft_positives), "k_g": int(cfg.recipe.k_g),
         "conversations": bool(concept.conversations) or _plain(cfg.recipe.conversations),
+        # What the generated conversations are made of: whether they are generated, the questions asked
+        # (per category) and how long an answer may be.
+        "generated_qa": None if concept.conversations or not _generates_conversations(cfg) else {
+            "questions": _attribute_questions(concept), "max_new_tokens": CONVERSATION_MAX_NEW_TOKENS},
         "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _generates_conversations(cfg) -> bool:
+    """Whether preparation asks the backbone for text QA (the concept has no conversation file of its own)."""
+    return bool(cfg.recipe.conversations.generate_when_missing) and bool(cfg.recipe.tasks.text_qa)
+
+
+def _attribute_questions(concept) -> list[str]:
+    """The questions the backbone is asked about each photo, as they are asked."""
+    noun = concept.class_noun or "subject"
+    questions = templates.ATTRIBUTE_QUESTIONS.get(concept.category, templates.ATTRIBUTE_QUESTIONS["object"])
+    return [q.format(noun=noun) for q in questions]
 
 
 def _plain(node):
@@ -159,9 +175,9 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         log.warning("prepare <%s>: %s", concept.name, message)
 
     conversations = []
-    generate = cfg.recipe.conversations.generate_when_missing
-    if not concept.conversations and generate and cfg.recipe.tasks.text_qa:
-        conversations = generate_conversations(backbone, photos, photo_images, concept, progress)
+    if not concept.conversations and _generates_conversations(cfg):
+        conversations = generate_conversations(backbone, photos, photo_images, concept, progress,
+                                               CONVERSATION_MAX_NEW_TOKENS)
 
     manifest = {
         "concept": concept.name, "key": key, "embedder": embedder.key, "embedder_quality": embedder.quality,
@@ -212,15 +228,18 @@ def contact_sheet(title: str, items: list[tuple[Image.Image, str]], thumb: int =
     return sheet
 
 
+CONVERSATION_MAX_NEW_TOKENS = 32  # the longest generated answer (part of the preparation key)
+
+
 @torch.no_grad()
-def generate_conversations(backbone, photos, images, concept, progress: bool, max_new_tokens: int = 32) -> list[dict]:
+def generate_conversations(backbone, photos, images, concept, progress: bool,
+                           max_new_tokens: int = CONVERSATION_MAX_NEW_TOKENS) -> list[dict]:
     """Ask the plain backbone attribute questions about each photo; answers become text-only QA about <sks>."""
     from tqdm.auto import tqdm
 
     from yochameleon.model.personalized import PersonalizedChameleon, decode_text
 
     noun = concept.class_noun or "subject"
-    questions = templates.ATTRIBUTE_QUESTIONS.get(concept.category, templates.ATTRIBUTE_QUESTIONS["object"])
     plain = PersonalizedChameleon(backbone.model, [])
     layout = chat_layout(backbone)
     subject = re.compile(rf"\b(the|this|that|a|an)\s+{re.escape(noun)}\b|\b{re.escape(noun)}\b", re.IGNORECASE)
@@ -228,8 +247,7 @@ def generate_conversations(backbone, photos, images, concept, progress: bool, ma
     for path, image in tqdm(list(zip(photos, images)), desc="ask the base model about each photo",
                             disable=not progress):
         shown = layout.image(backbone.shown_image_codes(image))
-        for question in questions:
-            text = question.format(noun=noun)
+        for text in _attribute_questions(concept):
             prompt = layout.prompt(layout.text(text), image=shown)  # the plain backbone: no prefix
             ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
             out = plain.generate_text(ids.to(backbone.device), mask.to(backbone.device), max_new_tokens,

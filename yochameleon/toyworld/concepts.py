@@ -63,7 +63,7 @@ def concept_scenes(name: str, split: str) -> list[world.Scene]:
 
 def concept_dir(name: str, split: str, cache_dir: str | Path | None = None) -> Path:
     """Render a toy concept's split into the cache once and return the folder."""
-    target = cache_root(cache_dir) / "toyworld" / "concepts" / world_version() / name / split
+    target = cache_root(cache_dir) / "toyworld" / "concepts" / render_key(name, split) / name / split
     if target.is_dir() and any(target.iterdir()):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,19 @@ def concept_dir(name: str, split: str, cache_dir: str | Path | None = None) -> P
 
 
 def world_version() -> str:
-    """A short hash of the world's drawing code: concept renders are redrawn when it changes."""
+    """A short hash of the world's drawing code."""
     return hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:10]
+
+
+def render_key(name: str, split: str) -> str:
+    """Everything that decides a split's renders: the world's drawing code, this module's code (which scenes
+    a split holds), the concept's thing and the split's size. Change any one and the split is redrawn."""
+    if name not in CONCEPTS:
+        raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
+    blob = json.dumps({"world": world_version(), "scenes": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                       "thing": repr(CONCEPTS[name]), "size": CONCEPT_SPLITS[split], "positive": POSITIVE_SPLITS},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def concept_thing(name: str) -> world.Thing:
