@@ -7,6 +7,11 @@ from pathlib import Path
 from yochameleon.metrics.table import bar_chart, evaluation_rows, evaluation_table, log_wandb_table, published_table
 
 
+def speed_words(ratio: float) -> str:
+    """A speed ratio (how many times faster) as people say it: '2.50x faster', or for 0.81 '1.23x slower'."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
 def write_report(results: dict, out_dir: Path, logger_cfg=None) -> str:
     """report.md, charts/methods.png and the W&B table; returns the markdown."""
     rows = evaluation_rows(results)
@@ -22,7 +27,7 @@ def write_report(results: dict, out_dir: Path, logger_cfg=None) -> str:
         t = results["throughput"]
         lines.append(f"Recognition throughput ({t['method']}): logits {t['logit_images_per_second']:.2f} images/s, "
                      f"generate-and-parse {t['generate_images_per_second']:.2f} images/s -> logit scoring is "
-                     f"{t['logit_vs_generate_speedup']:.2f}x faster.")
+                     f"{speed_words(t['logit_vs_generate_speedup'])}.")
     if "forgetting" in results:
         f = results["forgetting"]
         lines.append(f"Forgetting: {f['prompts']} prompts that name no concept. Asked as inference asks them (the "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from yochameleon.config import hydra_command, plain_config, register_resolvers
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics import recognition as R
 from yochameleon.metrics.options import accuracy, choose_options
+from yochameleon.model.backbone import resolve_device
 from yochameleon.schema import EvalConfig
 
 log = logging.getLogger("evaluation.run")
@@ -239,20 +241,23 @@ def evaluate(cfg, out_dir: Path) -> dict:
     subject = str(cfg.concept.get("eval_subject") or concept.name)
     eval_set = load_eval_set(cfg)
     have_set = eval_set.available()
-    if not have_set:
-        log.warning("evaluation set %s not found: recognition uses the concept's own test negatives and the QA "
-                    "tasks are skipped", eval_set.where())
-    tasks = list(cfg.tasks)
+    tasks = [str(t) for t in cfg.tasks]
     skipped: dict[str, str] = {}
+    if not have_set and {"vqa", "text_qa", "multi_concept"} & set(tasks):
+        fix = ("eval_set.images=<the DreamBooth dataset folder>" if eval_set.kind == "dreambooth" else
+               "eval_set.root=<the yollava-data folder>")
+        skipped["qa"] = (f"evaluation set {eval_set.where()} not found: vqa, text_qa and multi_concept skipped, "
+                         f"recognition uses the concept's own test negatives; set {fix}")
 
     if cfg.adapter:
         extra = [Path(a) for a in (cfg.get("extra_adapters") or [])]
-        pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=str(cfg.device), cache_dir=cfg.cache_dir,
-                                    dtype=str(cfg.dtype))
+        pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=resolve_device(cfg.device),
+                                    cache_dir=cfg.cache_dir, dtype=str(cfg.dtype))
         backbone = pm.backbone
     else:
         pm = None
-        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, cfg.device, dtype=str(cfg.dtype))
+        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, resolve_device(cfg.device),
+                                            dtype=str(cfg.dtype))
 
     # Who is who: the eval set's subject names <-> loaded concepts.
     subject_of = {concept.name: subject, **{str(k): str(v) for k, v in (cfg.get("subjects") or {}).items()}}
@@ -264,7 +269,7 @@ def evaluate(cfg, out_dir: Path) -> dict:
     photos = {subject: concept.photos}
 
     methods: list[M.Method] = []
-    for kind in cfg.methods:
+    for kind in map(str, cfg.methods):
         if kind == "adapter":
             if pm is None:
                 skipped["adapter"] = "no adapter= given"
@@ -304,6 +309,12 @@ def evaluate(cfg, out_dir: Path) -> dict:
                                  f"eval_set.{'visual_qa' if task == 'vqa' else 'text_qa'}=<file>)")
 
     scorers = _scorers(cfg) if "generation" in tasks else {}
+    if "generation" in tasks and not scorers:
+        skipped["generation_similarity"] = (
+            "no CLIP/DINO checkpoint configured: images drawn and saved, CLIP-I / CLIP-T / DINO not computed; set "
+            "clip.checkpoint=<local open_clip weights> and/or dino.checkpoint=<local HF dir, e.g. facebook/dinov2-small>")
+    if "forgetting" in tasks and pm is None:
+        skipped["forgetting"] = "no adapter= given: forgetting compares an adapter with the plain backbone"
     results: dict = {"concept": concept.name, "subject": subject, "methods": {}, "skipped": skipped,
                      "eval_set": {"kind": eval_set.kind}}
     if eval_set.kind == "yollava":  # what loaded, so a run can be checked against the published set's size
@@ -369,8 +380,22 @@ def main(cfg: DictConfig) -> dict | None:
     results = _clean(results)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(write_report(results, out_dir, cfg.logger))
+    report = write_report(results, out_dir, cfg.logger)
+    shown = "\n".join(line for line in report.splitlines() if not line.startswith(("![", "Skipped ")))
+    print(re.sub(r"\n{3,}", "\n\n", shown).rstrip())
+    print(where_results_went(results, out_dir))
     return results
+
+
+def where_results_went(results: dict, out_dir: Path) -> str:
+    """The closing lines: where the report and the metrics are, and each skipped task with why and its setting."""
+    lines = ["", f"done: evaluation of <{results['concept']}>",
+             f"  report        {out_dir / 'report.md'}",
+             f"  metrics       {out_dir / 'metrics.json'}"]
+    if (out_dir / "charts" / "methods.png").is_file():
+        lines.append(f"  chart         {out_dir / 'charts' / 'methods.png'}")
+    lines += [f"  skipped       {name}: {reason}" for name, reason in (results.get("skipped") or {}).items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -286,3 +286,65 @@ def test_harness_scores_adapter_and_baselines_and_writes_the_report(model, image
     assert "| adapter |" in report and (out / "charts" / "methods.png").exists()
     assert "Forgetting:" in report and "greedy next token changed at" in report and "mean KL" in report
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_the_harness_says_where_its_results_went_and_why_a_task_was_skipped(tmp_path, cache_dir, janus_path):
+    # Issue 25.6: it printed a markdown image link, and skipped generation similarity without a word.
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation.run", "+concept=demo", "model=janus-tiny", "logger=none", "run_name=mine",
+         "tasks=[recognition,generation,forgetting]", "methods=[plain]", "generation.n=1",
+         "recognition.free_answer=false", f"output_root={tmp_path / 'outputs'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "outputs" / "eval" / "corgi" / "mine"  # run_name= names the folder, as in training
+    lines = result.stdout.splitlines()
+    assert f"  report        {out / 'report.md'}" in lines and f"  metrics       {out / 'metrics.json'}" in lines
+    assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
+    assert not any(line.startswith("![") for line in lines)
+    assert ("  skipped       generation_similarity: no CLIP/DINO checkpoint configured: images drawn and saved, "
+            "CLIP-I / CLIP-T / DINO not computed; set clip.checkpoint=<local open_clip weights> and/or "
+            "dino.checkpoint=<local HF dir, e.g. facebook/dinov2-small>") in lines
+    assert "  skipped       forgetting: no adapter= given: forgetting compares an adapter with the plain backbone" \
+        in lines
+
+
+def test_speed_ratios_read_as_faster_or_slower():
+    from evaluation.report import speed_words
+
+    assert speed_words(2.5) == "2.50x faster" and speed_words(0.8) == "1.25x slower"  # was "0.80x faster"
+
+
+def test_the_dreambooth_images_default_does_not_depend_on_the_working_directory(tmp_path, monkeypatch, cache_dir):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from yochameleon.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("eval", overrides=["+concept=demo", f"cache_dir={cache_dir}"])
+    assert cfg.eval_set.images == SHARED.resolve() and cfg.device == "auto"
+
+
+@pytest.mark.slow
+def test_the_harness_evaluates_the_demos_toy_concept(tmp_path, cache_dir):
+    # Issue 24.0: `evaluation.run +concept=toy-bo adapter=<the demo's adapter>` stopped at compose time with
+    # "Key 'retrieval' not in 'EvalConfig'" (the shared toy concept config sets training-only keys).
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    trained = subprocess.run(
+        [sys.executable, "-m", "yochameleon.train", "+concept=toy-bo", "logger=none", "trainer.max_steps=2",
+         "trainer.eval_every=2", "trainer.final_samples=0", "trainer.progress=false", "run_name=demo"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    adapter = tmp_path / "outputs" / "bo" / "demo" / "adapter"
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation.run", "+concept=toy-bo", f"adapter={adapter}", "tasks=[recognition,forgetting]",
+         "methods=[adapter]", "recognition.free_answer=false", "logger=none", "run_name=toy"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "outputs" / "eval" / "bo" / "toy" / "metrics.json").read_text())
+    assert metrics["concept"] == "bo" and metrics["methods"]["adapter"]["recognition"]["n_positive"] > 0
+    assert "forgetting" in metrics and f"  metrics       {tmp_path / 'outputs' / 'eval' / 'bo' / 'toy' / 'metrics.json'}" \
+        in result.stdout.splitlines()

@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu) | cpu | cuda[:N]")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="backbone weights: auto = bfloat16 on a GPU, float32 on CPU (a 7B model: ~14 vs ~28 GB)")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")

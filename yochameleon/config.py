@@ -77,6 +77,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("toyworld", _toy_concept_dir)
     if not OmegaConf.has_resolver("toyworld_checks"):  # `${toyworld_checks:bo}` -> a toy concept's text checks
         OmegaConf.register_new_resolver("toyworld_checks", _toy_text_checks)
+    if not OmegaConf.has_resolver("checkout"):  # `${checkout:../shared/x}` -> beside the package's parent directory
+        OmegaConf.register_new_resolver("checkout", lambda rel: str((PACKAGE_DIR.parent / str(rel)).resolve()))
     if not OmegaConf.has_resolver("eval_set"):  # `${eval_set:dreambooth}` -> the shipped evaluation set
         OmegaConf.register_new_resolver("eval_set", lambda name: str(PACKAGE_DIR.parent / "evaluation" / "sets" / name))
 

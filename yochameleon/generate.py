@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4, help="images sampled together")
     parser.add_argument("--out", default="samples", help="output directory for the PNG files")
     parser.add_argument("--model-path", default=None, help="local backbone directory (default: the adapter's record)")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu) | cpu | cuda[:N]")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="backbone weights: auto = bfloat16 on a GPU, float32 on CPU (a 7B model: ~14 vs ~28 GB)")
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
 from yochameleon.model.decoding import generate_answer
-from yochameleon.model.backbone import resolve_dtype
+from yochameleon.model.backbone import resolve_device, resolve_dtype
 from yochameleon.model.load import load_backbone
 from yochameleon.model.image_generation import draw, require_decoder
 from yochameleon.model.personalized import PersonalizedChameleon
@@ -124,7 +124,7 @@ class PersonalizedModel:
         adapters = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters)]
         if not adapters:
             raise YoChameleonError("give at least one adapter directory")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         path = _base_model_path(adapters[0], model_path, cache_dir)
         base = read_adapter_config(adapters[0])["base_model"]

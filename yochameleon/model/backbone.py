@@ -347,6 +347,14 @@ def check_backbone_dir(path: str | Path) -> Path:
     return path
 
 
+def resolve_device(device: str | torch.device | None) -> str:
+    """The one device rule of `answer`, `generate`, the Python API and the harness: `auto` (or None) is
+    cuda when a GPU is visible, else cpu; anything else ("cpu", "cuda:1") is used as given."""
+    if device is None or str(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 def resolve_dtype(dtype, device: torch.device | str) -> str:
     """The backbone weights' dtype: `auto` is bfloat16 on a GPU and float32 on CPU (as trainer.precision=auto).
 
