@@ -4,9 +4,10 @@
     python -m yochameleon.compare outputs/eval/corgi/* [--out comparison] [--wandb]   # evaluations
 
 A training run is a folder with summary.json and metrics.jsonl (`yochameleon.train`): one row
-with its final recognition accuracy (forced and emitted self-prompt) and the mean per-task
-training loss over the last 10% of steps; the table is printed (the same numbers are in each
-run's W&B run, grouped by concept, tagged by recipe). An evaluation is a folder with
+with its model and recipe (from its config.yaml), steps and wall time, the validation split's and
+the test split's recognition AUROC and weighted accuracy, text QA, the judged final samples (toy
+concepts) and the mean training loss over the last 10% of steps; the table is printed (the same
+numbers are in each run's W&B run, grouped by concept, tagged by recipe). An evaluation is a folder with
 metrics.json (`evaluation.run`): one row per method; the table and a chart are written to
 --out, beside the paper's published rows for runs on the Yo'LLaVA data, and with --wandb also
 logged as a W&B table (offline unless `wandb login` was run and WANDB_MODE=online).
@@ -18,14 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from yochameleon.metrics.table import (bar_chart, evaluation_rows, evaluation_table, log_wandb_table, markdown_table,
                                        published_table)
-
-TASKS = ("recognition", "vqa", "text_qa", "generation")
-
 
 def find_runs(paths: list[Path]) -> list[Path]:
     """Training run folders (with summary.json): the given folders themselves, or directly under them."""
@@ -49,22 +46,36 @@ def find_metrics(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _run_config(run_dir: Path) -> dict:
+    """The run's resolved config (config.yaml, written by yochameleon.train), or {} when it is not there."""
+    try:
+        import yaml
+
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, ValueError, ImportError):
+        return {}
+
+
 def run_row(run_dir: Path) -> dict:
-    """One training run's figures."""
+    """One training run's figures: what it ran (model, recipe, steps, time) and how it scored, split by split."""
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    tail = records[-max(1, len(records) // 10):]
-    losses = defaultdict(list)
-    for record in tail:
-        for task in TASKS:
-            if f"train/loss/{task}" in record:
-                losses[task].append(record[f"train/loss/{task}"])
-    final = summary["final"]
+    losses = [r["train/loss"] for r in records if isinstance(r.get("train/loss"), (int, float))]
+    losses = losses[-max(1, len(losses) // 10):]
+    config = _run_config(run_dir)
+    final, val = summary.get("final") or {}, summary.get("val") or {}
+    on_test = summary.get("final_split", final.get("eval/split", "test")) == "test"
+    qa, judged = summary.get("text_qa") or {}, summary.get("generation") or {}
     return {
-        "run": run_dir.name, "steps": summary["steps"], "seconds": summary["wall_seconds"],
-        "recognition": final.get("eval/recognition/weighted"),
-        "recognition (emitted)": final.get("eval/recognition_emitted/weighted"),
-        **{f"loss {t}": (sum(v) / len(v) if v else None) for t, v in ((t, losses.get(t)) for t in TASKS)},
+        "run": run_dir.name, "model": (config.get("model") or {}).get("name"),
+        "recipe": (config.get("recipe") or {}).get("name"), "steps": summary.get("steps"),
+        "seconds": summary.get("wall_seconds"),
+        "val AUROC": val.get("eval/recognition/auroc"), "val weighted": val.get("eval/recognition/weighted"),
+        "test AUROC": final.get("eval/recognition/auroc") if on_test else None,
+        "test weighted": final.get("eval/recognition/weighted") if on_test else None,
+        "text QA": qa.get("text_qa"), "text QA held-out": qa.get("text_qa_heldout"),
+        "generation judged": f"{judged['right']}/{judged['judged']}" if judged.get("judged") else None,
+        "loss (last 10%)": sum(losses) / len(losses) if losses else None,
     }
 
 
@@ -104,7 +115,8 @@ def compare_evaluations(files: list[Path], out: Path, wandb: bool) -> int:
 
 def main(argv=None) -> int:
     """Entry point (`yochameleon-compare`, `yochameleon-eval-compare`)."""
-    parser = argparse.ArgumentParser(description="Compare training runs (summary.json) and evaluations "
+    parser = argparse.ArgumentParser(prog="python -m yochameleon.compare",
+                                     description="Compare training runs (summary.json) and evaluations "
                                                  "(metrics.json) side by side.")
     parser.add_argument("runs", nargs="+", type=Path, help="run or evaluation folders, or folders holding several")
     parser.add_argument("--out", type=Path, default=Path("comparison"),
