@@ -117,11 +117,15 @@ def test_negative_pools_are_recursive_and_deduplicated(tmp_path):
         list_images_recursive([tmp_path / "pool", tmp_path / "gone"], "negative pool")
 
 
-def test_photo_counts():
+def test_photo_counts(caplog, recwarn):
     with pytest.raises(ConceptDataError):
         check_photo_count([], "dir")
-    with pytest.warns(UserWarning, match="3-5 photos"):
+    with caplog.at_level("WARNING"):
         check_photo_count([PHOTO], "dir")
+    # Issue 25.9: printed twice (a log line and a Python warning of the same text).
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 photo in dir: personalization works best with 3-5 photos of the subject"]
+    assert not recwarn.list
 
 
 @pytest.mark.parametrize("name", ["bo", "my-dog_2", "Mam"])
@@ -135,12 +139,13 @@ def test_bad_concept_names(name):
         validate_concept_name(name)
 
 
-def test_one_photo_concept_loads_with_a_warning(tmp_path):
+def test_one_photo_concept_loads_with_a_warning(tmp_path, caplog):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.jpg").write_bytes(PHOTO.read_bytes())
     cfg = OmegaConf.create({"name": "bo", "photos": str(tmp_path / "one"), "negatives": [str(DEMO / "negatives")],
                             "test_photos": None, "conversations": None})
-    with pytest.warns(UserWarning, match="1 photo"):
+    with caplog.at_level("WARNING"):
         concept = ConceptData.from_config(cfg)
+    assert sum("1 photo in" in r.getMessage() for r in caplog.records) == 1
     assert len(concept.photos) == 1 and len(concept.negatives) > 10
     assert not set(concept.negatives) & set(concept.photos)

@@ -158,3 +158,24 @@ def test_resuming_a_finished_run_changes_nothing_unless_max_steps_is_raised(tmp_
     assert [r["step"] for r in records if "test/split" in r] == [2, 4]  # each finish's test scores, in order
     with pytest.raises(RunFinished, match=r"step 4 of 4"):
         train(compose([*base, "trainer.resume=true", "trainer.max_steps=4"], cache_dir), run_dir)
+
+
+def test_a_run_without_deepspeed_does_not_import_it(tmp_path):
+    # Issue 25.9: DeepSpeed's "Setting accelerator to CPU" warning on every training run: accelerate's
+    # unwrap_model imports DeepSpeed whenever it is installed. Only a DeepSpeed run may import it now.
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch\nfrom accelerate import Accelerator\nfrom yochameleon.training.recipe import _unwrapped\n"
+             "acc = Accelerator(cpu=True)\nmodel = acc.prepare(torch.nn.Linear(2, 2))\n"
+             "assert _unwrapped(acc, model) is model\nprint('deepspeed' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False" and "Setting accelerator" not in result.stdout + result.stderr
+
+
+def test_a_small_checkpoint_loads_without_a_progress_bar(tiny_path, capfd):
+    from yochameleon.model.load import load_backbone
+
+    load_backbone(tiny_path, name="tiny")
+    assert "Loading weights" not in capfd.readouterr().err  # Issue 25.9: a bar on every 70 MiB load

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,4 +123,3 @@ def check_photo_count(paths, directory) -> None:
         message = (f"{len(paths)} photo{'s' if len(paths) > 1 else ''} in {directory}: personalization works "
                    "best with 3-5 photos of the subject")
         log.warning(message)
-        warnings.warn(message, stacklevel=2)

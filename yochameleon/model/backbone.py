@@ -6,6 +6,7 @@ through exactly the `from_pretrained` call that loads the 7B checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -369,11 +370,31 @@ def resolve_dtype(dtype, device: torch.device | str) -> str:
     return dtype
 
 
+LARGE_CHECKPOINT_BYTES = 1 << 30  # transformers' weight-loading bar is shown from 1 GiB of weights up
+
+
+@contextlib.contextmanager
+def _progress_bar_when_large(path: Path):
+    """transformers' "Loading weights" bar only where loading takes a while: a tiny or toy model loads silently."""
+    from transformers.utils import logging as hf_logging
+
+    size = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+    shown = hf_logging.is_progress_bar_enabled()
+    if size < LARGE_CHECKPOINT_BYTES and shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_frozen(model_class, processor_class, path: Path, dtype, device, attn_implementation: str):
     """A model class's weights from a local directory, frozen and in eval mode on `device`, and its processor."""
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = model_class.from_pretrained(str(path), dtype=torch_dtype, attn_implementation=attn_implementation,
-                                        local_files_only=True)
+    with _progress_bar_when_large(path):
+        model = model_class.from_pretrained(str(path), dtype=torch_dtype, attn_implementation=attn_implementation,
+                                            local_files_only=True)
     model.requires_grad_(False)
     model.eval()
     model.to(device)

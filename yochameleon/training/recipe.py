@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
@@ -66,6 +67,14 @@ def _better(side: str, score: float, best: float) -> bool:
     if math.isnan(score):
         return False
     return score < best if side == "generation" else score > best
+
+
+def _unwrapped(accelerator, model):
+    """The model inside accelerate's wrapper. `unwrap_model` imports DeepSpeed whenever it is installed (its
+    "Setting accelerator to CPU" warning on every run): only a DeepSpeed run asks it; DDP's is `.module`."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.unwrap_model(model)
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 class RunDirError(YoChameleonError):
@@ -214,7 +223,7 @@ class PersonalizationRecipe:
                                                           "model_config": self.cfg.model.name,
                                                           "source": configured_source(self.cfg.model)}
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.inner = self.accelerator.unwrap_model(self.model)  # evaluation and sampling bypass any DDP wrapper
+        self.inner = _unwrapped(self.accelerator, self.model)  # evaluation and sampling bypass any DDP wrapper
         self.adapter_extra = {**self.facts, "system_prefix": self.tokens.system_prefix(),
                               "recipe": OmegaConf.to_container(self.recipe, resolve=True), "init": self.init_record}
 
