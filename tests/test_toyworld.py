@@ -160,6 +160,27 @@ def test_a_step_encodes_its_scenes_in_one_batch_and_draws_the_same_examples(back
     assert question.startswith("A photo of a") and question.endswith(".") and " large " not in question, question
 
 
+@pytest.mark.parametrize("kind", ["draw_said", "define_generate_said"])
+def test_said_drawings_put_the_words_unscored_between_the_turn_and_the_image(backbone, kind):
+    """Build 7's examples: the thing's words, given and never scored, then begin-of-image, the scored codes, end of turn."""
+    from yochameleon.toyworld import pretrain
+
+    ids = pretrain.Ids(backbone.tokenizer, 0, 1, 2, 3, 4, [10000])
+    shown = []
+
+    def code_of(scene):
+        shown.append(scene)
+        return torch.arange(64, dtype=torch.long)
+
+    tokens, labels = pretrain.make_example(kind, random.Random(3), ids, code_of)
+    boi = tokens.index(2)
+    eot = tokens.index(1)  # the prompt's end of turn
+    words = backbone.tokenizer.decode(tokens[eot + 1:boi]).strip()
+    assert words == shown[-1].things[0].short()
+    assert labels[:boi] == [-100] * boi  # the prompt and the words: never scored
+    assert labels[boi:] == tokens[boi:] and tokens[boi + 1:boi + 65] == list(range(4, 68)) and tokens[-1] == 1
+
+
 def test_object_mask_and_probe_targets_follow_the_scene():
     from yochameleon.toyworld.pretrain import AttributeProbe
 
@@ -235,7 +256,6 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
     import json
 
     from conftest import compose
-
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.benchmark import text_qa
     from yochameleon.training.recipe import train

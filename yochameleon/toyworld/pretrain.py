@@ -225,6 +225,15 @@ def _example(ids: Ids, question: list[int], answer: list[int], prefix: list[int]
     return prompt + answer, [-100] * len(prompt) + [t if t not in unscored else -100 for t in answer]
 
 
+def _said(ids: Ids, question: list[int], words: list[int], image: list[int], prefix: list[int] = (),
+          name_id: int | None = None) -> tuple:
+    """An image answer that starts with `words` (given, never scored): the model learns to draw after other
+    tokens sit between the end of turn and begin-of-image, as a personalized self-prompt group does."""
+    tokens, labels = _example(ids, question, [*words, *image], prefix, unscored={name_id} if name_id else set())
+    start = len(tokens) - len(image) - len(words) - 1  # the answer is words + image + end of turn
+    return tokens, [*labels[:start], *([-100] * len(words)), *labels[start + len(words):]]
+
+
 def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list[int], list[int]]:
     """One pretraining example of a kind; `code_of(scene)` gives the scene image's codes."""
     if kind == "caption":
@@ -246,6 +255,10 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
     if kind == "draw":  # the literal words a user types: "A photo of a blue dotted star." -> one thing
         scene = world.random_scene(rng, two_things=0.0)
         return _example(ids, ids.text(GENERATION_PROMPT.format(what=scene.things[0].short())), ids.image(code_of(scene)))
+    if kind == "draw_said":  # build 7: the words said again before the image, as a self-prompt group sits there
+        scene = world.random_scene(rng, two_things=0.0)
+        words = scene.things[0].short()
+        return _said(ids, ids.text(GENERATION_PROMPT.format(what=words)), ids.text(words), ids.image(code_of(scene)))
     if kind == "draw_unconditional":  # the empty prompt classifier-free guidance samples against
         return _example(ids, ids.text(""), ids.image(code_of(world.random_scene(rng))))
     if kind == "generate":
@@ -287,9 +300,11 @@ def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list
         question, _ = world.CONCEPT_QUESTIONS[attribute]
         return _example(ids, ids.text(question.replace("<sks>", name_text)), ids.text(f"{getattr(thing, attribute)}."),
                         prefix, unscored={name_id})
-    if kind == "define_generate":
+    if kind in ("define_generate", "define_generate_said"):
         scene = world.random_scene(rng, two_things=0.0, must_include=thing)
         prompt = rng.choice(sentences.GENERATION_PROMPTS[:3]).replace("<sks>", name_text)
+        if kind == "define_generate_said":  # build 7: the definition's words between the turn and the image
+            return _said(ids, ids.text(prompt), ids.text(thing.short()), ids.image(code_of(scene)), prefix, name_id)
         return _example(ids, ids.text(prompt), ids.image(code_of(scene)), prefix, unscored={name_id})
     raise ValueError(f"unknown example kind {kind!r}")
 

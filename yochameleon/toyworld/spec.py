@@ -65,6 +65,13 @@ BUILD_6 = {**BUILD_5, "draw_mixture": {
     "draw": 0.36, "draw_unconditional": 0.06, "define_generate": 0.15, "generate": 0.04,
     "define_recognize": 0.18, "verify": 0.05, "caption": 0.08, "vqa": 0.05, "define_text": 0.03}}
 
+# Build 7: build 6's mixture with a fifth of its drawing said first (the words, unscored, between the end of
+# turn and begin-of-image, where a personalized self-prompt group sits) and a longer drawing stage (8 x 500
+# steps; build 5 was still improving at 3000). docs/toyworld.md, "Build 7".
+BUILD_7 = {**BUILD_6, "draw_chunks": 8, "draw_mixture": {
+    "draw": 0.28, "draw_said": 0.08, "draw_unconditional": 0.06, "define_generate": 0.09, "define_generate_said": 0.06,
+    "generate": 0.04, "define_recognize": 0.18, "verify": 0.05, "caption": 0.08, "vqa": 0.05, "define_text": 0.03}}
+
 CAPTION_QUESTION = "Describe the image."
 GENERATION_PROMPT = "A photo of {what}."
 
