@@ -20,8 +20,8 @@ import torch  # noqa: E402
 
 from yochameleon.concept.tokens import PersonalizedTokens  # noqa: E402
 from yochameleon.data.samples import SampleBuilder  # noqa: E402
-from yochameleon.model.load import load_backbone  # noqa: E402
 from yochameleon.model.image_generation import SamplingConfig, sample_image_tokens  # noqa: E402
+from yochameleon.model.load import load_backbone  # noqa: E402
 from yochameleon.model.personalized import PersonalizedChameleon  # noqa: E402
 from yochameleon.sources import resolve_source  # noqa: E402
 

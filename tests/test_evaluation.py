@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import DEMO, REPO
-
 from evaluation.methods import EvalBuilder, TextSubject
 from evaluation.questions import EvalSet, MCQuestion, QuestionFileError, load_multi_concept, load_text_qa, load_visual_qa
 from yochameleon.metrics.options import accuracy, choose_options, first_token_ids

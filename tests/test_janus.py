@@ -18,9 +18,9 @@ from transformers import JanusForConditionalGeneration
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data.samples import SampleBuilder, SampleSpec, collate
 from yochameleon.model.backbone import BackboneError
-from yochameleon.model.load import load_backbone
 from yochameleon.model.decoding import left_pad
 from yochameleon.model.image_generation import SamplingConfig, decode_image_tokens, sample_image_tokens, to_pil
+from yochameleon.model.load import load_backbone
 from yochameleon.model.personalized import IGNORE_INDEX, PersonalizedChameleon
 
 PROMPT = "A photo of a red dog."

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_evaluation import FixedLogits  # favours one given word per prompt, in the order asked
 
 from conftest import DEMO, compose
-from test_evaluation import FixedLogits  # favours one given word per prompt, in the order asked
 from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data.concept import EvalSplit, TextCheck, parse_text_checks
 from yochameleon.data.images import load_image

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import DEMO, compose
 from yochameleon.data.concept import ConceptData
-from yochameleon.errors import ImageError
 from yochameleon.data.preparation import prepare_concept
+from yochameleon.errors import ImageError
 
 
 @pytest.fixture

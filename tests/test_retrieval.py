@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from conftest import DEMO, compose
 from yochameleon.data.concept import ConceptData
-from yochameleon.data.retrieval import closeness, cosine_topk, easy_negatives, hard_negatives, soft_positive_tiers
 from yochameleon.data.preparation import prepare_concept
+from yochameleon.data.retrieval import closeness, cosine_topk, easy_negatives, hard_negatives, soft_positive_tiers
 
 
 def synthetic(similarities: list[float]):

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-
 from evaluation.questions import QuestionFileError, YoLLaVASet, load_text_qa, load_visual_qa, mark_subject
 
 # subject -> number of test photos; the published set has 40 subjects and 5-10 test photos each.

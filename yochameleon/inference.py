@@ -23,10 +23,10 @@ from yochameleon.data.images import load_image
 from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
 from yochameleon.metrics.recognition import DEFAULT_QUESTION, yes_probabilities
-from yochameleon.model.decoding import generate_answer
 from yochameleon.model.backbone import resolve_device, resolve_dtype
-from yochameleon.model.load import load_backbone
+from yochameleon.model.decoding import generate_answer
 from yochameleon.model.image_generation import draw, require_decoder
+from yochameleon.model.load import load_backbone
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.sources import recorded_source, resolve_source
 

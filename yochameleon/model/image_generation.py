@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from yochameleon.model.decoding import left_pad
 from yochameleon.errors import YoChameleonError
+from yochameleon.model.decoding import left_pad
 
 
 class GenerationUnavailable(YoChameleonError):

@@ -16,9 +16,10 @@ import torch
 
 from yochameleon.data.chat import chat_layout
 from yochameleon.metrics.recognition import p_yes, says_yes, yes_no_ids
-from yochameleon.model.load import load_backbone
 from yochameleon.model.decoding import left_pad
-from yochameleon.model.image_generation import decode_image_tokens, draw as draw_images, to_pil
+from yochameleon.model.image_generation import decode_image_tokens, to_pil
+from yochameleon.model.image_generation import draw as draw_images
+from yochameleon.model.load import load_backbone
 from yochameleon.model.personalized import PersonalizedChameleon
 from yochameleon.toyworld import sentences, world
 from yochameleon.toyworld.judge import HEADS, judge_accuracy, load_judge

@@ -51,9 +51,9 @@ from yochameleon.sources import configured_source, load_configured_backbone
 from yochameleon.training.checkpoint import (check_run_facts, has_checkpoint, load_checkpoint, optimizer_shards,
                                              read_state, save_checkpoint)
 from yochameleon.training.distributed import Distributed, barrier
-from yochameleon.training.interrupt import StopRequests, TrainingInterrupted
 from yochameleon.training.drawing import (contact_sheet, draw_images, judge_figures, judge_toy_samples, sample_image,
                                           sample_settings)
+from yochameleon.training.interrupt import StopRequests, TrainingInterrupted
 from yochameleon.training.logging import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ class PersonalizationRecipe:
         return [by_step[step] for step in sorted(by_step)] or self.losses
 
     def _summary(self, final: dict, text_qa: dict | None, answer: str) -> dict:
-        run_dir, selected_on, select_by = self.run_dir, self.selected_on, self.select_by
+        run_dir, selected_on = self.run_dir, self.selected_on
         summary = {
             "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
             "best_adapter": str(run_dir / "best") if self._chosen_adapter() and (run_dir / "best").is_dir() else None,
