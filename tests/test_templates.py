@@ -14,7 +14,6 @@ def test_placeholders_and_prefixes():
     assert all(a.startswith(("No,", "No.", "No ")) for a in templates.NEGATIVE_ANSWERS)
     assert templates.GENERATION_PROMPTS[0] == "A photo of <sks>."
     assert all("<sks>" in q for q, _ in templates.FALLBACK_TEXT_QA)
-    assert templates.fill("Is <sks> here?", "<bo>") == "Is <bo> here?"
 
 
 def test_yes_and_no_are_single_distinct_first_tokens(backbone):

@@ -143,10 +143,6 @@ class ConceptData:
                    category=str(cfg.get("category") or "object"), val_photos=val_photos, val_negatives=val_negatives,
                    text_checks=parse_text_checks(name, cfg.get("text_checks")))
 
-    def held_out_photos(self) -> list[Path]:
-        """Photos of the concept that training must never use (validation and test)."""
-        return [*self.val_photos, *self.test_photos]
-
     def selection_split(self) -> EvalSplit:
         """What evaluations during training score: the validation split, else the training photos (said loudly).
 
@@ -171,7 +167,3 @@ class ConceptData:
                     self.name)
         return EvalSplit("test", self.test_photos, self.negatives[: max(len(self.test_photos), 4)], False,
                          "held-out positives, TRAINING negatives (no test_negatives)")
-
-    def report_split(self) -> EvalSplit:
-        """The split a run's final figures come from: test when there is one, else the selection split."""
-        return self.test_split() or self.selection_split()

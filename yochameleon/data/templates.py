@@ -129,10 +129,6 @@ FALLBACK_TEXT_QA = [
 ]
 
 
-def fill(template: str, token: str) -> str:
-    """Replace `<sks>` in a template with `token`."""
-    return template.replace("<sks>", token)
-
 # Questions the base model answers about each photo when a concept has no conversation file
 # (the answers become text-only QA targets about <sks>). "{noun}" is the concept's class noun.
 ATTRIBUTE_QUESTIONS = {

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from yochameleon.toyworld import world
@@ -97,7 +96,3 @@ def render_key(name: str, split: str) -> str:
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
-
-def concept_thing(name: str) -> world.Thing:
-    """The attributes of a toy concept (what its text questions should be answered with)."""
-    return replace(CONCEPTS[name])
