@@ -24,6 +24,7 @@ from pathlib import Path
 from yochameleon.metrics.table import (bar_chart, evaluation_rows, evaluation_table, log_wandb_table, markdown_table,
                                        published_table)
 
+
 def find_runs(paths: list[Path]) -> list[Path]:
     """Training run folders (with summary.json): the given folders themselves, or directly under them."""
     found = []
