@@ -80,7 +80,7 @@ class SampleBuilder:
         self.concepts = [*([tokens] if tokens is not None else []), *others]
         self.self_prompting = self_prompting
         self.group_loss = group_loss
-        k_g = len(tokens.g_token_ids()) if tokens is not None else 0
+        k_g = len(tokens.g_token_ids()) if hasattr(tokens, "g_token_ids") else 0  # a baseline's subject has none
         self.generation_group = generation_group_size(generation_group, k_g)
         self.generation_weight = float(generation_weight)  # a generation sample's loss, relative to the others'
         self._text_cache: dict[str, list[int]] = {}
