@@ -41,7 +41,7 @@ toyworld-pack: toyworld
 # `make toyworld-bench TOYBENCH_OUT=<the same folder>` resumes an interrupted one (docs/benchmarks.md).
 TOYBENCH_OUT ?= outputs/toyworld-benchmark-$$(date +%Y%m%d-%H%M%S)
 toyworld-bench: toyworld
-	$(PY) -m yochameleon.toyworld.benchmark --out $(TOYBENCH_OUT)
+	$(PY) benchmarks/toy_recipes.py --out $(TOYBENCH_OUT)
 
 # The fast suite (every component, under 10 minutes on 2 cores) and the slow one (end-to-end runs,
 # multi-process DDP/DeepSpeed, the toy-world quality gate, a non-editable install). CI runs both.

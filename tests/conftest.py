@@ -69,3 +69,13 @@ def compose(overrides: list[str], cache: Path):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose("train", overrides=[f"cache_dir={cache}", "trainer.progress=false",
                                                  "trainer.final_samples=0", *overrides])
+
+
+def benchmark_module(name: str):
+    """A script of benchmarks/ as a module, imported as `python benchmarks/<name>.py` finds its siblings."""
+    import importlib
+    import sys
+
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    return importlib.import_module(name)

@@ -45,3 +45,40 @@ def test_adapters_written_before_sources_fall_back_to_their_model_config():
     assert recorded_source({"model_config": "toyworld"}) == "toyworld"
     assert recorded_source({"model_config": "anole-7b", "path": "/data/anole"}) == "local"
     assert recorded_source({"model_config": "tiny", "source": "local"}) == "local"  # the record wins
+
+
+def test_the_toy_world_is_imported_only_when_a_config_asks_for_it():
+    """`import yochameleon.inference` (and the sources' table) loads no toy pretraining code and no toy build."""
+    import subprocess
+    import sys
+
+    code = ("import sys, yochameleon.inference, yochameleon.sources; "
+            "print(sorted(m for m in sys.modules if m.startswith('yochameleon.toyworld')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_training_imports_nothing_of_the_toy_world():
+    """The toy world's judge reaches training through its backbone source (`sources.drawing_judge`)."""
+    import ast
+
+    from conftest import REPO
+
+    for path in sorted((REPO / "yochameleon" / "training").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("yochameleon.toyworld") for n in names), f"{path.name} imports {names}"
+
+
+def test_a_source_provides_the_judge_of_drawings(tmp_path):
+    from types import SimpleNamespace
+
+    from yochameleon.sources import drawing_judge
+    from yochameleon.toyworld.spec import JUDGE_FILE
+
+    bo, real = SimpleNamespace(category="toy", name="bo"), SimpleNamespace(category="dog", name="bo")
+    assert drawing_judge(tmp_path, bo) is None  # no judge beside this checkpoint
+    (tmp_path / JUDGE_FILE).write_bytes(b"")
+    assert drawing_judge(tmp_path, real) is None  # not a toy concept: no toy judge, whatever the directory holds
+    assert drawing_judge(tmp_path, SimpleNamespace(category="toy", name="rex")) is None  # no toy concept of that name

@@ -1,58 +1,23 @@
-"""The toy recipe benchmark: its statistics, its table and verdicts, its resumable run set, its baselines' prompts."""
+"""The toy recipe benchmark (benchmarks/toy_recipes.py, toy_report.py): its table and verdicts, its resumable
+run set, its baselines' prompts. Its statistics: tests/test_benchmark_statistics.py."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import pytest
 from omegaconf import OmegaConf
 
-from yochameleon.toyworld import benchmark as B
+from conftest import benchmark_module
 
-
-def test_mean_ci_is_the_t_interval_with_n_minus_one_dof():
-    mean, half = B.mean_ci([1.0, 2.0, 3.0, 4.0])
-    assert mean == 2.5
-    assert half == pytest.approx(3.182446305 * 1.290994449 / 2)  # t(0.975, 3) * sd / sqrt(4)
-    assert B.mean_ci([0.7])[0] == 0.7 and math.isnan(B.mean_ci([0.7])[1])
-    assert all(math.isnan(x) for x in B.mean_ci([]))
-    assert B.mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.0)
-
-
-def test_paired_test_is_the_two_sided_paired_t_test():
-    test = B.paired_test([0.5, 0.6, 0.9, 0.7], [0.4, 0.65, 0.5, 0.5])  # differences 0.1, -0.05, 0.4, 0.2
-    assert test["n"] == 4 and test["difference"] == pytest.approx(0.1625)
-    assert test["p"] == pytest.approx(0.183568, abs=1e-6)  # t = 1.7219, 3 dof
-    assert test["ci95"] == pytest.approx(3.182446305 * 0.188745861 / 2)
-    assert B.paired_test([1, 2, 3, 4, 5], [0, 1.1, 2.2, 2.9, 4.1])["p"] == pytest.approx(5.0947e-5, rel=1e-3)
-    assert B.paired_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])["p"] == 1.0  # no difference anywhere
-    assert B.paired_test([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["p"] == 0.0  # the same difference in every run
-    assert math.isnan(B.paired_test([1.0], [0.0])["p"])
-    with pytest.raises(ValueError):
-        B.paired_test([1.0, 2.0], [1.0])
-
-
-def test_verdicts_need_significance_in_a_direction():
-    assert B.verdict(0.1, 0.01) == "agrees"
-    assert B.verdict(-0.1, 0.01) == "disagrees"
-    assert B.verdict(0.3, 0.06) == "cannot tell"
-    assert B.verdict(0.3, math.nan) == "cannot tell"
+B = benchmark_module("toy_recipes")  # the runs, the run set on disk, the command
+R = benchmark_module("toy_report")  # methods, metrics, claims, the table
 
 
 def row(method, concept, seed, **figures):
-    base = {m: 0.5 for m in B.METRICS} | {"steps": 10, "train_seconds": 1.0}
+    base = {m: 0.5 for m in R.METRICS} | {"steps": 10, "train_seconds": 1.0}
     return {"concept": concept, "seed": seed, "method": method, **base, **figures}
-
-
-def test_paired_values_match_runs_by_concept_and_seed():
-    rows = [row("yochameleon", "bo", 0, recognition=0.9), row("yochameleon", "bo", 1, recognition=0.8),
-            row("yochameleon", "mam", 0, recognition=0.7), row("shared-tokens", "mam", 0, recognition=0.2),
-            row("shared-tokens", "bo", 0, recognition=0.1), row("shared-tokens", "pip", 0, recognition=0.3)]
-    assert B.paired_values(rows, "yochameleon", "shared-tokens", "recognition") == ([0.9, 0.7], [0.1, 0.2])
-    rows.append(row("baseline-plain", "bo", 0, train_seconds=None))
-    assert B.paired_values(rows, "yochameleon", "baseline-plain", "train_seconds") == ([], [])
 
 
 SETTINGS = {"concepts": ["bo", "mam"], "recipes": ["yochameleon", "shared-tokens", "understanding-only"],
@@ -74,7 +39,7 @@ def benchmark_rows(incomplete: bool = False) -> list[dict]:
 
 
 def test_table_marks_significant_differences_and_judges_the_claims(tmp_path):
-    text = B.table(benchmark_rows(incomplete=True), SETTINGS, tmp_path)
+    text = R.table(benchmark_rows(incomplete=True), SETTINGS, tmp_path)
     assert "--seeds 0 1 2" in text and "trainer.max_steps=2" in text and "Seeds 0 1 2" in text
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert lines["shared-tokens"].split(" | ")[3].endswith("*")  # AUROC: 0.8 vs 0.6 in every run
@@ -82,18 +47,18 @@ def test_table_marks_significant_differences_and_judges_the_claims(tmp_path):
     assert lines["understanding-only"].split(" | ")[1] == "3 of 6"
     assert lines["baseline-plain"].split(" | ")[-1].strip(" |") == "–"  # a baseline trains nothing
     assert "baseline-description" not in lines  # no runs: no row
-    claims = {c["claim"]: c for c in B.judged_claims(benchmark_rows())}
+    claims = {c["claim"]: c for c in R.judged_claims(benchmark_rows())}
     assert claims["(i) separate g/u tokens beat shared ones, recognition AUROC"]["verdict"] == "agrees"
     assert claims["(i) separate g/u tokens beat shared ones, recognition weighted"]["verdict"] == "cannot tell"
     assert claims["(ii) soft positives improve generation (all 3 right)"]["n"] == 0  # no such runs
     assert "**agrees**" in text and "**cannot tell**" in text
-    controls = B.judged_claims(benchmark_rows(), B.CONTROLS)
+    controls = R.judged_claims(benchmark_rows(), R.CONTROLS)
     assert controls[0]["verdict"] == "agrees" and controls[0]["n"] == 6
 
 
 def test_disagreement_is_a_significant_difference_the_other_way():
     rows = [r | {"recognition_auroc": 1 - r["recognition_auroc"]} for r in benchmark_rows()]
-    claims = {c["claim"]: c["verdict"] for c in B.judged_claims(rows)}
+    claims = {c["claim"]: c["verdict"] for c in R.judged_claims(rows)}
     assert claims["(i) separate g/u tokens beat shared ones, recognition AUROC"] == "disagrees"
 
 

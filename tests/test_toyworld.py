@@ -257,7 +257,7 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(
 
     from conftest import compose
     from yochameleon.inference import PersonalizedModel
-    from yochameleon.toyworld.benchmark import text_qa
+    from yochameleon.toyworld.checks import text_qa
     from yochameleon.training.recipe import train
 
     figures = {}

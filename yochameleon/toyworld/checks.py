@@ -2,12 +2,15 @@
 
 `${toyworld_checks:bo}` in a toy concept's config (see `yochameleon.config`) is `text_checks("bo")`,
 read as `concept.text_checks` and scored by `yochameleon.metrics.options.score_text_checks` at the
-end of training and in the toy benchmark. The world knows the true attributes, so every check has
-a right answer among the attribute's values.
+end of training, and by `score_text_qa` / `text_qa` here in the toy benchmark (benchmarks/toy_recipes.py)
+and the toy quality gate. The world knows the true attributes, so every check has a right answer among
+the attribute's values.
 """
 
 from __future__ import annotations
 
+from yochameleon.data.concept import parse_text_checks
+from yochameleon.metrics.options import score_text_checks
 from yochameleon.toyworld import world
 from yochameleon.toyworld.concepts import CONCEPTS
 
@@ -33,3 +36,18 @@ def text_checks(name: str) -> list[dict]:
 
     return ([check(a, question, "training") for a, (question, _) in world.CONCEPT_QUESTIONS.items()]
             + [check(a, q, "heldout") for a, questions in HELDOUT_QUESTIONS.items() for q in questions])
+
+
+def score_text_qa(model, builder, name: str) -> dict:
+    """Text-only attribute questions about toy concept <name>, scored among the attribute's values.
+
+    The concept's text checks (what `concept.text_checks` of `toy-<name>` holds) scored by
+    `metrics.options.score_text_checks`: `text_qa` in the training wordings ("What colour is <sks>?"),
+    `text_qa_heldout` in wordings the adapter never saw (`HELDOUT_QUESTIONS`).
+    """
+    return score_text_checks(model, builder, parse_text_checks(name, text_checks(name)))
+
+
+def text_qa(pm, name: str) -> dict:
+    """`score_text_qa` for a loaded PersonalizedModel."""
+    return score_text_qa(pm.model, pm.builder(name), name)

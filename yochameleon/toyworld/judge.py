@@ -53,6 +53,19 @@ def load_judge(path: str | Path) -> AttributeJudge:
     return judge.eval()
 
 
+def drawing_judge(backbone_dir: str | Path, name: str):
+    """The judge of drawings of toy concept <name>: images -> per image {attribute: read right}; None where `name`
+    is no toy concept or `backbone_dir` holds no judge (`JUDGE_FILE`). What `sources.drawing_judge` gives training."""
+    from yochameleon.toyworld.concepts import CONCEPTS
+
+    thing = CONCEPTS.get(name)
+    if thing is None or not (Path(backbone_dir) / JUDGE_FILE).is_file():
+        return None
+    judge = load_judge(backbone_dir)
+    return lambda images: [{attribute: value == getattr(thing, attribute) for attribute, value in reading.items()}
+                           for reading in judge.predict(images)]
+
+
 def _labels(scenes) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([values.index(getattr(s.things[0], name)) for s in scenes])
             for name, values in HEADS.items()}

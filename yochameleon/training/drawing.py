@@ -2,11 +2,11 @@
 
     sample_settings(backbone, tcfg)   how every image a run draws is sampled (the one place to change it)
     draw_images(...)                  "A photo of <sks>." n times, seeded, several per sampling call
-    judge_toy_samples(...)            the toy world's attribute judge on them (toy concepts on a toy backbone only)
+    judge_toy_samples(...)            the judge a backbone source provides on them (the toy world's, for toy concepts)
     contact_sheet(...)                the concept's photos above the final samples, one PNG a person can open
 
-The toy world is imported inside `judge_toy_samples`, and only for a concept of category `toy`:
-nothing toy-specific runs for real concepts.
+Training imports nothing of the toy world: the judge comes from `sources.drawing_judge`, which
+imports the toy world's only for a concept of category `toy`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image
 from yochameleon.data import templates
 from yochameleon.data.preparation import contact_sheet as grid_sheet
 from yochameleon.model.image_generation import SamplingConfig, draw
+from yochameleon.sources import drawing_judge
 
 RIGHT, WRONG = (0, 170, 0), (220, 0, 0)  # frames of judged samples
 
@@ -45,22 +46,11 @@ def sample_image(model, builder, seed: int, sampling: SamplingConfig) -> Image.I
 
 
 def judge_toy_samples(backbone_dir: str | Path, concept, images: list[Image.Image]) -> list[dict[str, bool]] | None:
-    """Per image, {attribute: read right} by the judge shipped next to a toy backbone; None where none applies.
-
-    A judge applies to a toy concept (category `toy`, a name of `toyworld.concepts.CONCEPTS`) on a
-    backbone whose directory holds the judge (the toy-world build and its pack do).
-    """
-    if concept.category != "toy":
-        return None
-    from yochameleon.toyworld.concepts import CONCEPTS
-    from yochameleon.toyworld.judge import load_judge
-    from yochameleon.toyworld.spec import JUDGE_FILE
-
-    thing = CONCEPTS.get(concept.name)
-    if thing is None or not (Path(backbone_dir) / JUDGE_FILE).is_file():
-        return None
-    return [{attribute: value == getattr(thing, attribute) for attribute, value in reading.items()}
-            for reading in load_judge(backbone_dir).predict(images)]
+    """Per image, {attribute: read right} by the judge a backbone source provides for the concept's drawings
+    (`sources.drawing_judge`: the toy world's reads a toy concept's on a backbone shipped with its judge); None
+    where none applies."""
+    judge = drawing_judge(backbone_dir, concept)
+    return None if judge is None else judge(images)
 
 
 def judge_figures(verdicts: list[dict[str, bool]]) -> dict:

@@ -1,8 +1,8 @@
 """The 3S recipes on toy concepts, on a CPU: which recipe learns best, with confidence intervals?
 
-    python -m yochameleon.toyworld.benchmark [--concepts bo mam pip zuzu kiki] [--recipes yochameleon ...]
+    python benchmarks/toy_recipes.py [--concepts bo mam pip zuzu kiki] [--recipes yochameleon ...]
         [--seeds 0 1 2] [--images 8] --out DIR [hydra overrides ...]
-    python -m yochameleon.toyworld.benchmark --out DIR --table-only
+    python benchmarks/toy_recipes.py --out DIR --table-only
 
 For each concept and seed it runs every recipe through the normal training (`yochameleon.train`'s
 code with `+concept=toy-<name> recipe=<recipe> seed=<seed>`) and two prompting baselines on the
@@ -26,7 +26,10 @@ again skips the runs that have one (an interrupted benchmark resumes; `<out>/set
 other settings). The table gives mean and 95% t-interval over the (concept, seed) runs, and marks
 where a method differs from the default recipe over the same runs (paired t-test, two-sided,
 alpha 0.05); under it, a verdict on each of the paper's claims and the two controls. It is printed
-and written to `<out>/table.md`, with every figure in `<out>/results.json`.
+and written to `<out>/table.md`, with every figure in `<out>/results.json`. The statistics live in
+`paired_statistics.py`, the methods, claims and table in `toy_report.py`, beside this file.
+
+An application of the library, not part of it: it stops with `SystemExit` and a one-line error.
 """
 
 from __future__ import annotations
@@ -34,210 +37,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
-from scipy import stats
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from yochameleon.data import templates
-from yochameleon.data.concept import parse_text_checks
-from yochameleon.inference import PersonalizedModel
-from yochameleon.metrics.options import score_text_checks
-from yochameleon.toyworld import world
-from yochameleon.toyworld.checks import text_checks
-from yochameleon.toyworld.concepts import CONCEPTS
+from toy_report import BASELINES, CONTROLS, DEFAULT_RECIPE, RECIPES, judged_claims, summarize, table  # noqa: E402
 
-log = logging.getLogger("yochameleon.toyworld.benchmark")
+from yochameleon.data import templates  # noqa: E402
+from yochameleon.inference import PersonalizedModel  # noqa: E402
+from yochameleon.toyworld import world  # noqa: E402
+from yochameleon.toyworld.checks import score_text_qa, text_qa  # noqa: E402
+from yochameleon.toyworld.concepts import CONCEPTS  # noqa: E402
 
-RECIPES = ("yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
-           "no-self-prompting")
-DEFAULT_RECIPE = "yochameleon"
-BASELINES = {"baseline-description": "description", "baseline-plain": "plain"}  # row -> evaluation.methods kind
+log = logging.getLogger("benchmarks.toy_recipes")
+
 GENERATION_PROMPT = templates.GENERATION_PROMPTS[0]  # "A photo of <sks>."
-ALPHA = 0.05
-METRICS = {  # results key -> column
-    "recognition": "recognition (weighted)", "recognition_auroc": "AUROC", "text_qa": "text QA (training)",
-    "text_qa_heldout": "text QA (held-out)", "generation": "generation (all 3)", "generation_colour": "colour",
-    "generation_shape": "shape", "generation_pattern": "pattern", "steps": "steps", "train_seconds": "train s",
-}
-# The paper's claims as (claim, default recipe's rival, metric): each says the default recipe scores higher.
-CLAIMS = (
-    ("(i) separate g/u tokens beat shared ones, recognition AUROC", "shared-tokens", "recognition_auroc"),
-    ("(i) separate g/u tokens beat shared ones, recognition weighted", "shared-tokens", "recognition"),
-    ("(i) separate g/u tokens beat shared ones, generation all 3 right", "shared-tokens", "generation"),
-    ("(ii) soft positives improve generation (all 3 right)", "no-soft-positive", "generation"),
-    ("(iii) self-prompting helps, recognition AUROC", "no-self-prompting", "recognition_auroc"),
-    ("(iii) self-prompting helps, recognition weighted", "no-self-prompting", "recognition"),
-    ("(iii) self-prompting helps, generation all 3 right", "no-self-prompting", "generation"),
-)
-# Controls: a recipe that never trains a task must score lower on it than the default recipe.
-CONTROLS = (
-    ("understanding-only never trains generation: generation all 3 right", "understanding-only", "generation"),
-    ("generation-only never trains recognition: recognition AUROC", "generation-only", "recognition_auroc"),
-)
 SETTINGS = ("concepts", "recipes", "seeds", "images", "overrides", "backbone")  # must match to add runs to an --out
 
 
-# ---- statistics (pure) -----------------------------------------------------------------------------
-def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its t confidence interval (n - 1 degrees of freedom); nan where undefined."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-
-
-def paired_test(a: list[float], b: list[float]) -> dict:
-    """Paired two-sided t-test of a - b over matched runs: mean difference, its 95% CI half-width, p, n.
-
-    p is nan below two pairs; with no spread in the differences t is 0/0 or infinite, so p is 1
-    (no difference) or 0 (the same difference in every run).
-    """
-    if len(a) != len(b):
-        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
-    differences = [x - y for x, y in zip(a, b)]
-    mean, half = mean_ci(differences)
-    if len(differences) < 2:
-        p = math.nan
-    elif max(differences) - min(differences) < 1e-12:
-        p = 1.0 if abs(mean) < 1e-12 else 0.0
-    else:
-        p = float(stats.ttest_rel(a, b).pvalue)
-    return {"difference": mean, "ci95": half, "p": p, "n": len(differences)}
-
-
-def verdict(difference: float, p: float, alpha: float = ALPHA) -> str:
-    """On a claim that the first of a pair scores higher: agrees / disagrees (significant that way / the other way),
-    else cannot tell."""
-    if not p < alpha:  # also nan: too few pairs
-        return "cannot tell"
-    return "agrees" if difference > 0 else "disagrees"
-
-
-def paired_values(rows: list[dict], a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
-    """`metric` of methods `a` and `b` over the (concept, seed) runs both have, in one order."""
-    def by_run(method: str) -> dict:
-        return {(r["concept"], r["seed"]): r[metric] for r in rows
-                if r["method"] == method and r.get(metric) is not None}
-
-    x, y = by_run(a), by_run(b)
-    common = sorted(x.keys() & y.keys())
-    return [x[k] for k in common], [y[k] for k in common]
-
-
-def summarize(rows: list[dict], methods: list[str]) -> dict:
-    """Per method and metric: n, mean, CI half-width, and the paired test against the default recipe."""
-    out = {}
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        figures = {}
-        for metric in METRICS:
-            values = [r[metric] for r in mine if r.get(metric) is not None]
-            mean, half = mean_ci(values)
-            figures[metric] = {"n": len(values), "mean": mean, "ci95": half}
-            if method != DEFAULT_RECIPE and values:
-                figures[metric]["vs_default"] = paired_test(*paired_values(rows, DEFAULT_RECIPE, method, metric))
-        out[method] = {"n": len(mine), "metrics": figures}
-    return out
-
-
-def judged_claims(rows: list[dict], claims=CLAIMS) -> list[dict]:
-    """Each (claim, rival, metric) tested as default recipe > rival over the same runs, with its verdict."""
-    out = []
-    for claim, rival, metric in claims:
-        test = paired_test(*paired_values(rows, DEFAULT_RECIPE, rival, metric))
-        out.append({"claim": claim, "rival": rival, "metric": metric, **test,
-                    "verdict": verdict(test["difference"], test["p"])})
-    return out
-
-
-# ---- the table ------------------------------------------------------------------------------------
-def _number(value: float, metric: str) -> str:
-    return f"{value:.0f}" if metric in ("steps", "train_seconds") else f"{value:.3f}"
-
-
-def _cell(figure: dict, metric: str) -> str:
-    if not figure["n"]:
-        return "–"
-    text = _number(figure["mean"], metric)
-    if not math.isnan(figure["ci95"]):
-        text += f" ± {_number(figure['ci95'], metric)}"
-    test = figure.get("vs_default")
-    return text + (" *" if test and test["p"] < ALPHA else "")
-
-
-def _claim_line(c: dict) -> str:
-    if not c["n"]:
-        return f"- {c['claim']}: no runs of both {DEFAULT_RECIPE} and {c['rival']}: **cannot tell**"
-    ci = "" if math.isnan(c["ci95"]) else f" ± {c['ci95']:.3f}"
-    return (f"- {c['claim']}: {DEFAULT_RECIPE} − {c['rival']} = {c['difference']:+.3f}{ci}, p = {c['p']:.3g}, "
-            f"n = {c['n']}: **{c['verdict']}**")
-
-
-def command_line(settings: dict, out: Path) -> str:
-    """The command that runs (or resumes) the benchmark these settings describe."""
-    parts = ["python", "-m", "yochameleon.toyworld.benchmark", "--concepts", *settings["concepts"],
-             "--recipes", *settings["recipes"], "--seeds", *map(str, settings["seeds"]),
-             "--images", str(settings["images"]), "--out", str(out), *settings["overrides"]]
-    return shlex.join(parts)
-
-
-def table(rows: list[dict], settings: dict, out: Path) -> str:
-    """Markdown: the command, then mean ± CI per method, then the claims' and controls' verdicts."""
-    methods = [*settings["recipes"], *BASELINES]
-    expected = len(settings["concepts"]) * len(settings["seeds"])
-    summary = summarize(rows, methods)
-    facts = (f"Seeds {' '.join(map(str, settings['seeds']))}; concepts {', '.join(settings['concepts'])}; "
-             f"{settings['images']} images per method and run; backbone {settings['backbone']}; "
-             f"{len(rows)} of {expected * len(methods)} runs done.")
-    reading = ("Mean ± 95% CI half-width (t, n − 1 dof) over the (concept, seed) runs. `*`: differs from "
-               f"{DEFAULT_RECIPE} over the same runs (paired t-test, two-sided, p < {ALPHA}). The baselines' "
-               "recognition and text QA do not depend on the seed (nothing is sampled), so their interval "
-               "counts each concept once per seed.")
-    claims = (f"Claims (the paper's: {DEFAULT_RECIPE} scores higher; mean paired difference ± 95% CI, paired "
-              f"t-test, two-sided, alpha {ALPHA}; agrees / disagrees: significant in the claimed / the other "
-              "direction; cannot tell: not significant):")
-    controls = f"Controls ({DEFAULT_RECIPE} must score higher: agrees = the control is low, as it must be):"
-    lines = ["# Toy recipe benchmark", "", f"Command: `{command_line(settings, out)}`", "", facts, "", reading, "",
-             "| method | n | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 2) + "|"]
-    for method in methods:
-        n = summary[method]["n"]
-        if not n:
-            continue
-        count = str(n) if n == expected else f"{n} of {expected}"
-        lines.append(f"| {method} | {count} | "
-                     + " | ".join(_cell(summary[method]["metrics"][m], m) for m in METRICS) + " |")
-    lines += ["", claims, "", *map(_claim_line, judged_claims(rows))]
-    lines += ["", controls, "", *map(_claim_line, judged_claims(rows, CONTROLS))]
-    return "\n".join(lines)
-
-
 # ---- measuring one run ----------------------------------------------------------------------------
-def toy_text_qa(model, builder, name: str) -> dict:
-    """Text-only attribute questions about toy concept <name>, scored among the attribute's values.
-
-    The concept's text checks (`toyworld.checks`, what `concept.text_checks` of `toy-<name>` holds)
-    scored by `metrics.options.score_text_checks`: `text_qa` in the training wordings ("What
-    colour is <sks>?"), `text_qa_heldout` in wordings the adapter never saw
-    (`toyworld.checks.HELDOUT_QUESTIONS`).
-    """
-    return score_text_checks(model, builder, parse_text_checks(name, text_checks(name)))
-
-
-def text_qa(pm, name: str) -> dict:
-    """`toy_text_qa` for a loaded PersonalizedModel."""
-    return toy_text_qa(pm.model, pm.builder(name), name)
-
-
 class PromptedBackbone(PersonalizedModel):
     """A prompting baseline behind `PersonalizedModel.generate_images`: its images are drawn by the same
     code, with the same default sampling, as an adapter's; only the prompt ids are the baseline's."""
@@ -333,7 +156,7 @@ def run_baseline(concept: str, kind: str, seed: int, cache_dir: Path, n_images: 
                "recognition_positive": test["test/recognition/positive"],
                "recognition_negative": test["test/recognition/negative"],
                "prefix": backbone.tokenizer.decode(builder.prefix_ids())}
-    figures.update(toy_text_qa(method.model, builder, concept))
+    figures.update(score_text_qa(method.model, builder, concept))
     scores, images = generation(PromptedBackbone(backbone, builder), concept, load_judge(backbone.path), n_images, seed)
     return figures | scores, images
 
@@ -413,7 +236,8 @@ def write_results(out: Path, settings: dict) -> str:
     return text
 
 
-def main(argv=None) -> None:
+# ---- the command --------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS), choices=list(CONCEPTS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
@@ -425,17 +249,17 @@ def main(argv=None) -> None:
                         help="only (re)write table.md and results.json from the runs in --out, finished or not")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. model.epochs=20")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.table_only:
-        path = args.out / "settings.json"
-        if not path.is_file():
-            raise SystemExit(f"error: {path} not found: {args.out} holds no benchmark")
-        print(write_results(args.out, json.loads(path.read_text())))
-        return
+        return args
     if DEFAULT_RECIPE not in args.recipes:
         parser.error(f"--recipes must include {DEFAULT_RECIPE}: every comparison is against it")
     if len(set(args.seeds)) != len(args.seeds) or args.images < 1:
         parser.error("--seeds must differ from each other and --images be at least 1")
+    return args
+
+
+def run_all(args: argparse.Namespace) -> str:
+    """Every run the arguments ask for that `--out` has not finished, the table rewritten after each; the table."""
     from tqdm.auto import tqdm
 
     from yochameleon.model.tiny import default_cache_dir
@@ -455,7 +279,19 @@ def main(argv=None) -> None:
             run_one(concept, method, seed, args.out, cache_dir, args.images, args.overrides)
             write_results(args.out, settings)  # table.md follows the benchmark as it goes
             bar.update(1)
-    print(write_results(args.out, settings))
+    return write_results(args.out, settings)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.table_only:
+        path = args.out / "settings.json"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found: {args.out} holds no benchmark")
+        print(write_results(args.out, json.loads(path.read_text())))
+        return
+    print(run_all(args))
 
 
 if __name__ == "__main__":
