@@ -1,6 +1,6 @@
 """Two real processes on CPU (torchrun: DDP over gloo; DeepSpeed ZeRO-2 and ZeRO-3, with and without offload)
 end with the same adapter as one process, with the default settings (image sampling at every evaluation) and
-an epoch whose last batch leaves one process without samples. A ZeRO-2 run resumes exactly."""
+an epoch whose last batch leaves one process without samples. ZeRO-2 and ZeRO-3 runs resume exactly."""
 
 from __future__ import annotations
 
@@ -137,14 +137,10 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
     assert list((run_dir / "samples").glob("step_*.png"))  # image sampling ran (every rank under ZeRO-3)
     _assert_same_rows(_adapter(run_dir), _adapter(single))
     checkpoint = run_dir / "checkpoint"
-    if config == "zero3":  # ZeRO-3 cannot continue a checkpoint exactly: refused, nothing touched
-        before = (checkpoint / "state.json").read_text()
-        again = launch("run_name=ds", "trainer.resume=true")
-        assert again.returncode != 0 and "ZeRO-3" in again.stderr + again.stdout
-        assert (checkpoint / "state.json").read_text() == before
-    if config == "zero2":
-        # Each rank's optimizer partition is saved; stopped at step 4 and resumed with the same launcher
-        # (through the short last batch), the run ends where the uninterrupted one did.
+    if config in ("zero2", "zero3"):
+        # Each rank's optimizer partition is saved (ZeRO-3: with its partition of the rows); stopped at step 4
+        # and resumed with the same launcher (through the short last batch), the run ends where the
+        # uninterrupted one did.
         shards = sorted(p.name for p in checkpoint.glob("optimizer*.pt"))
         assert shards == [f"optimizer_rank{r}.pt" for r in range(WORLD)]
         first = launch("run_name=resumed", "trainer.max_steps=4")
@@ -157,10 +153,22 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
                                capture_output=True, text=True, env=_env(cache_dir), timeout=600)
         assert alone.returncode != 0 and f"--nproc_per_node {WORLD}" in alone.stderr, alone.stderr[-3000:]
         assert (resumed_dir / "checkpoint" / "state.json").read_text() == before
+        other = "zero2" if config == "zero3" else "zero3"  # another ZeRO stage cannot continue it: refused
+        stage = subprocess.run([_torchrun(), "--nproc_per_node", str(WORLD), "-m", "yochameleon.train", *args,
+                                "run_name=resumed", f"trainer.max_steps={STEPS}", "trainer.resume=true"],
+                               capture_output=True, text=True, timeout=600, env={
+                                   **env, "ACCELERATE_DEEPSPEED_CONFIG_FILE":
+                                   str(REPO / "recipes" / "deepspeed" / f"{other}.json")})
+        assert stage.returncode != 0 and "Nothing was changed" in stage.stderr, stage.stderr[-3000:]
+        assert (resumed_dir / "checkpoint" / "state.json").read_text() == before
         second = launch("run_name=resumed", f"trainer.max_steps={STEPS}", "trainer.resume=true")
         assert second.returncode == 0, second.stderr[-3000:]
         assert json.loads((resumed_dir / "summary.json").read_text())["resumed_from"] == 4
         _assert_same_rows(_adapter(resumed_dir), _adapter(run_dir))
+        steps = [r["step"] for r in _step_records(resumed_dir)]
+        assert steps == list(range(1, STEPS + 1))
+        assert [m["train/loss"] for m in _step_records(resumed_dir)] == pytest.approx(
+            [m["train/loss"] for m in _step_records(run_dir)], abs=1e-5)
 
 
 def test_a_rank_without_samples_in_a_short_last_batch_still_steps_with_zero_weight():

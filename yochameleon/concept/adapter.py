@@ -87,11 +87,15 @@ def check_backbone_match(config: dict, fingerprint: dict, where: str) -> None:
             "was trained on.")
 
 
-def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = None) -> PersonalizedTokens:
-    """Load an adapter for `backbone`; if its ids collide with `taken_ids`, move it to free reserved ids."""
+def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = None,
+                 fingerprint: dict | None = None) -> PersonalizedTokens:
+    """Load an adapter for `backbone`; if its ids collide with `taken_ids`, move it to free reserved ids.
+
+    `fingerprint`: the backbone's, when it was read before its weights were partitioned (ZeRO-3)."""
     directory = Path(directory)
     config = read_adapter_config(directory)
-    check_backbone_match(config, backbone.fingerprint(), f"adapter {directory}")
+    fingerprint = fingerprint or backbone.fingerprint()
+    check_backbone_match(config, fingerprint, f"adapter {directory}")
     input_rows, output_rows = read_adapter_rows(directory, config, backbone.hidden_size)
     names, ids = config["token_names"], config["token_ids"]
     vocabulary = backbone.vocabulary_map
@@ -99,7 +103,7 @@ def load_adapter(directory: str | Path, backbone, taken_ids: set[int] | None = N
     if wrong:
         name, i = wrong[0]
         raise AdapterError(f"{directory / CONFIG_NAME}: token {name} is recorded as id {i}, but the loaded backbone "
-                           f"{backbone.fingerprint().get('name')!r} has it as {vocabulary.get(name)} "
+                           f"{fingerprint.get('name')!r} has it as {vocabulary.get(name)} "
                            f"({len(wrong)} of {len(names)} tokens differ); the adapter is damaged or was edited: "
                            "copy it again from its training run")
     n = 1 + config["k_g"] + config["k_u"]

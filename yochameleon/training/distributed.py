@@ -79,12 +79,6 @@ class Distributed:
 
     def check(self, batch_size: int, resuming: bool, run_dir) -> None:
         """Refuse what this layout cannot do, before any model is loaded."""
-        if resuming and self.zero3:
-            raise YoChameleonError(
-                f"trainer.resume=true under DeepSpeed ZeRO-3: the checkpoint in {run_dir} holds the rows and one "
-                "optimizer state, not ZeRO-3's per-rank shards, so it cannot continue exactly. Resume with the "
-                "launcher that wrote it (one process, DDP), or start a new run with run_name=<new name>. "
-                "Nothing was changed.")
         if batch_size < self.world:
             raise YoChameleonError(f"trainer.batch_size={batch_size} is the global batch and must be at least the "
                                    f"number of processes ({self.world})")

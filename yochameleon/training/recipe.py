@@ -268,7 +268,8 @@ class PersonalizationRecipe:
         self.start_step, wandb_id = 0, None
         self._setup_selection()
         if self.resuming:
-            state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts)
+            state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts,
+                                    self.fingerprint)
             self.start_step, wandb_id = state["step"], state.get("wandb_id")
             self._resume_selection()
             log.info("resuming %s from step %d", self.run_dir, self.start_step)
@@ -371,7 +372,7 @@ class PersonalizationRecipe:
             "selection_metric": self.select_by, self.select_by: self.best["understanding"], "selection": selection})
 
     def save_checkpoint(self, done: int) -> None:
-        """Rows, optimizer (every rank's ZeRO-1/2 partition) and state; all ranks must call it."""
+        """Rows, optimizer (every rank's ZeRO-1/2/3 partition) and state; all ranks must call it."""
         shards = optimizer_shards(self.optimizer)
         if self.dist.evaluates:
             with self.dist.whole_rows(self.tokens):
