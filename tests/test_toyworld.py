@@ -182,7 +182,7 @@ def test_said_drawings_put_the_words_unscored_between_the_turn_and_the_image(bac
 
 
 def test_object_mask_and_probe_targets_follow_the_scene():
-    from yochameleon.toyworld.pretrain import AttributeProbe
+    from yochameleon.toyworld.vq import AttributeProbe
 
     left = world.Thing("heart", "orange", "striped", "small", "left")
     right = world.Thing("star", "blue", "dotted", "small", "right")

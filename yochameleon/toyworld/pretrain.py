@@ -2,20 +2,25 @@
 
     python -m yochameleon.toyworld.pretrain [--out DIR] [--seed 0]     (or: make toyworld)
 
-Three stages, all on the CPU in bounded time, reproducible from the seed:
+The build is a table of stages (`STAGES`), all on the CPU in bounded time, reproducible from the seed:
 
-1. a VQ image tokenizer (the Chameleon encoder plus the Anole-layout decoder, 64x64 -> 8x8
-   codes from a 512-entry codebook) trained to reconstruct world images;
-2. the language model (`ChameleonForConditionalGeneration`, the 7B vocabulary layout) trained
-   on captioning, attribute QA, caption-to-image generation, and the in-context use of a
-   definition: "`<name>` is an orange striped heart." followed by recognition ("Is `<name>` in
-   this photo?"), text questions ("What colour is `<name>`?") and "A photo of `<name>`.", where
-   `<name>` is a random reserved token with a frozen random embedding. That last family is
-   what personalization builds on: a concept's soft prompt `<sks> is <g-tokens><u-tokens>.` is
-   the same sentence with learned tokens in place of the words;
-3. a yes/no curriculum (`FOCUS`): colour checks alone, then definitions where one attribute
-   decides, then full definitions with the broad families mixed back in. Stages 1 and 2 are
-   cached on their own beside the build, so changing stage 3 costs minutes, not the build.
+1. `vq`: a VQ image tokenizer (`vq.py`: the Chameleon encoder plus the Anole-layout decoder,
+   64x64 -> 8x8 codes from a 512-entry codebook) trained to reconstruct world images;
+2. `language model`: `ChameleonForConditionalGeneration` (the 7B vocabulary layout) trained on
+   the broad mixture (`examples.py`): captioning, attribute QA, caption-to-image generation, and
+   the in-context use of a definition: "`<name>` is an orange striped heart." followed by
+   recognition ("Is `<name>` in this photo?"), text questions ("What colour is `<name>`?") and
+   "A photo of `<name>`.", where `<name>` is a random reserved token with a frozen random
+   embedding. That last family is what personalization builds on: a concept's soft prompt
+   `<sks> is <g-tokens><u-tokens>.` is the same sentence with learned tokens in place of the words;
+3. `curriculum`: yes/no questions (`examples.FOCUS`): colour checks alone, then definitions where
+   one attribute decides, then full definitions with the broad families mixed back in;
+4. `drawing` (off in the shipped build): the literal words a user types, drawn (`examples.DRAW`);
+5. `judge`: the attribute classifier that reads drawings (`judge.py`), saved beside the backbone.
+
+Stages 1 and 2 are cached on their own beside the build, and 1-3 together, each keyed by the
+settings that decide it (`vq_key`, `lm_key`, `focus_key`), so changing stage 3 costs minutes,
+and stage 4 only itself.
 
 Only the rows of tokens the world uses are trained; the output rows of every other token
 stay zero and are counted exactly in the softmax (their logits are all 0), so the loss is
@@ -31,131 +36,29 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, replace
-from functools import cached_property
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from yochameleon.data.chat import ChameleonLayout
 from yochameleon.data.samples import collate
-from yochameleon.toyworld import sentences, world
+from yochameleon.toyworld import world
+from yochameleon.toyworld.examples import DRAW, FOCUS, MIXTURE, NAME_POOL, Ids, make_example
 from yochameleon.toyworld.judge import train_judge
-from yochameleon.toyworld.spec import (CAPTION_QUESTION, GENERATION_PROMPT, JUDGE_FILE, TOY_LM_VERSION, TOY_SPEC,
-                                       spec_key, to_pixels, toy_tokenizer, toyworld_dir)
+from yochameleon.toyworld.spec import JUDGE_FILE, TOY_LM_VERSION, TOY_SPEC, spec_key, toy_tokenizer, toyworld_dir
+from yochameleon.toyworld.vq import encode, train_vq
 
 log = logging.getLogger(__name__)
 
 TOY_VQ_VERSION = "3"  # stage 1 changes less often than the language model; its own version keeps its cache
-NAME_POOL = (10000, 11000)  # reserved-token numbers used as names in pretraining (recipes use 16200+)
 
 
-# ---- stage 1: the VQ tokenizer ------------------------------------------------------------------
-class AttributeProbe(torch.nn.Module):
-    """Reads each position slot's (shape, colour, pattern) from quantized latents; 'none' if empty.
-
-    Trained with the tokenizer (and thrown away): reconstruction alone lets the 8x8 codes
-    drift to background and lighting while colour and shape blur (measured: a linear probe
-    on the codes read colour 0.23 and shape 0.24, near chance), and then no language model
-    on top can tell an orange heart from a red one. The probe's loss flows through the
-    straight-through quantizer into the encoder, so the codes must carry the attributes.
-    """
-
-    SIZES = tuple(len(world.ATTRIBUTE_VALUES[a]) + 1 for a in world.ATTRIBUTES)
-
-    def __init__(self, embed_dim: int, side: int):
-        super().__init__()
-        self.linear = torch.nn.Linear(embed_dim * side * side, len(world.POSITIONS) * sum(self.SIZES))
-
-    @staticmethod
-    def targets(scenes) -> torch.Tensor:
-        """(B, slots, 3) class ids; the last class of each attribute means 'no thing here'."""
-        values = [world.ATTRIBUTE_VALUES[a] for a in world.ATTRIBUTES]
-        out = torch.tensor([len(v) for v in values]).repeat(len(scenes), len(world.POSITIONS), 1)
-        for row, scene in enumerate(scenes):
-            for thing in scene.things:
-                slot = world.POSITIONS.index(thing.position)
-                out[row, slot] = torch.tensor([v.index(getattr(thing, a)) for v, a in zip(values, world.ATTRIBUTES)])
-        return out
-
-    def loss(self, quant: torch.Tensor, scenes) -> torch.Tensor:
-        logits = self.linear(quant.flatten(1)).view(len(scenes), len(world.POSITIONS), -1)
-        target = self.targets(scenes)
-        parts = logits.split(list(self.SIZES), dim=-1)
-        return sum(F.cross_entropy(part.reshape(-1, part.shape[-1]), target[..., i].flatten())
-                   for i, part in enumerate(parts))
-
-
-def train_vq(model, seed: int, steps: int, batch: int, object_weight: float = 0.0,
-             attribute_weight: float = 0.0, progress=None) -> dict:
-    """Train encoder, codebook and decoder to reconstruct world images; returns figures.
-
-    Object pixels weigh `1 + object_weight` in the reconstruction loss (the things, not the
-    backgrounds, are what captions and concepts are about), and an `AttributeProbe` on the
-    quantized latents adds `attribute_weight` x its loss.
-    """
-    vq = model.model.vqmodel
-    vq.train()
-    params = [p for name, p in vq.named_parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    side = vq.config.resolution // 2 ** (len(vq.config.channel_multiplier) - 1)
-    probe = AttributeProbe(vq.config.embed_dim, side)
-    optimizer = torch.optim.Adam(params + list(probe.parameters()), lr=2e-3)
-    rng = random.Random(seed + 1)
-    usage = torch.zeros(vq.quantize.num_embeddings)
-    history, probe_history = [], []
-    for step in range(steps):
-        scenes = [world.random_scene(rng) for _ in range(batch)]
-        pixels = to_pixels([world.render(s) for s in scenes])
-        latent = vq.quant_conv(vq.encoder(pixels))
-        if step == 0:  # start the codebook on real latents (no dead codes at the start)
-            with torch.no_grad():
-                flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
-                pick = torch.randint(0, len(flat), (vq.quantize.num_embeddings,), generator=torch.Generator().manual_seed(seed))
-                vq.quantize.embedding.weight.copy_(flat[pick])
-        quant, codebook_loss, codes = vq.quantize(latent)
-        recon = vq.decoder(vq.post_quant_conv(quant))
-        weight = 1 + object_weight * torch.from_numpy(np.stack([world.object_mask(s, pixels.shape[-1]) for s in scenes]))
-        loss = ((recon - pixels) ** 2 * weight.unsqueeze(1)).sum() / (weight.sum() * 3) + codebook_loss
-        if attribute_weight:
-            probe_loss = probe.loss(quant, scenes)
-            loss = loss + attribute_weight * probe_loss
-            probe_history.append(float(probe_loss.detach()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        usage += torch.bincount(codes.flatten(), minlength=len(usage)).float()
-        if (step + 1) % 50 == 0 and step < 0.8 * steps:  # re-seed codes unused in the last window on latents
-            with torch.no_grad():
-                dead = (usage == 0).nonzero().flatten()
-                if len(dead):
-                    flat = latent.detach().permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
-                    vq.quantize.embedding.weight[dead] = flat[torch.randint(0, len(flat), (len(dead),))]
-            usage.zero_()
-        history.append(float(F.mse_loss(recon.detach(), pixels)))
-        if progress is not None:
-            progress(step, float(loss.detach()))
-    vq.eval()
-    for p in params:
-        p.requires_grad_(False)
-    report = {"vq_mse_first": float(np.mean(history[:20])), "vq_mse_last": float(np.mean(history[-20:]))}
-    if probe_history:
-        report["vq_probe_loss_last"] = float(np.mean(probe_history[-20:]))
-    return report
-
-
-@torch.no_grad()
-def encode(model, images) -> torch.Tensor:
-    """Images -> VQ codes (B, 64)."""
-    vq = model.model.vqmodel
-    latent = vq.quant_conv(vq.encoder(to_pixels(images)))
-    _, _, codes = vq.quantize(latent)
-    return codes.view(len(images), -1)
-
-
+# ---- stage 2's examples, their images encoded a step at a time -------------------------------------
 class SceneCodes:
     """Scene -> its image's VQ codes, kept; `prefetch` encodes a step's new scenes in one batch.
 
@@ -193,156 +96,6 @@ def _examples(kinds, rng: random.Random, ids, code_of) -> list[tuple]:
 
 
 # ---- stage 2: the language model ----------------------------------------------------------------
-@dataclass
-class Ids:
-    """Token facts the example builders need."""
-
-    tokenizer: object
-    bos: int
-    eot: int
-    boi: int
-    eoi: int
-    first_image_id: int
-    names: list[int]  # reserved-token numbers: <reservedNNNNN> names a thing in a definition
-
-    @cached_property
-    def layout(self) -> ChameleonLayout:
-        """The chat layout personalization uses: pretraining in it is what makes the toy personalizable."""
-        return ChameleonLayout(self.tokenizer, self.bos, self.boi, self.eoi, self.eot)
-
-    def text(self, text: str) -> list[int]:
-        return self.layout.text(text)
-
-    def image(self, codes: torch.Tensor) -> list[int]:
-        return self.layout.image((codes + self.first_image_id).tolist())
-
-
-def _example(ids: Ids, question: list[int], answer: list[int], prefix: list[int] = (), image: list[int] = (),
-             unscored: set[int] = frozenset()) -> tuple:
-    """(input ids, labels) in the chat layout: loss on the answer and end of turn, never on `unscored` ids (names)."""
-    prompt = ids.layout.prompt(question, prefix, image)
-    answer = ids.layout.answer(answer)
-    return prompt + answer, [-100] * len(prompt) + [t if t not in unscored else -100 for t in answer]
-
-
-def _said(ids: Ids, question: list[int], words: list[int], image: list[int], prefix: list[int] = (),
-          name_id: int | None = None) -> tuple:
-    """An image answer that starts with `words` (given, never scored): the model learns to draw after other
-    tokens sit between the end of turn and begin-of-image, as a personalized self-prompt group does."""
-    tokens, labels = _example(ids, question, [*words, *image], prefix, unscored={name_id} if name_id else set())
-    start = len(tokens) - len(image) - len(words) - 1  # the answer is words + image + end of turn
-    return tokens, [*labels[:start], *([-100] * len(words)), *labels[start + len(words):]]
-
-
-def make_example(kind: str, rng: random.Random, ids: Ids, code_of) -> tuple[list[int], list[int]]:
-    """One pretraining example of a kind; `code_of(scene)` gives the scene image's codes."""
-    if kind == "caption":
-        scene = world.random_scene(rng)
-        return _example(ids, ids.text(CAPTION_QUESTION), ids.text(scene.caption()), image=ids.image(code_of(scene)))
-    if kind == "vqa":
-        scene = world.random_scene(rng)
-        question, answer = rng.choice(world.attribute_questions(scene, rng))
-        return _example(ids, ids.text(question), ids.text(f"{answer}."), image=ids.image(code_of(scene)))
-    if kind in ("verify", "verify_colour"):  # one attribute decides: the match-to-Yes path definitions build on
-        scene = world.random_scene(rng, two_things=0.0)
-        thing = scene.things[0]
-        attribute = "colour" if kind == "verify_colour" else rng.choice(world.ATTRIBUTES)
-        truth = getattr(thing, attribute)
-        asked = truth if rng.random() < 0.5 else world.other_value(attribute, truth, rng)
-        question = f"Is the thing {'a ' if attribute == 'shape' else ''}{asked}?"
-        return _example(ids, ids.text(question), ids.text("Yes." if asked == truth else "No."),
-                        image=ids.image(code_of(scene)))
-    if kind == "draw":  # the literal words a user types: "A photo of a blue dotted star." -> one thing
-        scene = world.random_scene(rng, two_things=0.0)
-        return _example(ids, ids.text(GENERATION_PROMPT.format(what=scene.things[0].short())), ids.image(code_of(scene)))
-    if kind == "draw_said":  # build 7: the words said again before the image, as a self-prompt group sits there
-        scene = world.random_scene(rng, two_things=0.0)
-        words = scene.things[0].short()
-        return _said(ids, ids.text(GENERATION_PROMPT.format(what=words)), ids.text(words), ids.image(code_of(scene)))
-    if kind == "draw_unconditional":  # the empty prompt classifier-free guidance samples against
-        return _example(ids, ids.text(""), ids.image(code_of(world.random_scene(rng))))
-    if kind == "generate":
-        scene = world.random_scene(rng, two_things=0.15)
-        caption = scene.caption()
-        prompt = GENERATION_PROMPT.format(what=caption[0].lower() + caption[1:-1])
-        return _example(ids, ids.text(prompt), ids.image(code_of(scene)))
-    # The definition families: "<name> is an orange striped heart.\n" then a task about <name>.
-    name = rng.choice(ids.names)
-    name_text = f"<reserved{name:05d}>"
-    thing = world.random_thing(rng)
-    prefix = ids.text(f"{name_text} is {thing.short()}.\n")
-    name_id = ids.text(name_text)[0]
-    if kind.startswith("define_recognize_"):  # one attribute decides: the shown thing differs only there
-        attribute = kind.removeprefix("define_recognize_")
-        positive = rng.random() < 0.5
-        other = world.other_value(attribute, getattr(thing, attribute), rng)
-        scene = world.random_scene(rng, two_things=0.0, must_include=thing if positive else replace(thing, **{attribute: other}))
-        question = rng.choice(sentences.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
-        return _example(ids, ids.text(question), ids.text("Yes." if positive else "No."), prefix,
-                        ids.image(code_of(scene)), {name_id})
-    if kind == "define_recognize":
-        roll = rng.random()
-        if roll < 0.5:
-            scene, positive = world.random_scene(rng, must_include=thing), True
-        elif roll < 0.8:
-            scene, positive = world.random_scene(rng, must_include=world.look_alike(thing, rng)), False
-        else:
-            scene = world.random_scene(rng)
-            positive = any(t.identity == thing.identity for t in scene.things)
-        question = rng.choice(sentences.RECOGNITION_QUESTIONS).replace("<sks>", name_text)
-        answer = rng.choice(sentences.POSITIVE_ANSWERS if positive else sentences.NEGATIVE_ANSWERS)
-        if rng.random() < SHORT_ANSWER:
-            answer = "Yes." if positive else "No."
-        return _example(ids, ids.text(question), ids.text(answer.replace("<sks>", name_text)), prefix,
-                        ids.image(code_of(scene)), {name_id})
-    if kind == "define_text":
-        attribute = rng.choice(list(world.CONCEPT_QUESTIONS))
-        question, _ = world.CONCEPT_QUESTIONS[attribute]
-        return _example(ids, ids.text(question.replace("<sks>", name_text)), ids.text(f"{getattr(thing, attribute)}."),
-                        prefix, unscored={name_id})
-    if kind in ("define_generate", "define_generate_said"):
-        scene = world.random_scene(rng, two_things=0.0, must_include=thing)
-        prompt = rng.choice(sentences.GENERATION_PROMPTS[:3]).replace("<sks>", name_text)
-        if kind == "define_generate_said":  # build 7: the definition's words between the turn and the image
-            return _said(ids, ids.text(prompt), ids.text(thing.short()), ids.image(code_of(scene)), prefix, name_id)
-        return _example(ids, ids.text(prompt), ids.image(code_of(scene)), prefix, unscored={name_id})
-    raise ValueError(f"unknown example kind {kind!r}")
-
-
-MIXTURE = {"caption": 0.10, "vqa": 0.16, "verify": 0.12, "generate": 0.10, "define_recognize": 0.34,
-           "define_text": 0.05, "define_generate": 0.13}
-# Half the recognition answers are a bare "Yes."/"No.": the loss is averaged per example, and in a
-# ten-token answer the one token that decides gets a tenth of the weight (measured: with the long
-# answers only and no `verify` family, 4500 steps left definition recognition at chance, 0.50;
-# fine-tuning build 3 on bare-answer colour checks alone lifted them to 0.99 within 700 steps).
-SHORT_ANSWER = 0.5
-# Stage 3. Yes/no questions are never learnt inside the broad mixture (measured on build 4's
-# stage 2, 6000 steps with `verify` at 12%: single-attribute checks 0.52, definition
-# recognition 0.50, the Yes-No logit gap the same for every input): each answer is an
-# interaction between the question and the image, and the gradient that would start the
-# match-to-Yes path is drowned by the other families. Alone, colour checks are learnt within
-# 100 steps (0.86); with that path in place, definitions where a single attribute decides (the
-# shown thing differs from the definition in that attribute only) are learnt, and full
-# definitions against look-alikes follow (0.50 -> 0.72 over the curriculum, measured on 96
-# held-out cases). The last phase mixes the broad families back in so nothing is forgotten.
-FOCUS = (
-    {"verify_colour": 1.0},
-    {"define_recognize_colour": 0.7, "verify": 0.3},
-    {"define_recognize_colour": 0.2, "define_recognize_shape": 0.2, "define_recognize_pattern": 0.2, "verify": 0.2,
-     "define_recognize": 0.2},
-    {"define_recognize": 0.6, "verify": 0.2, "caption": 0.07, "vqa": 0.07, "define_text": 0.03, "define_generate": 0.03},
-)
-
-
-# Stage 4. Build 4 drew the right shape for a definition a quarter of the time (colour 0.54): caption-to-
-# image was 10% of the broad mixture and had no short form. Drawing is trained last, from the literal
-# words a user types ("A photo of a blue dotted star."), with an empty prompt 8% of the time so
-# classifier-free guidance has an unconditional model to push against, and the understanding
-# families replayed so the yes/no curriculum is not forgotten.
-DRAW = {"draw": 0.42, "draw_unconditional": 0.08, "define_generate": 0.2, "generate": 0.06,
-        "define_recognize": 0.14, "verify": 0.04, "define_text": 0.03, "vqa": 0.03}
-
-
 class RowTrainer(torch.nn.Module):
     """Trainable copies of the rows the world uses; every other row frozen (output rows at zero)."""
 
@@ -438,23 +191,6 @@ def train_lm(model, ids: Ids, rows: RowTrainer, seed: int, steps: int, batch: in
     return {"loss_first": float(np.mean(history[:50])), "loss_last": float(np.mean(history[-50:]))}
 
 
-# ---- the build ------------------------------------------------------------------------------------
-def vq_key(spec: dict) -> str:
-    """Identity of stage 1: the VQ settings, the seed and the build version."""
-    fields = {k: v for k, v in spec.items() if k.startswith(("vq_", "image_")) or k == "seed"}
-    return hashlib.sha256(json.dumps({"version": TOY_VQ_VERSION, **fields}, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def lm_key(spec: dict) -> str:
-    """Identity of stage 2 (the broad mixture): the build's identity without the stage-3 and -4 settings."""
-    return spec_key({k: v for k, v in spec.items() if not k.startswith(("focus_", "draw_"))}, TOY_LM_VERSION)
-
-
-def focus_key(spec: dict) -> str:
-    """Identity of stages 2 and 3 (the model after the yes/no curriculum): without the stage-4 settings."""
-    return spec_key({k: v for k, v in spec.items() if not k.startswith("draw_")}, TOY_LM_VERSION)
-
-
 def train_drawing(model, ids: Ids, trained: torch.Tensor, spec: dict, code_of, progress=None,
                   after_chunk=None) -> dict:
     """Stage 4: `draw_chunks` x `draw_chunk_steps` steps of `draw_mixture` (default `DRAW`), each chunk with a
@@ -472,6 +208,23 @@ def train_drawing(model, ids: Ids, trained: torch.Tensor, spec: dict, code_of, p
     return {"loss_first": reports[0]["loss_first"], "loss_last": reports[-1]["loss_last"]}
 
 
+# ---- the stages' caches ------------------------------------------------------------------------
+def vq_key(spec: dict) -> str:
+    """Identity of stage 1: the VQ settings, the seed and the build version."""
+    fields = {k: v for k, v in spec.items() if k.startswith(("vq_", "image_")) or k == "seed"}
+    return hashlib.sha256(json.dumps({"version": TOY_VQ_VERSION, **fields}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def lm_key(spec: dict) -> str:
+    """Identity of stage 2 (the broad mixture): the build's identity without the stage-3 and -4 settings."""
+    return spec_key({k: v for k, v in spec.items() if not k.startswith(("focus_", "draw_"))}, TOY_LM_VERSION)
+
+
+def focus_key(spec: dict) -> str:
+    """Identity of stages 2 and 3 (the model after the yes/no curriculum): without the stage-4 settings."""
+    return spec_key({k: v for k, v in spec.items() if not k.startswith("draw_")}, TOY_LM_VERSION)
+
+
 def _cached_stage(file: Path, module: torch.nn.Module, run) -> dict:
     """A build stage: `module`'s weights and the stage report from `file`, or `run()` then both saved atomically."""
     from safetensors.torch import load_file, save_file
@@ -487,93 +240,155 @@ def _cached_stage(file: Path, module: torch.nn.Module, run) -> dict:
     return report
 
 
+# ---- the build: a table of stages ------------------------------------------------------------------
+@dataclass
+class Build:
+    """What the stages share: the settings, the model in training, its token facts and scene codes, the cache
+    beside the build, the clock and whether progress bars show; the judge once its stage has run."""
+
+    spec: dict
+    tokenizer: object
+    model: torch.nn.Module
+    ids: Ids
+    code_of: SceneCodes
+    trained: torch.Tensor  # the token ids the world uses: the rows that train
+    cache: Path
+    show_progress: bool
+    started: float
+    judge: torch.nn.Module | None = None
+
+    @classmethod
+    def start(cls, out_dir: str | Path, spec: dict | None, show_progress: bool) -> Build:
+        """Seed everything, then the tokenizer and the freshly initialised model, in the order the seed fixes."""
+        from yochameleon.model import tiny
+        from yochameleon.model.backbone import YoChameleonForConditionalGeneration
+
+        spec = {**TOY_SPEC, **(spec or {})}
+        torch.manual_seed(spec["seed"])
+        random.seed(spec["seed"])
+        started = time.perf_counter()
+        tokenizer, vocab = toy_tokenizer(spec)
+        model = YoChameleonForConditionalGeneration(tiny.build_config(spec, vocab))
+        model.requires_grad_(False)
+        ids = Ids(tokenizer, vocab["<s>"], vocab["<reserved08706>"], vocab["<racm3:break>"], vocab["<eoss>"],
+                  tiny.FIRST_IMAGE_ID, list(range(*NAME_POOL)))
+        trained = trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], tiny.FIRST_IMAGE_ID)
+        return cls(spec, tokenizer, model, ids, SceneCodes(model), trained, Path(out_dir).parent, show_progress,
+                   started)
+
+    def seconds(self, since: float | None = None) -> float:
+        return round(time.perf_counter() - (self.started if since is None else since), 1)
+
+    @contextmanager
+    def progress(self, total: int, desc: str, digits: int = 3):
+        """A progress bar over `total` steps; yields the `progress(step, loss)` callback the trainers call."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"toy world: {desc}", disable=not self.show_progress)
+        yield lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.{digits}f}"))
+        bar.close()
+
+
+def vq_stage(build: Build) -> dict:
+    spec = build.spec
+    with build.progress(spec["vq_steps"], "VQ tokenizer", digits=4) as progress:
+        return train_vq(build.model, spec["seed"], spec["vq_steps"], spec["vq_batch"], spec["vq_object_weight"],
+                        spec["vq_attribute_weight"], progress)
+
+
+def lm_stage(build: Build) -> dict:
+    spec, started = build.spec, time.perf_counter()
+    rows = RowTrainer(build.model, build.trained)
+    with build.progress(spec["lm_steps"], "language model") as progress:
+        report = train_lm(build.model, build.ids, rows, spec["seed"], spec["lm_steps"], spec["lm_batch"],
+                          spec["lm_lr"], build.code_of, progress)
+    rows.write_back(build.model)
+    return {**{f"lm_{k}": v for k, v in report.items()}, "lm_stage_seconds": build.seconds(started)}
+
+
+def curriculum_stage(build: Build) -> dict:
+    spec = build.spec
+    rows = RowTrainer(build.model, build.trained)
+    phases = tuple(zip(FOCUS, spec["focus_steps"], strict=True))
+    with build.progress(sum(spec["focus_steps"]), "yes/no curriculum") as progress:
+        report = train_lm(build.model, build.ids, rows, spec["seed"], 0, spec["lm_batch"], spec["focus_lr"],
+                          build.code_of, progress, phases=phases, stream=3)
+    rows.write_back(build.model)
+    return {f"focus_{k}": v for k, v in report.items()}
+
+
+def drawing_stage(build: Build) -> dict:
+    spec, started = build.spec, time.perf_counter()
+    if not spec["draw_chunks"]:
+        return {}
+    with build.progress(spec["draw_chunks"] * spec["draw_chunk_steps"], "drawing") as progress:
+        report = train_drawing(build.model, build.ids, build.trained, spec, build.code_of, progress)
+    return {f"draw_{k}": v for k, v in report.items()} | {"draw_seconds": build.seconds(started)}
+
+
+def judge_stage(build: Build) -> dict:
+    with build.progress(build.spec["judge_steps"], "attribute judge") as progress:
+        build.judge, report = train_judge(build.spec["seed"], build.spec["judge_steps"], progress=progress)
+    return report
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the build; with a `cache`, the weights of `module` after it and its report are kept beside the
+    build as toyworld-<cache>-<key(spec)>.safetensors (+ .json) and read back instead of training again."""
+
+    name: str
+    run: Callable[[Build], dict]
+    cache: str | None = None
+    key: Callable[[dict], str] | None = None
+    module: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model
+
+
+STAGES = (
+    Stage("vq", vq_stage, "vq", vq_key, lambda model: model.model.vqmodel),
+    Stage("language model", lm_stage, "lm", lm_key),
+    Stage("curriculum", curriculum_stage),
+    Stage("drawing", drawing_stage),
+    Stage("judge", judge_stage),
+)
+
+
+def run_stage(build: Build, stage: Stage) -> dict:
+    """The stage's report: run, or read back from its cache (which a run writes)."""
+    if stage.cache is None:
+        return stage.run(build)
+    file = build.cache / f"toyworld-{stage.cache}-{stage.key(build.spec)}.safetensors"
+    return _cached_stage(file, stage.module(build.model), partial(stage.run, build))
+
+
+def understanding(build: Build) -> dict:
+    """Stages 1-3 and their clocks: `vq_seconds` from the build's start, `focus_seconds` for stages 2 and 3."""
+    vq, language_model, curriculum = STAGES[:3]
+    report = run_stage(build, vq) | {"vq_seconds": build.seconds()}
+    lm_started = time.perf_counter()
+    report |= run_stage(build, language_model)
+    report |= run_stage(build, curriculum)
+    return report | {"focus_seconds": build.seconds(lm_started)}
+
+
+# Stages 1-3 are kept together too (the model after the curriculum), so changing the drawing stage re-runs only it.
+UNDERSTANDING = Stage("vq, language model, curriculum", understanding, "focus", focus_key)
+
+
 def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, show_progress: bool = True) -> dict:
     """Pretrain the toy backbone and write it in HF format; returns the build report."""
-    from tqdm.auto import tqdm
-
-    from yochameleon.model import tiny
-    from yochameleon.model.backbone import YoChameleonForConditionalGeneration
-
-    spec = {**TOY_SPEC, **(spec or {})}
-    seed = spec["seed"]
-    torch.manual_seed(seed)
-    random.seed(seed)
-    started = time.perf_counter()
-    tokenizer, vocab = toy_tokenizer(spec)
-    config = tiny.build_config(spec, vocab)
-    model = YoChameleonForConditionalGeneration(config)
-    model.requires_grad_(False)
-
-    # Stage 1 is cached on its own (keyed by the VQ settings), so changing the language-model
-    # recipe does not retrain the tokenizer.
-    def stage1() -> dict:
-        bar = tqdm(total=spec["vq_steps"], desc="toy world: VQ tokenizer", disable=not show_progress)
-        report = train_vq(model, seed, spec["vq_steps"], spec["vq_batch"], spec["vq_object_weight"],
-                          spec["vq_attribute_weight"], lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")))
-        bar.close()
-        return report
-
-    first_image_id = tiny.FIRST_IMAGE_ID
-    ids = Ids(tokenizer, vocab["<s>"], vocab["<reserved08706>"], vocab["<racm3:break>"], vocab["<eoss>"],
-              first_image_id, list(range(*NAME_POOL)))
-    code_of = SceneCodes(model)
-    trained = trained_token_ids(tokenizer, vocab, spec["vq_num_codes"], first_image_id)
-    cache = Path(out_dir).parent
-
-    # Stage 2 (the broad mixture, most of the build's time) is cached on its own too.
-    def stage2() -> dict:
-        rows = RowTrainer(model, trained)
-        bar = tqdm(total=spec["lm_steps"], desc="toy world: language model", disable=not show_progress)
-        report = train_lm(model, ids, rows, seed, spec["lm_steps"], spec["lm_batch"], spec["lm_lr"], code_of,
-                          lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-        bar.close()
-        rows.write_back(model)
-        return {**{f"lm_{k}": v for k, v in report.items()}, "lm_stage_seconds": round(time.perf_counter() - lm_started, 1)}
-
-    def stage3() -> dict:
-        rows = RowTrainer(model, trained)
-        phases = tuple(zip(FOCUS, spec["focus_steps"], strict=True))
-        bar = tqdm(total=sum(spec["focus_steps"]), desc="toy world: yes/no curriculum", disable=not show_progress)
-        report = train_lm(model, ids, rows, seed, 0, spec["lm_batch"], spec["focus_lr"], code_of,
-                          lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")), phases=phases, stream=3)
-        bar.close()
-        rows.write_back(model)
-        return {f"focus_{k}": v for k, v in report.items()}
-
-    def stages_1_to_3() -> dict:
-        nonlocal lm_started
-        report = _cached_stage(cache / f"toyworld-vq-{vq_key(spec)}.safetensors", model.model.vqmodel, stage1)
-        report["vq_seconds"] = round(time.perf_counter() - started, 1)
-        lm_started = time.perf_counter()
-        report.update(_cached_stage(cache / f"toyworld-lm-{lm_key(spec)}.safetensors", model, stage2))
-        report.update(stage3())
-        return report | {"focus_seconds": round(time.perf_counter() - lm_started, 1)}
-
-    # Stages 1-3 together are cached as well (the model after the curriculum), so changing the drawing
-    # stage re-runs only it.
-    lm_started = time.perf_counter()
-    lm_report = _cached_stage(cache / f"toyworld-focus-{focus_key(spec)}.safetensors", model, stages_1_to_3)
-    draw_started = time.perf_counter()
-    bar = None if not spec["draw_chunks"] else tqdm(total=spec["draw_chunks"] * spec["draw_chunk_steps"], desc="toy world: drawing",
-               disable=not show_progress)
-    if bar is not None:
-        draw_report = train_drawing(model, ids, trained, spec, code_of,
-                                    lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-        bar.close()
-        lm_report.update({f"draw_{k}": v for k, v in draw_report.items()}
-                         | {"draw_seconds": round(time.perf_counter() - draw_started, 1)})
-
     from safetensors.torch import save
 
-    bar = tqdm(total=spec["judge_steps"], desc="toy world: attribute judge", disable=not show_progress)
-    judge, judge_report = train_judge(seed, spec["judge_steps"],
-                                      progress=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-    bar.close()
-    report = {**lm_report, **judge_report, "total_seconds": round(time.perf_counter() - started, 1),
-              "seed": seed, "torch_threads": torch.get_num_threads()}
-    tiny.write_checkpoint(model, tokenizer, spec, spec_key(spec), out_dir,
-                          extra_files={"toyworld_build.json": json.dumps(report, indent=2),
-                                       JUDGE_FILE: save({k: v.contiguous() for k, v in judge.state_dict().items()})})
+    from yochameleon.model import tiny
+
+    build = Build.start(out_dir, spec, show_progress)
+    report = run_stage(build, UNDERSTANDING)
+    for stage in STAGES[3:]:
+        report |= run_stage(build, stage)
+    report |= {"total_seconds": build.seconds(), "seed": build.spec["seed"], "torch_threads": torch.get_num_threads()}
+    judge = save({k: v.contiguous() for k, v in build.judge.state_dict().items()})
+    tiny.write_checkpoint(build.model, build.tokenizer, build.spec, spec_key(build.spec), out_dir,
+                          extra_files={"toyworld_build.json": json.dumps(report, indent=2), JUDGE_FILE: judge})
     return report
 
 
