@@ -19,6 +19,7 @@ import math
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -131,6 +132,58 @@ def generation(method: M.Method, subject: str, references: list, cfg, out_dir: P
     return result
 
 
+@dataclass
+class ForgettingTally:
+    """The forgetting figures, added up prompt by prompt (`forgetting` says what each one means)."""
+
+    prompts: int = 0
+    positions: int = 0  # prompt positions compared with the rows loaded and no soft prompt
+    worst: float = 0.0  # the largest |logit difference| outside the adapters' own ids
+    rows_changed: int = 0
+    rows_concept: int = 0
+    answer_positions: int = 0  # positions of the plain model's answers, teacher-forced into both
+    changed: int = 0
+    first_changed: int = 0
+    concept_wins: int = 0
+    kl: float = 0.0
+
+    def add_rows_only(self, plain: torch.Tensor, loaded: torch.Tensor, keep: torch.Tensor, plain_banned: torch.Tensor,
+                      adapter_banned: torch.Tensor, own: torch.Tensor) -> None:
+        """One prompt's logits, plain and with the rows loaded (no soft prompt): the invariant and its greedy tokens."""
+        self.prompts += 1
+        self.worst = max(self.worst, float((plain[:, keep] - loaded[:, keep]).abs().max()))
+        self.positions += len(plain)
+        pick = loaded.masked_fill(adapter_banned, float("-inf")).argmax(-1)
+        self.rows_changed += int((plain.masked_fill(plain_banned, float("-inf")).argmax(-1) != pick).sum())
+        self.rows_concept += int(torch.isin(pick, own).sum())
+
+    def add_answer(self, p: torch.Tensor, q: torch.Tensor, own: torch.Tensor) -> None:
+        """Log-probabilities at one answer's positions, the plain model's `p` and the user's `q`."""
+        pick_p, pick_q = p.argmax(-1), q.argmax(-1)
+        self.changed += int((pick_p != pick_q).sum())
+        self.first_changed += int(pick_p[0] != pick_q[0])
+        self.concept_wins += int(torch.isin(pick_q, own).sum())
+        self.kl += float(torch.where(p.isfinite(), p.exp() * (p - q), torch.zeros_like(p)).sum())
+        self.answer_positions += len(p)
+
+    def figures(self) -> dict:
+        n = self.answer_positions
+        return {"prompts": self.prompts, "positions": self.positions, "max_abs_logit_diff": self.worst,
+                "identical": self.worst == 0.0, "rows_only_greedy_changed": self.rows_changed,
+                "rows_only_concept_wins": self.rows_concept, "answer_positions": n,
+                "greedy_changed_share": self.changed / n, "first_token_changed": self.first_changed,
+                "mean_kl": self.kl / n, "concept_token_share": self.concept_wins / n}
+
+
+def _last_logits(model, backbone, ids: list[int], last: int) -> torch.Tensor:
+    """The logits at the last `last` positions of one sequence, in float32."""
+    from yochameleon.model.decoding import left_pad
+
+    batch, mask = left_pad([ids], backbone.tokenizer.pad_token_id)
+    batch, mask = batch.to(backbone.device), mask.to(backbone.device)
+    return model.logits(model.hidden_states(batch, mask)[0])[0][-last:].float()
+
+
 @torch.no_grad()
 def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     """What loading the adapters changes on prompts that name no concept.
@@ -163,43 +216,23 @@ def forgetting(pm, prompt_images: list, max_new_tokens: int = 12) -> dict:
     keep[own] = False
     plain_banned = backbone.text_banned_ids().to(device)
     stops = backbone.text_stop_ids()
-
-    def positions_logits(model, ids: list[int], last: int) -> torch.Tensor:
-        batch, mask = left_pad([ids], backbone.tokenizer.pad_token_id)
-        batch, mask = batch.to(device), mask.to(device)
-        return model.logits(model.hidden_states(batch, mask)[0])[0][-last:].float()
-
-    worst, positions, changed, kl, concept_wins, answer_positions = 0.0, 0, 0, 0.0, 0, 0
-    first_changed, rows_changed, rows_concept = 0, 0, 0
+    tally = ForgettingTally()
     for question, image in questions:
         prompt = bare.prompt_ids(question, image)
         adapter_banned = answer_banned_ids(pm.prompt_builder(question), question).to(device)  # as answer bans
         # The invariant: rows loaded, no soft prompt.
-        a = positions_logits(plain, prompt, len(prompt))
-        b = positions_logits(adapter_model, prompt, len(prompt))
-        worst = max(worst, float((a[:, keep] - b[:, keep]).abs().max()))
-        positions += len(a)
-        rows_pick = b.masked_fill(adapter_banned, float("-inf")).argmax(-1)
-        rows_changed += int((a.masked_fill(plain_banned, float("-inf")).argmax(-1) != rows_pick).sum())
-        rows_concept += int(torch.isin(rows_pick, own).sum())
+        tally.add_rows_only(_last_logits(plain, backbone, prompt, len(prompt)),
+                            _last_logits(adapter_model, backbone, prompt, len(prompt)),
+                            keep, plain_banned, adapter_banned, own)
         # What a user notices: the plain model's greedy answer, teacher-forced into both prompts.
         ids, mask = left_pad([prompt], backbone.tokenizer.pad_token_id)
         answer = plain.generate_text(ids.to(device), mask.to(device), max_new_tokens, plain_banned, stops)[0]
         user = pm.answer_prompt_ids(question, image)  # the ids PersonalizedModel.answer continues
         n = len(answer) + 1  # the answer start and the position after each answer token
-        p = positions_logits(plain, prompt + answer, n).masked_fill(plain_banned, float("-inf")).log_softmax(-1)
-        q = positions_logits(adapter_model, user + answer, n).masked_fill(adapter_banned, float("-inf")).log_softmax(-1)
-        pick_p, pick_q = p.argmax(-1), q.argmax(-1)
-        changed += int((pick_p != pick_q).sum())
-        first_changed += int(pick_p[0] != pick_q[0])
-        concept_wins += int(torch.isin(pick_q, own).sum())
-        kl += float(torch.where(p.isfinite(), p.exp() * (p - q), torch.zeros_like(p)).sum())
-        answer_positions += n
-    return {"prompts": len(questions), "positions": positions, "max_abs_logit_diff": worst,
-            "identical": worst == 0.0, "rows_only_greedy_changed": rows_changed,
-            "rows_only_concept_wins": rows_concept, "answer_positions": answer_positions,
-            "greedy_changed_share": changed / answer_positions, "first_token_changed": first_changed,
-            "mean_kl": kl / answer_positions, "concept_token_share": concept_wins / answer_positions}
+        p = _last_logits(plain, backbone, prompt + answer, n).masked_fill(plain_banned, float("-inf"))
+        q = _last_logits(adapter_model, backbone, user + answer, n).masked_fill(adapter_banned, float("-inf"))
+        tally.add_answer(p.log_softmax(-1), q.log_softmax(-1), own)
+    return tally.figures()
 
 
 # ---- orchestration -----------------------------------------------------------------------------------
@@ -230,36 +263,31 @@ def load_eval_set(cfg) -> EvalSet | YoLLaVASet:
     raise EvaluationError(f"unknown eval_set.kind {kind!r}: choose eval_set=dreambooth or eval_set=yollava")
 
 
-def evaluate(cfg, out_dir: Path) -> dict:
-    """Run every configured task for every configured method; returns the metrics dict."""
-    from yochameleon.data.concept import ConceptData
+@dataclass
+class Splits:
+    """What the tasks are asked on: recognition's positives and negatives, the QA tasks' questions."""
+
+    positives: list
+    negatives: list
+    questions: dict[str, list[MCQuestion]]
+
+
+def load_models(cfg):
+    """(PersonalizedModel or None, backbone): the adapters (`adapter=`, `extra_adapters=`) with their backbone, else
+    the configured backbone alone."""
     from yochameleon.inference import PersonalizedModel
     from yochameleon.sources import load_configured_backbone
-
-    torch.manual_seed(int(cfg.seed))
-    concept = ConceptData.from_config(cfg.concept)
-    subject = str(cfg.concept.get("eval_subject") or concept.name)
-    eval_set = load_eval_set(cfg)
-    have_set = eval_set.available()
-    tasks = [str(t) for t in cfg.tasks]
-    skipped: dict[str, str] = {}
-    if not have_set and {"vqa", "text_qa", "multi_concept"} & set(tasks):
-        fix = ("eval_set.images=<the DreamBooth dataset folder>" if eval_set.kind == "dreambooth" else
-               "eval_set.root=<the yollava-data folder>")
-        skipped["qa"] = (f"evaluation set {eval_set.where()} not found: vqa, text_qa and multi_concept skipped, "
-                         f"recognition uses the concept's own test negatives; set {fix}")
 
     if cfg.adapter:
         extra = [Path(a) for a in (cfg.get("extra_adapters") or [])]
         pm = PersonalizedModel.load([Path(cfg.adapter), *extra], device=resolve_device(cfg.device),
                                     cache_dir=cfg.cache_dir, dtype=str(cfg.dtype))
-        backbone = pm.backbone
-    else:
-        pm = None
-        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, resolve_device(cfg.device),
-                                            dtype=str(cfg.dtype))
+        return pm, pm.backbone
+    return None, load_configured_backbone(cfg.model, cfg.cache_dir, resolve_device(cfg.device), dtype=str(cfg.dtype))
 
-    # Who is who: the eval set's subject names <-> loaded concepts.
+
+def make_methods(cfg, pm, backbone, concept, subject: str, eval_set, have_set: bool, skipped: dict) -> list[M.Method]:
+    """The configured methods, the evaluation set's subject names matched to the loaded concepts."""
     subject_of = {concept.name: subject, **{str(k): str(v) for k, v in (cfg.get("subjects") or {}).items()}}
     descriptions = eval_set.descriptions() if have_set else {}
     if concept.description:
@@ -267,7 +295,6 @@ def evaluate(cfg, out_dir: Path) -> dict:
     names = {s: s for s in (eval_set.subjects() if have_set else [])}
     names[subject] = concept.name
     photos = {subject: concept.photos}
-
     methods: list[M.Method] = []
     for kind in map(str, cfg.methods):
         if kind == "adapter":
@@ -277,7 +304,12 @@ def evaluate(cfg, out_dir: Path) -> dict:
             methods.append(M.adapter_method(pm, {subject_of.get(c, c): c for c in pm.concepts}))
         else:
             methods.append(M.baseline_method(kind, backbone, names, descriptions, photos))
+    return methods
 
+
+def choose_splits(eval_set, have_set: bool, concept, subject: str, tasks: list[str], skipped: dict) -> Splits:
+    """Recognition's photos (the evaluation set's where it holds the subject, else the concept's test split) and the
+    QA questions; what cannot be asked goes into `skipped` with why and the setting that enables it."""
     in_set = have_set and subject in eval_set.subjects()
     # Yo'LLaVA protocol: the subject's test photos are the positives (the DreamBooth concepts bring their own).
     positives = eval_set.test_photos(subject) if in_set and eval_set.kind == "yollava" else list(concept.test_photos)
@@ -289,7 +321,6 @@ def evaluate(cfg, out_dir: Path) -> dict:
         log.warning(skipped["recognition"])
     if "recognition" in tasks and positives and not negatives:
         log.warning("no negative photos for recognition: only positive accuracy is reported")
-
     questions: dict[str, list[MCQuestion]] = {}
     if in_set:
         visual = eval_set.visual_qa(subject)
@@ -307,7 +338,74 @@ def evaluate(cfg, out_dir: Path) -> dict:
             if task in tasks and file is None:
                 skipped[task] = (f"no {name} in {eval_set.root} or beside it: {task} skipped (set "
                                  f"eval_set.{'visual_qa' if task == 'vqa' else 'text_qa'}=<file>)")
+    return Splits(positives, negatives, questions)
 
+
+def run_tasks(cfg, method: M.Method, subject: str, splits: Splits, references: list, tasks: list[str],
+              scorers: dict, out_dir: Path) -> dict:
+    """One method's row: the tokens it spends on the subject, then each configured task it can be asked."""
+    row: dict = {"tokens": method.tokens(subject)}
+    if "recognition" in tasks and splits.positives:
+        row["recognition"] = recognition(method, subject, splits.positives, splits.negatives, cfg)
+    for task in ("vqa", "text_qa"):
+        if task in tasks and splits.questions.get(task):
+            row[task] = multiple_choice(method, subject, splits.questions[task], task, cfg)
+    if "multi_concept" in tasks and splits.questions.get("multi_concept"):
+        row["multi_concept"] = multi_concept(method, subject, splits.questions["multi_concept"], cfg)
+    if "generation" in tasks:
+        row["generation"] = generation(method, subject, references, cfg, out_dir, scorers)
+    return row
+
+
+def _eval_set_record(eval_set, splits: Splits) -> dict:
+    """What loaded of a Yo'LLaVA set, so a run can be checked against the published set's size; else its kind."""
+    if eval_set.kind != "yollava":
+        return {"kind": eval_set.kind}
+    return {**eval_set.summary(), "subject_test_photos": len(splits.positives),
+            "subject_negatives": len(splits.negatives), "subject_visual_qa": len(splits.questions.get("vqa", [])),
+            "subject_text_qa": len(splits.questions.get("text_qa", []))}
+
+
+def _throughput(results: dict) -> dict | None:
+    """Logit scoring against free answers, in images per second, for the first method that measured both."""
+    first = next(iter(results["methods"].values()), {})
+    if "recognition" not in first or "logit_vs_generate_speedup" not in first["recognition"]:
+        return None
+    rec = first["recognition"]
+    return {"method": next(iter(results["methods"])), "logit_images_per_second": rec["images_per_second"],
+            "generate_images_per_second": rec["free_answer"]["images_per_second"],
+            "logit_vs_generate_speedup": rec["logit_vs_generate_speedup"]}
+
+
+def _unrunnable(eval_set, have_set: bool, tasks: list[str]) -> dict[str, str]:
+    """The QA tasks' skip when the evaluation set is not on this machine."""
+    if have_set or not {"vqa", "text_qa", "multi_concept"} & set(tasks):
+        return {}
+    fix = ("eval_set.images=<the DreamBooth dataset folder>" if eval_set.kind == "dreambooth" else
+           "eval_set.root=<the yollava-data folder>")
+    return {"qa": (f"evaluation set {eval_set.where()} not found: vqa, text_qa and multi_concept skipped, "
+                   f"recognition uses the concept's own test negatives; set {fix}")}
+
+
+def evaluate(cfg, out_dir: Path) -> dict:
+    """Run every configured task for every configured method; returns the metrics dict.
+
+    Load (the concept, the evaluation set, the adapters or the backbone, the methods), choose the splits, then
+    run the tasks method by method, and the forgetting check on the adapters."""
+    from tqdm.auto import tqdm
+
+    from yochameleon.data.concept import ConceptData
+
+    torch.manual_seed(int(cfg.seed))
+    concept = ConceptData.from_config(cfg.concept)
+    subject = str(cfg.concept.get("eval_subject") or concept.name)
+    eval_set = load_eval_set(cfg)
+    have_set = eval_set.available()
+    tasks = [str(t) for t in cfg.tasks]
+    skipped = _unrunnable(eval_set, have_set, tasks)
+    pm, backbone = load_models(cfg)
+    methods = make_methods(cfg, pm, backbone, concept, subject, eval_set, have_set, skipped)
+    splits = choose_splits(eval_set, have_set, concept, subject, tasks, skipped)
     scorers = _scorers(cfg) if "generation" in tasks else {}
     if "generation" in tasks and not scorers:
         skipped["generation_similarity"] = (
@@ -316,40 +414,17 @@ def evaluate(cfg, out_dir: Path) -> dict:
     if "forgetting" in tasks and pm is None:
         skipped["forgetting"] = "no adapter= given: forgetting compares an adapter with the plain backbone"
     results: dict = {"concept": concept.name, "subject": subject, "methods": {}, "skipped": skipped,
-                     "eval_set": {"kind": eval_set.kind}}
-    if eval_set.kind == "yollava":  # what loaded, so a run can be checked against the published set's size
-        results["eval_set"] = {**eval_set.summary(), "subject_test_photos": len(positives),
-                               "subject_negatives": len(negatives), "subject_visual_qa": len(questions.get("vqa", [])),
-                               "subject_text_qa": len(questions.get("text_qa", []))}
-    from tqdm.auto import tqdm
-
+                     "eval_set": _eval_set_record(eval_set, splits)}
     for method in tqdm(methods, desc="methods"):
         if subject not in method.subjects:
             skipped[method.name] = f"no way to introduce {subject!r} (e.g. no description)"
             continue
-        row: dict = {"tokens": method.tokens(subject)}
-        if "recognition" in tasks and positives:
-            row["recognition"] = recognition(method, subject, positives, negatives, cfg)
-        for task in ("vqa", "text_qa"):
-            if task in tasks and questions.get(task):
-                row[task] = multiple_choice(method, subject, questions[task], task, cfg)
-        if "multi_concept" in tasks and questions.get("multi_concept"):
-            row["multi_concept"] = multi_concept(method, subject, questions["multi_concept"], cfg)
-        if "generation" in tasks:
-            row["generation"] = generation(method, subject, concept.photos + concept.test_photos, cfg, out_dir,
-                                           scorers)
-        results["methods"][method.name] = row
+        results["methods"][method.name] = run_tasks(cfg, method, subject, splits, concept.photos + concept.test_photos,
+                                                    tasks, scorers, out_dir)
     if "forgetting" in tasks and pm is not None:
-        results["forgetting"] = forgetting(pm, [M.cached_photo(str(p)) for p in negatives[:2]])
-    first = next(iter(results["methods"].values()), {})
-    if "recognition" in first and "logit_vs_generate_speedup" in first["recognition"]:
-        rec = first["recognition"]
-        results["throughput"] = {
-            "method": next(iter(results["methods"])),
-            "logit_images_per_second": rec["images_per_second"],
-            "generate_images_per_second": rec["free_answer"]["images_per_second"],
-            "logit_vs_generate_speedup": rec["logit_vs_generate_speedup"],
-        }
+        results["forgetting"] = forgetting(pm, [M.cached_photo(str(p)) for p in splits.negatives[:2]])
+    if (throughput := _throughput(results)) is not None:
+        results["throughput"] = throughput
     return results
 
 
