@@ -28,3 +28,19 @@ def test_the_dead_code_is_gone():
     assert not hasattr(concepts, "concept_thing") and not hasattr(templates, "fill")
     assert any("write_json(" in p.read_text() for p in (REPO / "yochameleon").rglob("*.py") if p.name != "io.py")
     assert callable(io.write_json)
+
+
+def test_no_function_runs_over_sixty_lines_unless_its_docstring_says_why():
+    # Issue 26.5: a function a reader takes in at once. A longer one says why in a docstring line "Long: ...".
+    import ast
+
+    long = []
+    for path in sorted([*(REPO / "yochameleon").rglob("*.py"), *(REPO / "evaluation").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            says_why = any(line.strip().startswith("Long: ") for line in (ast.get_docstring(node) or "").splitlines())
+            if lines > 60 and not says_why:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions over 60 lines with no 'Long: <why>' in their docstring:\n" + "\n".join(long)

@@ -125,7 +125,7 @@ def _load_all(paths, progress: bool, what: str):
 
 
 def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> None:
-    rcfg, scfg = cfg.retrieval, cfg.recipe.soft_positives
+    rcfg = cfg.retrieval
     embedder = build_embedder(rcfg, backbone)
     # The concept's own photos are the training data: an unreadable one is refused (ImageError naming the
     # file and the fix, as training's VQ encoding refuses it), never silently dropped like a pool image.
@@ -136,41 +136,8 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
     if skipped:
         warnings.append(f"{len(skipped)} unreadable pool images skipped (listed under skipped_unreadable)")
     photo_emb, pool_emb = embedder.embed(photo_images), embedder.embed(pool_images)
-
-    # The subject's own pictures, training and held-out, must never become negatives (nor leak the test set).
-    held_out_images, held_out, _ = _load_all([*concept.val_photos, *concept.test_photos], False, "held-out photos")
-    photo_digests = {file_digest(p) for p in [*photos, *held_out]}
-    photo_hashes = [difference_hash(im) for im in [*photo_images, *held_out_images]]
-    duplicates = {}
-    for i, path in enumerate(pool):
-        if file_digest(path) in photo_digests:
-            duplicates[i] = "same file content as a photo of the concept"
-            continue
-        distance = min(bin(difference_hash(pool_images[i]) ^ h).count("1") for h in photo_hashes)
-        if distance <= int(rcfg.duplicate_hash_bits):
-            duplicates[i] = f"same picture as a photo of the concept (resized or re-encoded; hash distance {distance})"
-    near = (pool_emb @ photo_emb.T).amax(dim=1)
-    for i in torch.nonzero(near >= float(rcfg.duplicate_threshold)).flatten().tolist():
-        duplicates.setdefault(i, f"near-duplicate of a concept photo (cosine {float(near[i]):.4f})")
-    excluded = set(duplicates)
-
-    per_photo = int(rcfg.hard_negatives_per_photo)
-    available = len(pool) - len(excluded)
-    if available < per_photo * len(photos) + int(rcfg.easy_negatives):
-        warnings.append(f"pool has {available} usable images; asked for {per_photo} hard negatives x {len(photos)} "
-                        f"photos + {rcfg.easy_negatives} easy negatives: using what exists")
-    index = str(rcfg.index)
-    if index == "auto":  # exact either way; faiss only pays off for large pools
-        index = "faiss" if len(pool) > 100_000 and importlib.util.find_spec("faiss") else "brute"
-    hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded, index=index)
-    hard_set = excluded | {i for i, _, _ in hard}
-    easy = easy_negatives(len(pool), int(rcfg.easy_negatives), hard_set, int(cfg.seed))
-    tiers = []
-    if scfg.enabled:
-        if available < int(scfg.pool_size):
-            warnings.append(f"soft positives: pool has {available} usable images, asked for {scfg.pool_size}")
-        tiers = soft_positive_tiers(closeness(photo_emb, pool_emb), int(cfg.recipe.k_g), int(scfg.spacing),
-                                    int(scfg.pool_size), excluded)
+    duplicates = _concept_duplicates(concept, photo_images, pool, pool_images, photo_emb, pool_emb, rcfg)
+    hard, easy, tiers = _choose_negatives(cfg, len(photos), len(pool), photo_emb, pool_emb, set(duplicates), warnings)
     for message in warnings:
         log.warning("prepare <%s>: %s", concept.name, message)
 
@@ -193,8 +160,56 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
         "skipped_unreadable": skipped, "warnings": warnings, "generated_conversations": conversations,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    images = dict(zip(map(str, pool), pool_images)) | dict(zip(map(str, photos), photo_images))
-    rows = [("concept photos", [(str(p), "") for p in photos]),
+    _write_sheets(out, manifest, dict(zip(map(str, pool), pool_images)) | dict(zip(map(str, photos), photo_images)))
+
+
+def _concept_duplicates(concept, photo_images, pool, pool_images, photo_emb, pool_emb, rcfg) -> dict[int, str]:
+    """Pool index -> why it is excluded: the subject's own pictures, training and held-out, must never become
+    negatives (nor leak the test set): the same file, the same picture resized or re-encoded, or a near-duplicate."""
+    held_out_images, held_out, _ = _load_all([*concept.val_photos, *concept.test_photos], False, "held-out photos")
+    photo_digests = {file_digest(p) for p in [*concept.photos, *held_out]}
+    photo_hashes = [difference_hash(im) for im in [*photo_images, *held_out_images]]
+    duplicates = {}
+    for i, path in enumerate(pool):
+        if file_digest(path) in photo_digests:
+            duplicates[i] = "same file content as a photo of the concept"
+            continue
+        distance = min(bin(difference_hash(pool_images[i]) ^ h).count("1") for h in photo_hashes)
+        if distance <= int(rcfg.duplicate_hash_bits):
+            duplicates[i] = f"same picture as a photo of the concept (resized or re-encoded; hash distance {distance})"
+    near = (pool_emb @ photo_emb.T).amax(dim=1)
+    for i in torch.nonzero(near >= float(rcfg.duplicate_threshold)).flatten().tolist():
+        duplicates.setdefault(i, f"near-duplicate of a concept photo (cosine {float(near[i]):.4f})")
+    return duplicates
+
+
+def _choose_negatives(cfg, n_photos: int, n_pool: int, photo_emb, pool_emb, excluded: set[int],
+                      warnings: list[str]) -> tuple[list, list, list]:
+    """(hard negatives, easy negatives, soft-positive tiers) as pool indices; a short pool adds to `warnings`."""
+    rcfg, scfg = cfg.retrieval, cfg.recipe.soft_positives
+    per_photo = int(rcfg.hard_negatives_per_photo)
+    available = n_pool - len(excluded)
+    if available < per_photo * n_photos + int(rcfg.easy_negatives):
+        warnings.append(f"pool has {available} usable images; asked for {per_photo} hard negatives x {n_photos} "
+                        f"photos + {rcfg.easy_negatives} easy negatives: using what exists")
+    index = str(rcfg.index)
+    if index == "auto":  # exact either way; faiss only pays off for large pools
+        index = "faiss" if n_pool > 100_000 and importlib.util.find_spec("faiss") else "brute"
+    hard = hard_negatives(photo_emb, pool_emb, per_photo, excluded, index=index)
+    hard_set = excluded | {i for i, _, _ in hard}
+    easy = easy_negatives(n_pool, int(rcfg.easy_negatives), hard_set, int(cfg.seed))
+    tiers = []
+    if scfg.enabled:
+        if available < int(scfg.pool_size):
+            warnings.append(f"soft positives: pool has {available} usable images, asked for {scfg.pool_size}")
+        tiers = soft_positive_tiers(closeness(photo_emb, pool_emb), int(cfg.recipe.k_g), int(scfg.spacing),
+                                    int(scfg.pool_size), excluded)
+    return hard, easy, tiers
+
+
+def _write_sheets(out: Path, manifest: dict, images: dict) -> None:
+    """One contact sheet per kind of chosen image (the photos, hard and easy negatives, each soft-positive tier)."""
+    rows = [("concept photos", [(p, "") for p in manifest["photos"]]),
             ("hard negatives", [(h["path"], f"{h['score']:.3f}") for h in manifest["hard_negatives"]]),
             ("easy negatives", [(e["path"], "") for e in manifest["easy_negatives"]])]
     rows += [(f"soft positives tier {t['tier']} ({t['n_tokens']} g-tokens)",
