@@ -179,3 +179,67 @@ def test_a_small_checkpoint_loads_without_a_progress_bar(tiny_path, capfd):
 
     load_backbone(tiny_path, name="tiny")
     assert "Loading weights" not in capfd.readouterr().err  # Issue 25.9: a bar on every 70 MiB load
+
+
+def test_lr_schedules_constant_and_warmup_cosine_and_their_state_round_trips():
+    from types import SimpleNamespace
+
+    from yochameleon.training.optimization import build_lr_scheduler, build_optimizer
+
+    def lrs(kind, steps=6, restart_at=None):
+        tcfg = SimpleNamespace(optimizer="adamw", lr=0.1, weight_decay=0.0, lr_schedule=kind, warmup_steps=2)
+        optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], tcfg)
+        scheduler, seen = build_lr_scheduler(optimizer, tcfg, steps), []
+        for step in range(steps):
+            if step == restart_at:  # a resume: fresh objects, the saved states loaded
+                saved = optimizer.state_dict(), scheduler.state_dict()
+                optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], tcfg)
+                scheduler = build_lr_scheduler(optimizer, tcfg, steps)
+                optimizer.load_state_dict(saved[0])
+                scheduler.load_state_dict(saved[1])
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    assert lrs("constant") == [0.1] * 6  # today's behaviour: the configured lr, exactly, at every step
+    cosine = lrs("warmup_cosine")
+    assert cosine == pytest.approx([0.0, 0.05, 0.1, 0.1 * 0.5 * (1 + 0.5 ** 0.5), 0.05, 0.1 * 0.5 * (1 - 0.5 ** 0.5)])
+    assert lrs("warmup_cosine", restart_at=3) == cosine
+
+
+@pytest.mark.slow  # ~40 s on 2 cores
+def test_a_warmup_cosine_run_interrupted_and_resumed_takes_the_same_steps(tmp_path, cache_dir, monkeypatch):
+    """trainer.lr_schedule=warmup_cosine: the schedule's state is in the checkpoint, so the resumed steps take the
+    learning rates (and reach the rows) of the run that never stopped; a resume with another schedule is refused."""
+    short = ["+concept=demo", "logger=none", "trainer.max_steps=4", "trainer.eval_every=100",
+             "trainer.checkpoint_every=2", "trainer.deterministic=true", "trainer.sample_images=false",
+             "trainer.lr_schedule=warmup_cosine", "trainer.warmup_steps=2"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(compose(short, cache_dir), straight)
+    real_save = recipe.save_checkpoint
+
+    def crash_after_first_checkpoint(run_dir, tokens, optimizer, state, *args):
+        real_save(run_dir, tokens, optimizer, state, *args)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose(short, cache_dir), interrupted)
+    monkeypatch.setattr(recipe, "save_checkpoint", real_save)
+    assert (interrupted / "checkpoint" / "lr_scheduler.pt").is_file()
+    with pytest.raises(ResumeError, match="lr_schedule"):
+        train(compose([*short, "trainer.resume=true", "trainer.lr_schedule=constant"], cache_dir), interrupted)
+    assert train(compose([*short, "trainer.resume=true"], cache_dir), interrupted)["resumed_from"] == 2
+
+    def steps(run_dir):
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: (r["train/lr"], r["train/loss"]) for r in records if "train/loss" in r}
+
+    lr = float(compose(short, cache_dir).trainer.lr)
+    assert [step_lr for step_lr, _ in steps(straight).values()] == pytest.approx([0.0, lr / 2, lr, lr / 2])
+    assert steps(interrupted) == steps(straight)
+    a = load_file(str(straight / "adapter" / "adapter.safetensors"))
+    b = load_file(str(interrupted / "adapter" / "adapter.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -40,6 +40,8 @@ Source = _choices("Source", "local", "tiny", "toyworld", "janus-tiny")          
 Dtype = _choices("Dtype", "auto", "float32", "bfloat16", "float16")               # backbone weights
 Precision = _choices("Precision", "auto", "bf16", "no")                           # accelerate mixed precision
 TrainDevice = _choices("TrainDevice", "auto", "cpu")
+Optimizer = _choices("Optimizer", "adamw")                                        # training/optimization.py
+LrSchedule = _choices("LrSchedule", "constant", "warmup_cosine")                 # training/optimization.py
 # What chooses best/ on the validation split: a recognition figure every recipe reports (higher is better).
 SelectBy = _choices("SelectBy", *(f"eval/recognition/{k}" for k in ("weighted", "auroc", "positive", "negative")))
 SelfPromptLoss = _choices("SelfPromptLoss", "group", "token")                     # data/samples.py GROUP_LOSS
@@ -147,6 +149,9 @@ class TrainerConfig:
     batch_size: int = MISSING
     grad_accum: int = MISSING
     lr: float = MISSING
+    optimizer: Optimizer = MISSING
+    lr_schedule: LrSchedule = MISSING  # constant | warmup_cosine (warmup_steps, then a half cosine to 0)
+    warmup_steps: int = MISSING
     weight_decay: float = MISSING
     grad_clip: Optional[float] = MISSING
     length_group_ratio: float = MISSING

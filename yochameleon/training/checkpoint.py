@@ -3,6 +3,7 @@
     checkpoint/adapter.safetensors + adapter_config.json   the trainable rows
     checkpoint/optimizer.pt                                 AdamW state (loaded with weights_only=True)
     checkpoint/optimizer_rank<r>.pt                         ... or, under DeepSpeed ZeRO-1/2/3, one shard per rank
+    checkpoint/lr_scheduler.pt                              the learning-rate schedule's state (trainer.lr_schedule)
     checkpoint/state.json                                   step, best metric, W&B id, run facts
     checkpoint/rng.pt                                       torch RNG state
 
@@ -29,6 +30,9 @@ from yochameleon.training.distributed import torch_world
 
 CHECKPOINT_DIR = "checkpoint"
 SHARD_FILE = "optimizer_rank{rank}.pt"
+SCHEDULER_FILE = "lr_scheduler.pt"
+# Run facts added after checkpoints were first written, with the value every older checkpoint was trained with.
+_FACTS_BEFORE_RECORDED = {"optimizer": "adamw", "lr_schedule": "constant"}
 # Kept out of a saved ZeRO shard: the loss scaler is an object (its numbers are kept instead), and
 # the parameter-name maps only serve DeepSpeed's universal-checkpoint conversion, not a resume.
 _LOSS_SCALER, _DROPPED = "loss_scaler", ("param_slice_mappings", "universal_checkpoint_info")
@@ -100,7 +104,7 @@ def optimizer_shards(optimizer) -> list[dict] | None:
 
 
 def save_checkpoint(run_dir: Path, tokens, optimizer, state: dict, fingerprint: dict, run_facts: dict,
-                    shards: list[dict] | None = None) -> None:
+                    shards: list[dict] | None = None, lr_scheduler=None) -> None:
     """Write the full training state into run_dir/checkpoint (replacing the previous one atomically).
 
     `shards` (from `optimizer_shards`, ZeRO-1/2/3) replace the one optimizer state of this rank; under ZeRO-3
@@ -112,6 +116,8 @@ def save_checkpoint(run_dir: Path, tokens, optimizer, state: dict, fingerprint: 
                 torch.save(shard, staging / SHARD_FILE.format(rank=rank))
         else:
             torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if lr_scheduler is not None:
+            torch.save(lr_scheduler.state_dict(), staging / SCHEDULER_FILE)
         torch.save({"torch": torch.get_rng_state()}, staging / "rng.pt")
         record = {**state, "optimizer_shards": len(shards) if shards else 0, "optimizer_kind": optimizer_kind(optimizer),
                   "run": run_facts}
@@ -160,15 +166,17 @@ def check_run_facts(run_dir: Path, run_facts: dict) -> dict:
     state = read_state(run_dir)
     saved = state.get("run", {})
     for key, value in run_facts.items():
-        if saved.get(key) != value:
+        was = saved.get(key, _FACTS_BEFORE_RECORDED.get(key))
+        if was != value:
             raise ResumeError(
-                f"{ckpt} was written with {key}={saved.get(key)!r} but this run has {key}={value!r}. Resume with the "
+                f"{ckpt} was written with {key}={was!r} but this run has {key}={value!r}. Resume with the "
                 "same settings, or start a new run with run_name=<new name>.")
     return state
 
 
-def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict, fingerprint: dict | None = None) -> dict:
-    """Restore rows, optimizer and RNG into the live objects; returns the saved state.
+def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict, fingerprint: dict | None = None,
+                    lr_scheduler=None) -> dict:
+    """Restore rows, optimizer, learning-rate schedule and RNG into the live objects; returns the saved state.
 
     `fingerprint`: the backbone's, read while its weights were whole (ZeRO-3 partitions them at `prepare`)."""
     fingerprint = fingerprint or backbone.fingerprint()
@@ -209,5 +217,7 @@ def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict,
         else:
             zero.load_state_dict(shards, load_optimizer_states=True, load_from_fp32_weights=True)
         vars(zero.loss_scaler).update(scaler)
+    if lr_scheduler is not None and (ckpt / SCHEDULER_FILE).is_file():  # older checkpoints: constant, nothing to restore
+        lr_scheduler.load_state_dict(torch.load(ckpt / SCHEDULER_FILE, weights_only=True))
     torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
     return state

@@ -1,15 +1,17 @@
 """The training recipe: only the concept's rows learn; everything else is frozen and cached.
 
-    setup()            validate the concept, load the backbone, prepare data, build the optimizer
+    setup()            validate the concept, load the backbone, prepare data, build the optimizer and its
+                       learning-rate schedule; each `_setup_*` step returns what it builds
     train_step(step)   one optimizer step over the global batch (this process's share of it)
-    evaluate(done)     recognition on the validation split, a sample image, keep best/
+    evaluate(done)     `_score` the validation split, `_draw_sample`, `_keep_best` (best/)
     save_checkpoint()  rows + optimizer + state, atomically, for an exact resume
     finish()           the last adapter, the test split scored once, the final samples and
                        their contact sheet, the summary
 
 `train(cfg, run_dir)` runs them in order. What differs between one process, DDP and ZeRO lives
 in `training/distributed.py`; preparation in `data/preparation.py`; decoding in `model/decoding.py`;
-what the run draws (and the judge of toy concepts' drawings) in `training/drawing.py`.
+what the run draws (and the judge of toy concepts' drawings) in `training/drawing.py`; the optimizer
+and the schedule (trainer.optimizer, trainer.lr_schedule) in `training/optimization.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,6 +58,7 @@ from yochameleon.training.drawing import (contact_sheet, draw_images, judge_figu
                                           sample_settings)
 from yochameleon.training.interrupt import StopRequests, TrainingInterrupted
 from yochameleon.training.logging import NullLogger, RunLogger
+from yochameleon.training.optimization import build_lr_scheduler, build_optimizer, schedule_fact
 
 log = logging.getLogger(__name__)
 
@@ -116,81 +120,122 @@ def _check_run_dir(run_dir: Path, resume: bool, max_steps=None) -> bool:
     return False
 
 
+@dataclass
+class Selection:
+    """What chooses best/ and what it holds so far. The understanding side (trainer.select_best_by) always;
+    the generation side (`GENERATION_METRIC`) when g-tokens of their own learn to draw."""
+
+    select_by: str
+    selected_on: str | None  # "val" when a validation split chooses; None: nothing is chosen (never on test)
+    sides: list[str]
+    side_metric: dict
+    best: dict = field(default_factory=lambda: {"understanding": -math.inf, "generation": math.inf})
+    best_steps: dict = field(default_factory=dict)
+    best_rows: dict = field(default_factory=dict)
+
+    def improved(self, metrics: dict) -> list[str]:
+        """The sides whose metric in `metrics` beats what best/ holds (NaN never does)."""
+        return [side for side in self.sides
+                if _better(side, metrics.get(self.side_metric[side], math.nan), self.best[side])]
+
+    def keep(self, sides: list[str], metrics: dict, step: int, rows: tuple) -> None:
+        for side in sides:
+            self.best[side], self.best_steps[side], self.best_rows[side] = metrics[self.side_metric[side]], step, rows
+
+    def record(self) -> dict:
+        """Each side's metric, score and step (best/'s adapter_config.json "selection", the summary's "best")."""
+        return {side: {"metric": self.side_metric[side], "score": self.best[side], "step": self.best_steps[side]}
+                for side in self.sides}
+
+
 class PersonalizationRecipe:
     """One concept's training run on a frozen backbone (see the module docstring for the stages)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.tcfg, self.recipe = cfg.trainer, cfg.recipe
+        self.batch_size, self.accum = int(self.tcfg.batch_size), int(self.tcfg.grad_accum)
+        self.last_eval: dict | None = None  # the latest evaluation's metrics
+        self.losses: list[float] = []  # this process's steps' training losses
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
-        """Everything before the first step, in the order that fails fastest on bad input."""
+        """Everything before the first step, in the order that fails fastest on bad input; each step returns
+        what it builds."""
         self.started = time.time()
         self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume), self.tcfg.max_steps)
         self.concept = ConceptData.from_config(self.cfg.concept)  # validate data before loading a large model
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._setup_launcher()
-        self._setup_backbone()
-        self._setup_data()
-        self._setup_optimization()
-        self._setup_state()
+        self.accelerator, self.dist = self._setup_launcher()
+        self.backbone, self.tokens = self._setup_backbone()
+        # Evaluations during training score the validation split (or the training photos); only a
+        # validation split chooses best/. The test split is scored once, at the end, to report.
+        self.select_split, self.test_split = self.concept.selection_split(), self.concept.test_split()
+        self.cache, self.builder, self.preparation = self._setup_data()
+        self.plan, self.micro_per_epoch, self.total_steps = self._setup_plan()
+        self.init_record = self._setup_init()
+        self.facts, self.fingerprint, self.adapter_extra = self._setup_records()
+        self.model, self.optimizer, self.lr_scheduler = self._setup_optimization()
+        self.inner = _unwrapped(self.accelerator, self.model)  # evaluation and sampling bypass any DDP wrapper
+        self.selection, self.scores_generation = self._setup_selection()
+        self.start_step, wandb_id = self._setup_resume()
+        self.logger = self._setup_logger(wandb_id)
+        self.draw_samples = (bool(self.tcfg.sample_images) and self.backbone.has_decoder
+                             and bool(self.recipe.tasks.generation))
 
-    def _setup_launcher(self) -> None:
+    def _setup_launcher(self) -> tuple[Accelerator, Distributed]:
         precision = str(self.tcfg.precision)
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and self.tcfg.device != "cpu" else "no"
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=self.tcfg.device == "cpu",
-                                       gradient_accumulation_steps=int(self.tcfg.grad_accum))
+        accelerator = Accelerator(mixed_precision=precision, cpu=self.tcfg.device == "cpu",
+                                  gradient_accumulation_steps=self.accum)
         torch.manual_seed(int(self.cfg.seed))
-        self.dist = Distributed(self.accelerator)
-        if self.dist.main:
+        dist = Distributed(accelerator)
+        if dist.main:
             log.info("launcher: %s, %d process(es), device %s, precision %s",
-                     self.accelerator.distributed_type.value, self.dist.world, self.accelerator.device, precision)
-        self.dist.check(int(self.tcfg.batch_size), self.resuming, self.run_dir)
+                     accelerator.distributed_type.value, dist.world, accelerator.device, precision)
+        dist.check(self.batch_size, self.resuming, self.run_dir)
+        return accelerator, dist
 
-    def _setup_backbone(self) -> None:
+    def _setup_backbone(self):
+        """The backbone and the concept's tokens on it; a resume with other settings is refused here, before the
+        data is prepared."""
         # Rank 0 builds/caches the tiny model first; a rank-0-first load under ZeRO-3 would deadlock
         # zero.Init's collectives, hence whole weights (partitioned later, at `prepare`).
         with self.dist.main_process_first(), self.dist.whole_weights():
-            self.backbone = load_configured_backbone(self.cfg.model, self.cfg.cache_dir,
-                                                     device=self.accelerator.device)
+            backbone = load_configured_backbone(self.cfg.model, self.cfg.cache_dir, device=self.accelerator.device)
         recipe = self.recipe
-        self.tokens = PersonalizedTokens.from_backbone(
-            self.backbone.model, self.backbone.vocabulary_map, self.concept.name, int(recipe.k_g),
-            int(recipe.k_u), self._first_token(), bool(recipe.shared_tokens))
-        self.tokens.to(self.accelerator.device)
-        if self.resuming:  # a resume with other settings is refused before the data is prepared
-            check_run_facts(self.run_dir, self._run_facts())
+        first = str(recipe.first_token)  # `auto`: the backbone family's own first free row
+        tokens = PersonalizedTokens.from_backbone(
+            backbone.model, backbone.vocabulary_map, self.concept.name, int(recipe.k_g), int(recipe.k_u),
+            backbone.default_first_token if first == "auto" else first, bool(recipe.shared_tokens))
+        tokens.to(self.accelerator.device)
+        if self.resuming:
+            check_run_facts(self.run_dir, self._run_facts(tokens))
+        return backbone, tokens
 
-    def _first_token(self) -> str:
-        """recipe.first_token, or the backbone family's own first free row for `auto`."""
-        first = str(self.recipe.first_token)
-        return self.backbone.default_first_token if first == "auto" else first
-
-    def _setup_data(self) -> None:
-        cfg, recipe, concept = self.cfg, self.recipe, self.concept
-        self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
-        # Evaluations during training score the validation split (or the training photos); only a
-        # validation split chooses best/. The test split is scored once, at the end, to report.
-        self.select_split, self.test_split = concept.selection_split(), concept.test_split()
-        test = self.test_split
-        all_images = [*concept.photos, *self.select_split.positives, *self.select_split.negatives,
+    def _setup_data(self) -> tuple[VQCodeCache, SampleBuilder, object]:
+        """The VQ code cache (warmed with every image the run reads), the sample builder and the preparation."""
+        cfg, concept, select, test = self.cfg, self.concept, self.select_split, self.test_split
+        cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
+        all_images = [*concept.photos, *select.positives, *select.negatives,
                       *(test.positives + test.negatives if test else [])]
-        self.builder = SampleBuilder.from_recipe(self.backbone, self.tokens, self.cache, recipe)
+        builder = SampleBuilder.from_recipe(self.backbone, self.tokens, cache, self.recipe)
         progress = bool(self.tcfg.progress and self.dist.main)
         with self.dist.main_process_first():
             with tqdm(total=len(all_images), desc="VQ-encode images (cached)", disable=not progress) as bar:
-                self.cache.warm(all_images, bar)
-            self.preparation = prepare_concept(cfg, concept, self.backbone, cfg.cache_dir, progress=progress)
-            prep = self.preparation
-            self.cache.warm([*prep.hard_negatives, *prep.easy_negatives, *(p for p, _ in prep.soft_positives)])
-        self.plan = EpochPlan.from_recipe(concept, recipe, cfg.seed, self.preparation)
-        self.batch_size, self.accum = int(self.tcfg.batch_size), int(self.tcfg.grad_accum)
-        self.micro_per_epoch = self.plan.steps_per_epoch(self.batch_size)
-        self.total_steps = (int(self.tcfg.max_steps) if self.tcfg.max_steps
-                            else math.ceil(self.tcfg.epochs * self.micro_per_epoch / self.accum))
-        self.init_record = self._setup_init()
+                cache.warm(all_images, bar)
+            prep = prepare_concept(cfg, concept, self.backbone, cfg.cache_dir, progress=progress)
+            cache.warm([*prep.hard_negatives, *prep.easy_negatives, *(p for p, _ in prep.soft_positives)])
+        return cache, builder, prep
+
+    def _setup_plan(self) -> tuple[EpochPlan, int, int]:
+        """The epochs' samples, micro-batches per epoch, and the run's optimizer steps."""
+        plan = EpochPlan.from_recipe(self.concept, self.recipe, self.cfg.seed, self.preparation)
+        micro_per_epoch = plan.steps_per_epoch(self.batch_size)
+        total = (int(self.tcfg.max_steps) if self.tcfg.max_steps
+                 else math.ceil(self.tcfg.epochs * micro_per_epoch / self.accum))
+        return plan, micro_per_epoch, total
 
     def _setup_init(self) -> dict:
         """recipe.init: where the rows start (a resume reads them from its checkpoint instead)."""
@@ -208,78 +253,86 @@ class PersonalizationRecipe:
                      description, len(photos))
         return {"kind": kind, "description": description, "per_photo": descriptions}
 
-    def _setup_optimization(self) -> None:
+    def _setup_records(self) -> tuple[dict, dict, dict]:
+        """What the checkpoint and the adapters record: the run facts a resume must share, the backbone's
+        fingerprint (read from the whole weights, before ZeRO-3 may partition them in `prepare`), the adapter's
+        other fields."""
+        facts = self._run_facts(self.tokens)
+        fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
+                                                     "model_config": self.cfg.model.name,
+                                                     "source": configured_source(self.cfg.model)}
+        extra = {**facts, "system_prefix": self.tokens.system_prefix(),
+                 "recipe": OmegaConf.to_container(self.recipe, resolve=True), "init": self.init_record}
+        return facts, fingerprint, extra
+
+    def _setup_optimization(self):
+        """The model over the backbone and rows, the optimizer (trainer.optimizer) and its learning-rate schedule
+        (trainer.lr_schedule), prepared by accelerate (the schedule is stepped here, once per optimizer step)."""
         tcfg, dist = self.tcfg, self.dist
         self.backbone.model.lockstep = dist.zero3  # Janus: every rank calls every submodule (Chameleon: no-op)
         model = PersonalizedChameleon(self.backbone.model, [self.tokens],
                                       dist.length_group_ratio(float(tcfg.length_group_ratio)),
                                       gradient_checkpointing=bool(tcfg.gradient_checkpointing))
         dist.set_micro_batch(self.batch_size)
-        optimizer = torch.optim.AdamW(self.tokens.parameters(), lr=float(tcfg.lr),
-                                      weight_decay=float(tcfg.weight_decay))
-        # Read from the whole weights, before ZeRO-3 may partition them in `prepare`.
-        self.facts = self._run_facts()
-        self.fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
-                                                          "model_config": self.cfg.model.name,
-                                                          "source": configured_source(self.cfg.model)}
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.inner = _unwrapped(self.accelerator, self.model)  # evaluation and sampling bypass any DDP wrapper
-        self.adapter_extra = {**self.facts, "system_prefix": self.tokens.system_prefix(),
-                              "recipe": OmegaConf.to_container(self.recipe, resolve=True), "init": self.init_record}
+        optimizer = build_optimizer(self.tokens.parameters(), tcfg)
+        scheduler = build_lr_scheduler(optimizer, tcfg, self.total_steps)
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        return model, optimizer, scheduler
 
-    def _run_facts(self) -> dict:
+    def _run_facts(self, tokens: PersonalizedTokens) -> dict:
         """Settings a checkpoint must share with the run that resumes it."""
-        cfg, tokens = self.cfg, self.tokens
+        cfg = self.cfg
         return {
             "concept": tokens.name, "model": cfg.model.name, "k_g": tokens.k_g, "k_u": tokens.k_u,
             "first_token": tokens.token_names[0], "self_prompting": bool(cfg.recipe.self_prompting),
             "shared_tokens": tokens.shared, "batch_size": int(cfg.trainer.batch_size),
             "grad_accum": int(cfg.trainer.grad_accum), "seed": int(cfg.seed),
+            "optimizer": str(cfg.trainer.optimizer), "lr_schedule": schedule_fact(cfg.trainer),
         }
 
-    def _setup_selection(self) -> None:
-        """What chooses best/: the understanding side always, the generation side when g-tokens of their own
-        learn to draw (with shared tokens one step must serve both, so the understanding score decides)."""
-        self.select_by = str(self.tcfg.select_best_by)
-        # Never the test split, never the training photos.
-        self.selected_on = "val" if self.select_split.name == "val" else None
-        self.scores_generation = bool(self.recipe.tasks.generation) and bool(self.tokens.g_token_ids())
-        self.sides = ["understanding"] + (["generation"] if self.scores_generation and not self.tokens.shared else [])
-        self.side_metric = {"understanding": self.select_by, "generation": GENERATION_METRIC}
-        self.best = {"understanding": -math.inf, "generation": math.inf}
-        self.best_steps: dict = {side: None for side in self.sides}
-        self.best_rows: dict = {side: None for side in self.sides}
+    def _setup_selection(self) -> tuple[Selection, bool]:
+        """What chooses best/ (see `Selection`; with shared tokens one step must serve both sides, so the
+        understanding score decides), and whether evaluations score generation."""
+        scores_generation = bool(self.recipe.tasks.generation) and bool(self.tokens.g_token_ids())
+        sides = ["understanding"] + (["generation"] if scores_generation and not self.tokens.shared else [])
+        select_by = str(self.tcfg.select_best_by)
+        selection = Selection(select_by, "val" if self.select_split.name == "val" else None, sides,
+                              {"understanding": select_by, "generation": GENERATION_METRIC},
+                              best_steps={side: None for side in sides}, best_rows={side: None for side in sides})
+        return selection, scores_generation
+
+    def _setup_resume(self) -> tuple[int, str | None]:
+        """A resume's rows, optimizer, schedule, RNG and best/ scores; the step to start from and the W&B run id."""
+        if not self.resuming:
+            return 0, None
+        state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts,
+                                self.fingerprint, self.lr_scheduler)
+        self._resume_selection()
+        log.info("resuming %s from step %d", self.run_dir, state["step"])
+        return state["step"], state.get("wandb_id")
 
     def _resume_selection(self) -> None:
         """The scores best/ holds are read from best/ itself (a checkpoint can be older than best/ on disk)."""
-        best_dir = self.run_dir / "best"
-        if not (self.selected_on and (best_dir / "adapter_config.json").is_file()):
+        chosen, best_dir = self.selection, self.run_dir / "best"
+        if not (chosen.selected_on and (best_dir / "adapter_config.json").is_file()):
             return
         config = read_adapter_config(best_dir)
         rows = read_adapter_rows(best_dir, config, self.backbone.hidden_size)
         rows = tuple(r.detach().float().cpu().clone() for r in rows)
         selection = config.get("selection") or {"understanding": {
-            "score": config.get(self.select_by, -math.inf), "step": config.get("step")}}
+            "score": config.get(chosen.select_by, -math.inf), "step": config.get("step")}}
         for side, kept in selection.items():
-            if side in self.sides and kept.get("score") is not None:
-                self.best[side], self.best_steps[side], self.best_rows[side] = float(kept["score"]), kept["step"], rows
+            if side in chosen.sides and kept.get("score") is not None:
+                chosen.best[side], chosen.best_steps[side], chosen.best_rows[side] = (float(kept["score"]),
+                                                                                      kept["step"], rows)
 
-    def _setup_state(self) -> None:
-        self.start_step, wandb_id = 0, None
-        self._setup_selection()
-        if self.resuming:
-            state = load_checkpoint(self.run_dir, self.backbone, self.tokens, self.optimizer, self.facts,
-                                    self.fingerprint)
-            self.start_step, wandb_id = state["step"], state.get("wandb_id")
-            self._resume_selection()
-            log.info("resuming %s from step %d", self.run_dir, self.start_step)
+    def _setup_logger(self, wandb_id: str | None):
+        """The run's W&B logger on rank 0 (continuing the run's W&B run on a resume), a null one elsewhere."""
+        if not self.dist.main:
+            return NullLogger()
         run_config = plain_config(self.cfg) | {"run_dir": str(self.run_dir)}  # paths, choices as strings
-        self.logger = (RunLogger(self.cfg.logger, self.run_dir, run_config, wandb_id,
-                                 self.start_step if self.resuming else None) if self.dist.main else NullLogger())
-        self.last_eval: dict | None = None
-        self.draw_samples = (bool(self.tcfg.sample_images) and self.backbone.has_decoder
-                             and bool(self.recipe.tasks.generation))
-        self.losses: list[float] = []
+        return RunLogger(self.cfg.logger, self.run_dir, run_config, wandb_id,
+                         self.start_step if self.resuming else None)
 
     # ---------------------------------------------------------------- the steps
     def train_step(self, step: int) -> dict:
@@ -287,6 +340,7 @@ class PersonalizationRecipe:
         accelerator, model, dist = self.accelerator, self.model, self.dist
         device, pad_id = accelerator.device, self.backbone.tokenizer.pad_token_id
         task_losses = defaultdict(list)
+        lr = self.lr_scheduler.get_last_lr()[0]  # this step's learning rate
         for micro in range(self.accum):
             global_specs = self.plan.batch(step * self.accum + micro, self.batch_size)
             specs, loss_factor = dist.share(global_specs)  # each process takes its share
@@ -301,13 +355,15 @@ class PersonalizationRecipe:
                 if accelerator.sync_gradients and self.tcfg.grad_clip:
                     accelerator.clip_grad_norm_(self.tokens.parameters(), float(self.tcfg.grad_clip))
                 self.optimizer.step()
+                if accelerator.sync_gradients:  # once per optimizer step, whatever grad_accum
+                    self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             counted = batch["tasks"] if loss_factor else []  # a stand-in sample is not part of the batch
             for task, value in dist.gather(counted, out["per_sample"].detach()):
                 task_losses[task].append(value)
         step_loss = sum(sum(v) for v in task_losses.values()) / sum(len(v) for v in task_losses.values())
         self.losses.append(step_loss)
-        record = {"train/loss": step_loss, "train/epoch": (step * self.accum) / self.micro_per_epoch}
+        record = {"train/loss": step_loss, "train/epoch": (step * self.accum) / self.micro_per_epoch, "train/lr": lr}
         return record | {f"train/loss/{task}": sum(v) / len(v) for task, v in task_losses.items()}
 
     def evaluate(self, done: int) -> dict:
@@ -340,36 +396,32 @@ class PersonalizationRecipe:
         """best/: the rows of the step with the best understanding score (trainer.select_best_by), with the
         g-token rows of the step with the lowest validation generation NLL (`eval/generation/nll`) when the
         recipe trains generation on separate g-tokens. Rank 0 decides and every rank follows (ZeRO-3 gathers)."""
-        if not self.selected_on:
+        if not self.selection.selected_on:
             return
-        improved = self.dist.agree([side for side in self.sides
-                                    if _better(side, metrics.get(self.side_metric[side], math.nan), self.best[side])])
+        improved = self.dist.agree(self.selection.improved(metrics))
         if not improved:
             return
         with self.dist.whole_rows(self.tokens):
             rows = (self.tokens.input_rows.detach().float().cpu().clone(),
                     self.tokens.output_rows.detach().float().cpu().clone())
-        for side in improved:
-            self.best[side] = metrics[self.side_metric[side]]
-            self.best_steps[side] = done
-            self.best_rows[side] = rows
+        self.selection.keep(improved, metrics, done, rows)
         if self.dist.main:
             self._write_best()
 
     def _write_best(self) -> None:
         """best/ from the kept rows of each side (see `_keep_best`); its config says which step each side is from."""
-        inputs, outputs = (r.clone() for r in self.best_rows["understanding"])
-        if self.best_rows.get("generation") is not None:
+        kept = self.selection
+        inputs, outputs = (r.clone() for r in kept.best_rows["understanding"])
+        if kept.best_rows.get("generation") is not None:
             g = torch.tensor([int((self.tokens.token_ids == i).nonzero()) for i in self.tokens.g_token_ids()],
                              dtype=torch.long)
-            inputs[g], outputs[g] = self.best_rows["generation"][0][g], self.best_rows["generation"][1][g]
+            inputs[g], outputs[g] = kept.best_rows["generation"][0][g], kept.best_rows["generation"][1][g]
         chosen = PersonalizedTokens(self.tokens.name, self.tokens.token_names, self.tokens.token_ids.tolist(),
                                     self.tokens.k_g, self.tokens.k_u, inputs, outputs, self.tokens.shared)
-        selection = {side: {"metric": self.side_metric[side], "score": self.best[side], "step": self.best_steps[side]}
-                     for side in self.sides}
         save_adapter(self.run_dir / "best", chosen, self.fingerprint, self.adapter_extra | {
-            "step": self.best_steps["understanding"], "selected_on": self.selected_on,
-            "selection_metric": self.select_by, self.select_by: self.best["understanding"], "selection": selection})
+            "step": kept.best_steps["understanding"], "selected_on": kept.selected_on,
+            "selection_metric": kept.select_by, kept.select_by: kept.best["understanding"],
+            "selection": kept.record()})
 
     def save_checkpoint(self, done: int) -> None:
         """Rows, optimizer (every rank's ZeRO-1/2/3 partition) and state; all ranks must call it."""
@@ -378,8 +430,9 @@ class PersonalizationRecipe:
             with self.dist.whole_rows(self.tokens):
                 if self.dist.main:
                     save_checkpoint(self.run_dir, self.tokens, self.optimizer,
-                                    {"step": done, "total_steps": self.total_steps, "best": self.best,
-                                     "wandb_id": self.logger.wandb_id}, self.fingerprint, self.facts, shards)
+                                    {"step": done, "total_steps": self.total_steps, "best": self.selection.best,
+                                     "wandb_id": self.logger.wandb_id}, self.fingerprint, self.facts, shards,
+                                    self.lr_scheduler)
 
     def run(self) -> dict:
         """setup, the steps with evaluations and checkpoints, finish."""
@@ -453,7 +506,7 @@ class PersonalizationRecipe:
 
     def _chosen_adapter(self) -> Path | None:
         """best/ when the validation split chose one (what the summary tells a user to use); None: the last rows."""
-        return self.run_dir / "best" if self.selected_on and self.best_steps["understanding"] is not None else None
+        return self.run_dir / "best" if self.selection.selected_on and self.selection.best_steps["understanding"] is not None else None
 
     def _draw_final_samples(self) -> list[Image.Image]:
         """trainer.final_samples images of "A photo of <sks>." by the adapter a user is told to use, seeded."""
@@ -521,7 +574,7 @@ class PersonalizationRecipe:
         return [by_step[step] for step in sorted(by_step)] or self.losses
 
     def _summary(self, final: dict, text_qa: dict | None, answer: str) -> dict:
-        run_dir, selected_on = self.run_dir, self.selected_on
+        run_dir, selected_on = self.run_dir, self.selection.selected_on
         summary = {
             "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
             "best_adapter": str(run_dir / "best") if self._chosen_adapter() and (run_dir / "best").is_dir() else None,
@@ -532,9 +585,7 @@ class PersonalizationRecipe:
             "resumed_from": self.start_step if self.resuming else None,
             "wall_seconds": round(time.time() - self.started, 1),
             "final": final,
-            "best": ({"selected_on": selected_on} | {
-                side: {"metric": self.side_metric[side], "score": self.best[side], "step": self.best_steps[side]}
-                for side in self.sides} if selected_on else None),
+            "best": {"selected_on": selected_on} | self.selection.record() if selected_on else None,
             "sample_answer": answer,
             "vq_images_encoded_this_run": self.cache.encoded, "preparation": str(self.preparation.directory),
             "launcher": self.dist.launcher, "deepspeed_zero_stage": self.dist.zero_stage,
