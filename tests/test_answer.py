@@ -122,6 +122,29 @@ def test_python_answer_refuses_an_unknown_concept(untrained, cache_dir):
         pm.answer("Describe <rex>.", max_new_tokens=2)
 
 
+def test_load_reads_each_adapter_config_once(untrained, tmp_path, cache_dir, monkeypatch):
+    """issue 26 item 3: the adapter's JSON is read and checked once, then the config object is passed down."""
+    import shutil
+
+    import yochameleon.concept.adapter as adapter
+    import yochameleon.inference as inference
+
+    second = tmp_path / "second"
+    shutil.copytree(untrained, second)
+    (second / "adapter_config.json").write_text((untrained / "adapter_config.json").read_text().replace(
+        '"corgi"', '"rex"'))
+    reads, real = [], adapter.read_adapter_config
+
+    def counting(directory):
+        reads.append(Path(directory))
+        return real(directory)
+
+    monkeypatch.setattr(adapter, "read_adapter_config", counting)
+    monkeypatch.setattr(inference, "read_adapter_config", counting)
+    pm = PersonalizedModel.load([untrained, second], cache_dir=cache_dir)
+    assert reads == [untrained, second] and sorted(pm.concepts) == ["corgi", "rex"]
+
+
 def test_a_backbone_mismatch_names_both_backbones_and_the_flag_before_loading(untrained, tmp_path, cache_dir,
                                                                               monkeypatch):
     # Issue 25.7: the loaded backbone was named after the adapter's record ('janus-tiny' for a tiny Chameleon),

@@ -210,3 +210,57 @@ def test_every_adapter_tensor_is_checked_against_its_config_and_the_backbone(tmp
         with pytest.raises(AdapterError, match=CONFIG_NAME):
             load_adapter(edited, bb)
     assert torch.equal(load_adapter(good, bb).output_rows, tokens.output_rows)
+
+
+def _rewrite_config(directory, edit):
+    import json
+
+    from yochameleon.concept.adapter import CONFIG_NAME
+
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    edit(config)
+    (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
+def test_adapters_written_before_the_newer_fields_still_load(tmp_path, backbone):
+    """issue 26 item 3: "selection", "init", "recipe.generation_group", "shared_tokens", "self_prompting" and the
+    whole recipe are optional; an adapter without them reads with their defaults and loads."""
+    from yochameleon.concept.adapter import read_adapter_config
+
+    tokens = make_tokens(backbone)
+    recipe = {"name": "yochameleon", "generation_group": "4", "inference": {"self_prompt": "emitted"}}
+    save_adapter(tmp_path / "new", tokens, backbone.fingerprint(), {
+        "self_prompting": False, "recipe": recipe, "init": {"kind": "reserved"}, "step": 6, "selected_on": "val",
+        "selection": {"understanding": {"metric": "eval/recognition/weighted", "score": 0.5, "step": 6}}})
+    new = read_adapter_config(tmp_path / "new")
+    assert (new.self_prompting, new.self_prompt_mode, new.generation_group, new.step) == (False, "emitted", "4", 6)
+    assert new.selection["understanding"]["score"] == 0.5 and new.init == {"kind": "reserved"}
+    save_adapter(tmp_path / "old", tokens, backbone.fingerprint(), {"recipe": {"name": "yochameleon"}})
+    _rewrite_config(tmp_path / "old", lambda c: c.pop("shared_tokens"))
+    old = read_adapter_config(tmp_path / "old")
+    assert (old.shared_tokens, old.self_prompting, old.self_prompt_mode, old.generation_group) == (
+        False, True, "forced", "full")
+    assert (old.selection, old.selected_on, old.init, old.step, old.base_model.hidden_size) == (
+        None, None, None, None, backbone.hidden_size)
+    loaded = load_adapter(old, backbone)  # the config object, passed down: the folder is not read again
+    assert loaded.token_names == tokens.token_names and torch.equal(loaded.input_rows, tokens.input_rows)
+
+
+@pytest.mark.parametrize("field,edit", [
+    ("concept", lambda c: c.pop("concept")),
+    ("k_g", lambda c: c.update(k_g="4")),
+    ("token_ids", lambda c: c.update(token_ids=[str(i) for i in c["token_ids"]])),
+    ("base_model.hidden_size", lambda c: c["base_model"].pop("hidden_size")),
+    ("base_model", lambda c: c.update(base_model=[])),
+    ("self_prompting", lambda c: c.update(self_prompting="yes")),
+    ("recipe.inference.self_prompt", lambda c: c.update(recipe={"inference": {"self_prompt": "always"}})),
+    ("selection.understanding", lambda c: c.update(selection={"understanding": {"score": "high"}})),
+])
+def test_a_bad_adapter_config_field_is_refused_naming_the_file_and_the_field(field, edit, tmp_path, backbone):
+    from yochameleon.concept.adapter import CONFIG_NAME, read_adapter_config
+
+    save_adapter(tmp_path / "a", make_tokens(backbone), backbone.fingerprint())
+    _rewrite_config(tmp_path / "a", edit)
+    with pytest.raises(AdapterError, match=f"'{field}'") as refused:
+        read_adapter_config(tmp_path / "a")
+    assert str(tmp_path / "a" / CONFIG_NAME) in str(refused.value)

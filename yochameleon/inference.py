@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from yochameleon.concept.adapter import load_adapter, read_adapter_config
+from yochameleon.concept.adapter import AdapterConfig, load_adapter, read_adapter_config, read_adapter_configs
 from yochameleon.data.images import load_image
 from yochameleon.data.samples import SampleBuilder
 from yochameleon.errors import YoChameleonError
@@ -48,7 +48,7 @@ FLAG = "--model-path <dir> (Python: model_path=)"  # how `answer`, `generate` an
 
 def adapter_concepts(adapters) -> list[str]:
     """The concept names the adapters hold, read from their configs: no weights, no backbone."""
-    return [str(read_adapter_config(a)["concept"]) for a in adapters]
+    return [read_adapter_config(a).concept for a in adapters]
 
 
 def check_concept_names(text: str, loaded) -> None:
@@ -78,9 +78,10 @@ def _directory_shapes(path: Path) -> dict | None:
     return {"family": config.get("model_type"), **{k: text.get(k) for k in _SHAPES}}
 
 
-def _check_same_backbone(adapter_dir: Path, base: dict, name: str, shapes: dict) -> None:
+def _check_same_backbone(config: AdapterConfig, name: str, shapes: dict) -> None:
     """Refuse, naming both backbones and the flag to pass, when `shapes` are not the adapter's backbone's."""
-    differ = [k for k in _SHAPES if shapes.get(k) is not None and base.get(k) is not None and shapes[k] != base[k]]
+    base, adapter_dir = config.base_model, config.directory
+    differ = [k for k in _SHAPES if shapes.get(k) is not None and shapes[k] != base.get(k)]
     if differ:
         theirs = ", ".join(f"{k}={base.get(k)}" for k in differ)
         ours = ", ".join(f"{k}={shapes.get(k)}" for k in differ)
@@ -90,15 +91,15 @@ def _check_same_backbone(adapter_dir: Path, base: dict, name: str, shapes: dict)
             "the adapter's recorded one")
 
 
-def _base_model_path(adapter_dir: Path, model_path, cache_dir) -> Path:
+def _base_model_path(config: AdapterConfig, model_path, cache_dir) -> Path:
     """The backbone an adapter names (its recorded source), unless the caller gives one."""
     if model_path is not None:
         return Path(model_path)
-    base = read_adapter_config(adapter_dir)["base_model"]
-    source = recorded_source(base)
+    base = config.base_model
+    source = recorded_source(base.record)
     recorded = Path(base.get("path", ""))
     if source == "local" and not recorded.is_dir():
-        raise YoChameleonError(f"adapter {adapter_dir} was trained on {base.get('name')!r} at {recorded}, which is "
+        raise YoChameleonError(f"adapter {config.directory} was trained on {base.name!r} at {recorded}, which is "
                                "not here; pass the local checkpoint directory with --model-path / model_path=")
     return resolve_source(source, cache_dir, recorded)
 
@@ -126,27 +127,25 @@ class PersonalizedModel:
             raise YoChameleonError("give at least one adapter directory")
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
-        path = _base_model_path(adapters[0], model_path, cache_dir)
-        base = read_adapter_config(adapters[0])["base_model"]
+        configs = read_adapter_configs(adapters)  # each read and checked once, then passed down
+        path = _base_model_path(configs[0], model_path, cache_dir)
         # The loaded backbone's name: the adapter's record, or the directory given in its place.
-        name = base.get("name") if model_path is None else Path(model_path).name
+        name = configs[0].base_model.name if model_path is None else Path(model_path).name
         shapes = _directory_shapes(path)
-        for directory in adapters:  # before the 10-15 s of loading: config.json is enough
+        for config in configs:  # before the 10-15 s of loading: config.json is enough
             if shapes is not None:
-                _check_same_backbone(directory, read_adapter_config(directory)["base_model"], name, shapes)
+                _check_same_backbone(config, name, shapes)
         backbone = load_backbone(path, name=name, dtype=dtype, device=device)
+        fingerprint = backbone.fingerprint()
         concepts, taken, self_prompting, modes = [], set(), {}, {}
-        for directory in adapters:
-            _check_same_backbone(directory, read_adapter_config(directory)["base_model"], name,
-                                 backbone.fingerprint())
-            tokens = load_adapter(directory, backbone, taken)
+        for config in configs:
+            _check_same_backbone(config, name, fingerprint)
+            tokens = load_adapter(config, backbone, taken, fingerprint)
             if tokens.name in {c.name for c in concepts}:
-                raise YoChameleonError(f"two adapters are both named <{tokens.name}> ({directory}); rename one")
+                raise YoChameleonError(f"two adapters are both named <{tokens.name}> ({config.directory}); rename one")
             taken |= set(tokens.token_ids.tolist())
             concepts.append(tokens.to(device))
-            config = read_adapter_config(directory)
-            self_prompting[tokens.name] = bool(config.get("self_prompting", True))
-            modes[tokens.name] = str(config.get("recipe", {}).get("inference", {}).get("self_prompt", "forced"))
+            self_prompting[tokens.name], modes[tokens.name] = config.self_prompting, config.self_prompt_mode
         return cls(backbone, concepts, self_prompting, modes)
 
     def builder(self, concept: str | None) -> SampleBuilder:

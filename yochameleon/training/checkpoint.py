@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from yochameleon.concept.adapter import load_adapter, read_adapter_config, save_adapter
+from yochameleon.concept.adapter import check_backbone_match, load_adapter, read_adapter_config, save_adapter
 from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir
 from yochameleon.training.distributed import torch_world
@@ -186,13 +186,11 @@ def load_checkpoint(run_dir: Path, backbone, tokens, optimizer, run_facts: dict,
     world, rank = torch_world()
     _check_optimizer_layout(ckpt, int(state.get("optimizer_shards", 0)), zero, world, state.get("optimizer_kind"))
     config = read_adapter_config(ckpt / "adapter")
-    from yochameleon.concept.adapter import check_backbone_match
-
     try:
         check_backbone_match(config, fingerprint, f"checkpoint {ckpt}")
     except YoChameleonError as err:
         raise ResumeError(f"{err} Resume with the original model=..., or start a new run with run_name=<new>.") from err
-    restored = load_adapter(ckpt / "adapter", backbone, fingerprint=fingerprint)
+    restored = load_adapter(config, backbone, fingerprint=fingerprint)
     if restored.token_names != tokens.token_names:
         raise ResumeError(f"{ckpt} uses tokens {restored.token_names[0]}..(x{len(restored.token_names)}) but this run "
                           f"asks for {tokens.token_names[0]}..(x{len(tokens.token_names)}); resume with the same "

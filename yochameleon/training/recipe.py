@@ -209,6 +209,7 @@ class PersonalizationRecipe:
         tokens = PersonalizedTokens.from_backbone(
             backbone.model, backbone.vocabulary_map, self.concept.name, int(recipe.k_g), int(recipe.k_u),
             backbone.default_first_token if first == "auto" else first, bool(recipe.shared_tokens))
+        tokens.generation_group = str(recipe.generation_group)  # saved with the recipe; loading sets it back
         tokens.to(self.accelerator.device)
         if self.resuming:
             check_run_facts(self.run_dir, self._run_facts(tokens))
@@ -317,10 +318,10 @@ class PersonalizationRecipe:
         if not (chosen.selected_on and (best_dir / "adapter_config.json").is_file()):
             return
         config = read_adapter_config(best_dir)
-        rows = read_adapter_rows(best_dir, config, self.backbone.hidden_size)
+        rows = read_adapter_rows(config, self.backbone.hidden_size)
         rows = tuple(r.detach().float().cpu().clone() for r in rows)
-        selection = config.get("selection") or {"understanding": {
-            "score": config.get(chosen.select_by, -math.inf), "step": config.get("step")}}
+        selection = config.selection or {"understanding": {  # best/ written before "selection" was
+            "score": config.get(chosen.select_by, -math.inf), "step": config.step}}
         for side, kept in selection.items():
             if side in chosen.sides and kept.get("score") is not None:
                 chosen.best[side], chosen.best_steps[side], chosen.best_rows[side] = (float(kept["score"]),
@@ -528,7 +529,7 @@ class PersonalizationRecipe:
         with torch.no_grad(), self.dist.whole_rows(self.tokens, keep_changes=True):  # rank 0's values, under ZeRO-3
             current = [row.detach().clone() for row in rows]
             if self.dist.main:
-                saved = read_adapter_rows(adapter, read_adapter_config(adapter), self.backbone.hidden_size)
+                saved = read_adapter_rows(read_adapter_config(adapter), self.backbone.hidden_size)
                 for row, value in zip(rows, saved):
                     row.copy_(value)
         try:
