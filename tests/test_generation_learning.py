@@ -164,3 +164,21 @@ def test_best_keeps_each_side_from_its_own_best_validation_step_and_a_resume_rea
     first = next(r["train/loss"] for r in records if r["step"] == 1 and "train/loss" in r)
     assert resumed["loss_first_10pct"] == pytest.approx(first)
     assert json.loads((run / "best" / "adapter_config.json").read_text())["selection"]["generation"]["score"] == -1.0
+
+
+@pytest.mark.parametrize("group", ["none", "2", "full"])
+def test_an_adapter_is_drawn_with_the_group_it_was_trained_with(backbone, tokens, tmp_path, group):
+    """recipe.generation_group is recorded with the adapter and every prompt built for the loaded rows uses it
+    (inference, the harness): an adapter trained without the group is never drawn with one."""
+    from yochameleon.concept.adapter import load_adapter, save_adapter
+    from yochameleon.inference import PersonalizedModel
+
+    tokens.generation_group = group
+    save_adapter(tmp_path / "a", tokens, backbone.fingerprint(), {"recipe": {"generation_group": group}})
+    loaded = load_adapter(tmp_path / "a", backbone)
+    assert loaded.generation_group == group
+    pm = PersonalizedModel(backbone, [loaded], {"bo": True}, {"bo": "forced"})
+    prompt, _ = pm.image_prompts("A photo of <bo>.")
+    count = {"none": 0, "2": 2, "full": 4}[group]
+    assert prompt[-1] == backbone.boi_id and prompt[-2 - count] == backbone.end_of_turn_id
+    assert prompt[-1 - count:-1] == loaded.g_token_ids()[:count]

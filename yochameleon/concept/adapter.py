@@ -151,6 +151,10 @@ class AdapterConfig:
         """Any recorded field by its JSON name (e.g. the selection metric's own key in best/)."""
         return self.raw.get(key, default)
 
+    def __getitem__(self, key: str):
+        """`config["concept"]`, as when the config was a dict: the field as written."""
+        return self.raw[key]
+
 
 def read_adapter_config(directory: str | Path) -> AdapterConfig:
     """The adapter's config, every field checked (type, the token list against k_g + k_u); errors name the file and

@@ -53,6 +53,9 @@ class PersonalizedTokens(nn.Module):
         self.input_rows = nn.Parameter(input_rows.detach().clone().float())  # (n, hidden)
         self.output_rows = nn.Parameter(output_rows.detach().clone().float())  # (n, hidden)
         self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
+        # The self-prompt group before an image (recipe.generation_group: full, none or n g-tokens): a fact of
+        # how these rows were trained, so every prompt built for them (training, inference, the harness) uses it.
+        self.generation_group = "full"
 
     @classmethod
     def from_backbone(cls, model, vocabulary_map: dict[str, int], name: str, k_g: int, k_u: int,

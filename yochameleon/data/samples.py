@@ -66,7 +66,7 @@ class SampleBuilder:
     """Turns `SampleSpec`s into token ids and labels for one concept on one backbone."""
 
     def __init__(self, backbone, tokens, code_cache, self_prompting: bool, others: tuple = (), *,
-                 group_loss: str | None = None, generation_group="full", generation_weight: float = 1.0):
+                 group_loss: str | None = None, generation_group=None, generation_weight: float = 1.0):
         # `tokens` is the concept `<sks>` refers to; `others` are further loaded concepts,
         # each named by its own `<name>` in text and introduced in the system prefix too.
         # `group_loss`: how much the self-prompt group weighs in a text answer's loss (`GROUP_LOSS`),
@@ -81,6 +81,9 @@ class SampleBuilder:
         self.self_prompting = self_prompting
         self.group_loss = group_loss
         k_g = len(tokens.g_token_ids()) if hasattr(tokens, "g_token_ids") else 0  # a baseline's subject has none
+        # None: the group the concept's rows were trained with (`PersonalizedTokens.generation_group`).
+        if generation_group is None:
+            generation_group = getattr(tokens, "generation_group", "full")
         self.generation_group = generation_group_size(generation_group, k_g)
         self.generation_weight = float(generation_weight)  # a generation sample's loss, relative to the others'
         self._text_cache: dict[str, list[int]] = {}
