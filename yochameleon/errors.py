@@ -11,3 +11,8 @@ class ConceptDataError(YoChameleonError):
 
 class ImageError(YoChameleonError):
     """An image file cannot be read."""
+
+
+class TokenLayoutError(YoChameleonError):
+    """Token ids requested for a concept are unavailable or collide (raised by `concept/tokens.py` and by
+    `model/personalized.py`, hence here; `yochameleon.concept.tokens` re-exports it)."""

@@ -14,13 +14,9 @@ import re
 import torch
 from torch import nn
 
-from yochameleon.errors import YoChameleonError
+from yochameleon.errors import TokenLayoutError  # noqa: F401  (defined in errors.py, importable from here)
 
 RESERVED = re.compile(r"<reserved(\d+)>")
-
-
-class TokenLayoutError(YoChameleonError):
-    """Token ids requested for a concept are unavailable or collide."""
 
 
 def reserved_token_names(vocabulary_map: dict[str, int], first: str, count: int) -> list[str]:

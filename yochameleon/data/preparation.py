@@ -26,13 +26,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from yochameleon.data import templates
-from yochameleon.data.chat import chat_layout
 from yochameleon.data.embedders import build_embedder, embedder_key
 from yochameleon.data.images import load_image
 from yochameleon.data.retrieval import closeness, easy_negatives, hard_negatives, soft_positive_tiers
 from yochameleon.data.vq_cache import file_digest
 from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir
+from yochameleon.model.chat import chat_layout
 from yochameleon.model.decoding import left_pad
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import torch
 from transformers import ChameleonForConditionalGeneration, ChameleonProcessor
 
 from yochameleon.errors import YoChameleonError
+from yochameleon.model.chat import ChameleonLayout
 from yochameleon.model.vq_decoder import ChameleonVQDecoder
 
 log = logging.getLogger(__name__)
@@ -180,9 +181,7 @@ class Backbone:
         return float(self.processor.image_processor.rescale_factor)
 
     def chat_layout(self):
-        """The chat layout this family's prompts are written in (`yochameleon.data.chat`)."""
-        from yochameleon.data.chat import ChameleonLayout
-
+        """The chat layout this family's prompts are written in (`model/chat.py`)."""
         return ChameleonLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id)
 
     def pixels(self, images) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from yochameleon.model.backbone import Backbone, BackboneError, ImageTokenMap, _checkpoint_keys, load_frozen
+from yochameleon.model.chat import JanusLayout
 
 JANUS_LAYOUT = (
     "a Hugging Face Janus directory containing config.json (model_type 'janus'), model.safetensors or "
@@ -268,8 +269,6 @@ class JanusBackbone(Backbone):
         return banned
 
     def chat_layout(self):
-        from yochameleon.data.chat import JanusLayout
-
         return JanusLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id,
                            int(self.tokenizer.pad_token_id))
 
@@ -372,7 +371,7 @@ def _pixels_of(processor, sources) -> torch.Tensor:
     """The processor's pixels of (path or PIL image, flip) pairs."""
     from PIL import ImageOps
 
-    from yochameleon.data.images import load_image
+    from yochameleon.model.images import load_image
 
     images = []
     for image, flip in sources:

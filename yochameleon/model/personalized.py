@@ -14,15 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError
+from yochameleon.errors import TokenLayoutError
 
 IGNORE_INDEX = -100
 
 
 class PersonalizedChameleon(nn.Module):
-    """Frozen backbone + `PersonalizedTokens` modules (only those have parameters that train)."""
+    """Frozen backbone + `PersonalizedTokens` modules (`concept/tokens.py`: only those have parameters that train;
+    any module with `token_ids`, `input_rows` and `output_rows` serves, so model/ imports nothing of concept/)."""
 
-    def __init__(self, backbone_model, concepts: list[PersonalizedTokens], length_group_ratio: float = 0.5,
+    def __init__(self, backbone_model, concepts: list, length_group_ratio: float = 0.5,
                  gradient_checkpointing: bool = False):
         super().__init__()
         self.backbone = backbone_model
