@@ -164,7 +164,7 @@ def test_toy_pretraining_sequences_are_personalization_samples(backbone, kind, s
 
 
 # ---- the toy world's sentences are its own ------------------------------------------------------
-TOY_KEY = "f39713380ee4"  # the shipped pack's build key; a new pack (make toyworld-pack) comes with a new key here
+TOY_KEY = "21206e27bfda"  # the shipped pack's build key (build 7); a new pack (make toyworld-pack) comes with a new key here
 EDITED = {"RECOGNITION_QUESTIONS": ["Edited: is <sks> here?"], "POSITIVE_ANSWERS": ["Edited: yes, <sks>."],
           "NEGATIVE_ANSWERS": ["Edited: no, not <sks>."], "GENERATION_PROMPTS": ["Edited: draw <sks>."] * 3,
           "FALLBACK_TEXT_QA": [("Edited: <sks>?", "Edited: <sks>.")]}
@@ -173,11 +173,11 @@ EDITED = {"RECOGNITION_QUESTIONS": ["Edited: is <sks> here?"], "POSITIVE_ANSWERS
 def test_toy_build_key_is_pinned_and_does_not_read_the_templates(backbone, monkeypatch):
     from yochameleon.toyworld import ship, spec
 
-    assert spec.spec_key(spec.TOY_SPEC) == TOY_KEY == ship.packed_key()
+    assert spec.spec_key(spec.shipped_spec()) == TOY_KEY == ship.packed_key()
     before = [_toy_example(backbone, kind, seed)[:2] for kind in TASK_OF for seed in range(3)]
     for name, value in EDITED.items():
         monkeypatch.setattr(templates, name, value)
-    assert spec.spec_key(spec.TOY_SPEC) == TOY_KEY
+    assert spec.spec_key(spec.shipped_spec()) == TOY_KEY
     assert [_toy_example(backbone, kind, seed)[:2] for kind in TASK_OF for seed in range(3)] == before
 
 

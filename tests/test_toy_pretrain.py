@@ -64,6 +64,12 @@ def test_an_unknown_kind_is_refused():
         pretrain.make_example("paint", random.Random(0), ids, scene_codes)
 
 
+def test_the_shipped_build_is_build_7():
+    assert spec.SHIPPED_BUILD is spec.BUILD_7 and spec.spec_key(spec.shipped_spec()) == KEYS["build7"][0]
+    assert spec.toyworld_dir().name == f"toyworld-{KEYS['build7'][0]}"
+    assert spec.toyworld_dir(spec=spec.BUILD_4).name == f"toyworld-{KEYS['toy'][0]}"  # build 4: TOY_SPEC alone
+
+
 @pytest.mark.parametrize("name, extra", [("toy", {}), ("build5", spec.BUILD_5), ("build6", spec.BUILD_6),
                                          ("build7", spec.BUILD_7)])
 def test_build_keys_are_unchanged(name, extra):

@@ -50,7 +50,8 @@ from yochameleon.data.samples import collate
 from yochameleon.toyworld import world
 from yochameleon.toyworld.examples import DRAW, FOCUS, MIXTURE, NAME_POOL, Ids, make_example
 from yochameleon.toyworld.judge import train_judge
-from yochameleon.toyworld.spec import JUDGE_FILE, TOY_LM_VERSION, TOY_SPEC, spec_key, toy_tokenizer, toyworld_dir
+from yochameleon.toyworld.spec import (JUDGE_FILE, SHIPPED_BUILD, TOY_LM_VERSION, TOY_SPEC, spec_key, toy_tokenizer,
+                                       toyworld_dir)
 from yochameleon.toyworld.vq import encode, train_vq
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ class Build:
         from yochameleon.model import tiny
         from yochameleon.model.backbone import YoChameleonForConditionalGeneration
 
-        spec = {**TOY_SPEC, **(spec or {})}
+        spec = {**TOY_SPEC, **(SHIPPED_BUILD if spec is None else spec)}
         torch.manual_seed(spec["seed"])
         random.seed(spec["seed"])
         started = time.perf_counter()

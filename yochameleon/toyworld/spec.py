@@ -46,9 +46,8 @@ TOY_SPEC = {
     # definitions where one attribute decides, then full definitions. See `pretrain.FOCUS` for why.
     "focus_steps": [200, 300, 400, 400],
     "focus_lr": 1e-3,
-    # Stage 4, drawing (`pretrain.DRAW`): chunks of steps, each with a fresh optimizer at a constant lr.
-    # Off in the shipped build (0 chunks = build 4): build 5 (`BUILD_5`) draws far better but lowered
-    # personalized recognition below the CI gate (docs/toyworld.md, "Build 5").
+    # Stage 4, drawing (`examples.DRAW` unless a build gives its `draw_mixture`): chunks of steps, each with a
+    # fresh optimizer at a constant lr. 0 chunks here = build 4; the shipped build is `SHIPPED_BUILD` below.
     "draw_chunks": 0,
     "draw_chunk_steps": 500,
     "draw_lr": 1e-3,
@@ -71,6 +70,17 @@ BUILD_6 = {**BUILD_5, "draw_mixture": {
 BUILD_7 = {**BUILD_6, "draw_chunks": 8, "draw_mixture": {
     "draw": 0.28, "draw_said": 0.08, "draw_unconditional": 0.06, "define_generate": 0.09, "define_generate_said": 0.06,
     "generate": 0.04, "define_recognize": 0.18, "verify": 0.05, "caption": 0.08, "vqa": 0.05, "define_text": 0.03}}
+# The shipped build (the pack in yochameleon/assets/toyworld; what `model=toyworld`, `make demo` and `make toyworld`
+# use): build 7, the first shipped build that draws ("A photo of a blue dotted star." judged all three right
+# 0.726 over 288 images, build 4: 0.000) with build 4's captions and definition recognition kept
+# (docs/toyworld.md, "Build 7"). Until 2026-12-03 the pack was build 4 (`BUILD_4`: TOY_SPEC alone).
+BUILD_4: dict = {}
+SHIPPED_BUILD = BUILD_7
+
+
+def shipped_spec() -> dict:
+    """The spec of the shipped build: TOY_SPEC with `SHIPPED_BUILD`'s settings."""
+    return {**TOY_SPEC, **SHIPPED_BUILD}
 
 CAPTION_QUESTION = "Describe the image."
 GENERATION_PROMPT = "A photo of {what}."
@@ -131,5 +141,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def toyworld_dir(cache_dir: str | Path | None = None, spec: dict | None = None) -> Path:
-    """Where the toy backbone of `spec` (default: TOY_SPEC) lives in the cache, built or not."""
-    return cache_root(cache_dir) / "models" / f"toyworld-{spec_key({**TOY_SPEC, **(spec or {})})}"
+    """Where the toy backbone of `spec` (TOY_SPEC with these settings; None: the shipped build) lives in the cache."""
+    build = SHIPPED_BUILD if spec is None else spec
+    return cache_root(cache_dir) / "models" / f"toyworld-{spec_key({**TOY_SPEC, **build})}"
