@@ -10,7 +10,7 @@ from yochameleon.training.recipe import train
 # Both backbone families train every recipe; the Janus runs are in the slow suite (the fast one is at its budget).
 MODELS = ["tiny", pytest.param("janus-tiny", marks=pytest.mark.slow)]
 RECIPES = ["yochameleon", "shared-tokens", "understanding-only", "generation-only", "no-soft-positive",
-           "no-self-prompting"]
+           "no-self-prompting", "paper-layout"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -25,8 +25,11 @@ def test_recipe_composes(name, cache_dir):
         "generation-only": (16, 0, True, True, False),
         "no-soft-positive": (16, 16, True, False, False),
         "no-self-prompting": (16, 16, False, True, False),
+        "paper-layout": (16, 16, True, True, False),
     }[name]
     assert (r.k_g, r.k_u, r.self_prompting, r.soft_positives.enabled, r.shared_tokens) == expected
+    # The paper's image layout (the whole g-token group before begin-of-image, mirrored targets) is its own recipe.
+    assert (r.generation_group, r.flip_generation) == (("full", True) if name == "paper-layout" else ("none", False))
     assert r.tasks.generation == (name != "understanding-only")
     assert r.tasks.recognition == (name != "generation-only")
 
