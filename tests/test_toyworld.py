@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yochameleon.concept.adapter import read_adapter_config
 from yochameleon.toyworld import world
 from yochameleon.toyworld.concepts import CONCEPTS, concept_scenes
 
@@ -246,41 +247,45 @@ def test_shipped_pack_is_the_current_toy_build():
 
 
 @pytest.mark.slow
-def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_and_text_qa(tmp_path, cache_dir):
-    """The learning mechanics end to end on the pretrained toy backbone: 5 renders of <bo> (an
-    orange striped heart), the understanding-only recipe with the toy defaults, best/ chosen on the
-    40 x 80 validation renders, scored once on the 40 x 80 test renders and on "What colour / pattern
-    / shape is <bo>?" with no image, in the training wordings and in held-out ones. The control is one
-    step at lr 0 (the untrained rows): it must stay near chance. The trained run ends, as `make demo`
-    does, with final samples drawn by best/, judged, and a contact sheet (the control draws none)."""
-    import json
+def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_drawing(tmp_path, cache_dir):
+    """The learning mechanics end to end on the shipped toy backbone: 5 renders of <bo> (an orange striped
+    heart), best/ chosen on the 40 x 80 validation renders, scored once on the 40 x 80 test renders and on
+    "What colour / pattern / shape is <bo>?" with no image, in the training wordings and held-out ones.
 
+    - recognition: the understanding-only recipe (no generation to share the rows with);
+    - drawing: the default recipe, whose 8 final samples of "A photo of <bo>." by best/ the world's judge
+      reads; understanding-only (no g-tokens) is its control and must stay low;
+    - the untrained rows (one step at lr 0) are the control of both: no better than chance.
+    """
     from conftest import compose
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.checks import text_qa
     from yochameleon.training.recipe import train
 
+    runs = {"control": ["recipe=understanding-only", "model.eval_every=100000", "trainer.lr=0", "trainer.max_steps=1",
+                        "trainer.sample_images=false"],
+            "understanding": ["recipe=understanding-only", "model.eval_every=100000", "trainer.final_samples=8"],
+            "default": ["trainer.final_samples=8"]}
     figures = {}
-    for label, control in (("control", ["trainer.lr=0", "trainer.max_steps=1", "trainer.sample_images=false"]),
-                           ("trained", ["trainer.sample_images=true", "trainer.final_samples=8"])):
-        overrides = ["+concept=toy-bo", "recipe=understanding-only", "logger=none", "seed=0",
-                     "model.eval_every=100000", *control]
-        summary = train(compose(overrides, cache_dir), tmp_path / label)
+    for label, extra in runs.items():
+        summary = train(compose(["+concept=toy-bo", "logger=none", "seed=0", *extra], cache_dir), tmp_path / label)
         assert summary["final_split"] == "test" and summary["selected_on"] == "val", summary
-        best = json.loads((tmp_path / label / "best" / "adapter_config.json").read_text())
-        assert best["selected_on"] == "val"
-        _check_final_samples(tmp_path / label, summary, 8 if label == "trained" else 0)
+        assert read_adapter_config(tmp_path / label / "best").selected_on == "val"
+        _check_final_samples(tmp_path / label, summary, 0 if label == "control" else 8)
         pm = PersonalizedModel.load([tmp_path / label / "adapter"], device="cpu", cache_dir=cache_dir)
-        qa = text_qa(pm, "bo")
         figures[label] = {"auroc": summary["final"]["eval/recognition/auroc"],
                           "weighted": summary["final"]["eval/recognition/weighted"],
-                          "text_qa": qa["text_qa"], "text_qa_heldout": qa["text_qa_heldout"]}
-    control, trained = figures["control"], figures["trained"]
-    assert abs(control["auroc"] - 0.5) < GATE["control_auroc_slack"] and control["weighted"] <= 0.55, figures
+                          "drawn": (summary["generation"] or {}).get("all_right"), **text_qa(pm, "bo")}
+    control, trained, default = figures["control"], figures["understanding"], figures["default"]
+    # The untrained rows rank look-alikes above the concept on a drawing build (test AUROC 0.36-0.45): the
+    # check is one-sided, no better than chance.
+    assert control["auroc"] <= 0.5 + GATE["control_auroc_slack"] and control["weighted"] <= 0.55, figures
     assert control["text_qa"] <= 1 / 3 and control["text_qa_heldout"] <= 1 / 6, figures
     assert trained["auroc"] >= GATE["auroc"] and trained["weighted"] >= GATE["weighted"], figures
     assert trained["text_qa"] >= GATE["text_qa"], figures
     assert trained["text_qa_heldout"] >= GATE["text_qa_heldout"], figures
+    assert default["drawn"] >= GATE["drawn"], figures
+    assert trained["drawn"] <= GATE["drawn_without_g_tokens"], figures
 
 
 def _check_final_samples(run_dir, summary: dict, count: int) -> None:
@@ -304,8 +309,10 @@ def _check_final_samples(run_dir, summary: dict, count: int) -> None:
     assert {k.removeprefix("final/generation/"): v for k, v in last.items() if k.startswith("final/generation/")} == judged
 
 
-# Measured on 2 cores, seed 0 (README, "The toy world"), on the test split: trained AUROC 0.789, weighted 0.669,
-# text QA 3/3 in the training wordings and 3/6 in held-out ones; control AUROC 0.445, weighted 0.506, text QA 0
-# and 0. Chance on the held-out wordings is 0.21 (1/8, 1/3, 1/6 per attribute). The thresholds sit a few
-# held-out images (one question) below.
-GATE = {"auroc": 0.70, "weighted": 0.54, "text_qa": 0.6, "text_qa_heldout": 0.33, "control_auroc_slack": 0.1}
+# Set from the validation split of build 7 (the shipped pack), seeds 0, 1, 2, 2026-12-03 (docs/toyworld.md, "The CI
+# quality gate"); never from the test split. Understanding-only: validation AUROC 0.773 / 0.803 / 0.675, weighted
+# 0.719 / 0.719 / 0.513, text QA 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21).
+# Drawing (8 final samples judged all three right, the default recipe): seeds 1 and 2 (not the gate's seed)
+# 3/8 and 2/8; understanding-only 0/8 on every seed. Each threshold sits one sample or about 0.05 below.
+GATE = {"auroc": 0.62, "weighted": 0.50, "text_qa": 0.6, "text_qa_heldout": 0.33, "control_auroc_slack": 0.1,
+        "drawn": 1 / 8, "drawn_without_g_tokens": 1 / 8}

@@ -179,7 +179,7 @@ def test_eval_set_yollava_takes_the_concepts_data_root(tmp_path, cache_dir, monk
     root = build_yollava(tmp_path)
     monkeypatch.setenv("YOLLAVA_DATA", str(root))
     cfg = _eval_cfg(["+concept=bo", "eval_set=yollava"], cache_dir)
-    assert cfg.eval_set.root == cfg.concept.data_root == str(root)
+    assert str(cfg.eval_set.root) == cfg.concept.data_root == str(root)  # eval_set.root is typed as a Path
     assert cfg.concept.photos == str(root / "train" / "bo")
     assert cfg.concept.negatives == [str(root / "train" / "bo" / "negative_example")]
     assert cfg.concept.test_negatives == [str(root / "test")]
