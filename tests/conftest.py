@@ -56,6 +56,22 @@ def demo_photos() -> list[Path]:
     return sorted((DEMO / "corgi" / "train").glob("*.jpg"))
 
 
+@pytest.fixture
+def tokens(backbone):
+    """A concept <bo> of 4 g-tokens and 3 u-tokens on the tiny Chameleon's reserved rows."""
+    from yochameleon.concept.tokens import PersonalizedTokens
+
+    return PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 4, 3)
+
+
+@pytest.fixture
+def vq_cache(backbone, tmp_path):
+    """An empty VQ-code cache of the tiny Chameleon."""
+    from yochameleon.data.vq_cache import VQCodeCache
+
+    return VQCodeCache(backbone, tmp_path / "vq")
+
+
 def compose(overrides: list[str], cache: Path):
     """The training config exactly as `python -m yochameleon.train` composes it, without progress bars and
     without the end-of-run final samples (8 images cost about a minute on the tiny model: a test about them

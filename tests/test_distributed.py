@@ -17,10 +17,11 @@ from safetensors.torch import load_file
 
 from conftest import REPO
 
-WORLD, BATCH, STEPS = 2, 4, 8  # processes, trainer.batch_size (its default), steps
-# One soft positive per epoch makes the demo epoch 25 samples (checked below): 7 steps, the 7th with one
-# sample, so rank 1 has none there; step 8 starts the next epoch. Everything else keeps its default.
-COMMON = ["+concept=demo", "recipe.soft_positives.per_epoch=1", "logger=none", f"trainer.max_steps={STEPS}",
+WORLD, BATCH, STEPS = 2, 4, 10  # processes, trainer.batch_size (its default), steps
+# Three soft positives per epoch make the demo epoch 33 samples (checked below; each of the 3 photos is drawn
+# 3 times, recipe.generation_repeats): 9 steps, the 9th with one sample, so rank 1 has none there; step 10
+# starts the next epoch. Everything else keeps its default.
+COMMON = ["+concept=demo", "recipe.soft_positives.per_epoch=3", "logger=none", f"trainer.max_steps={STEPS}",
           f"trainer.eval_every={STEPS}", "trainer.progress=false", "trainer.deterministic=true", "trainer.device=cpu",
           "trainer.final_samples=2"]  # drawn (every rank under ZeRO-3), written once: samples/ must match too
 

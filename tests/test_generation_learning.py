@@ -13,33 +13,21 @@ import torch
 
 from conftest import DEMO, compose
 from yochameleon.concept.init import chosen_description, init_from_description
-from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data.samples import EpochPlan, SampleBuilder, SampleSpec, collate
-from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.metrics.generation import generation_metrics, image_code_nll
 from yochameleon.model.personalized import PersonalizedChameleon
 
 
-@pytest.fixture
-def tokens(backbone):
-    return PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 4, 3)
-
-
-@pytest.fixture
-def cache(backbone, tmp_path):
-    return VQCodeCache(backbone, tmp_path / "vq")
-
-
-def test_generation_nll_is_the_token_by_token_likelihood_within_the_image_ids(backbone, tokens, cache, demo_photos):
-    """One teacher-forced forward equals scoring each code after the previous ones with a KV cache (the
+def test_generation_nll_is_the_token_by_token_likelihood_within_the_image_ids(backbone, tokens, vq_cache, demo_photos):
+    """One teacher-forced forward equals scoring each code after the previous ones with a KV vq_cache (the
     sampler's own path), restricted to the image ids."""
     from transformers import DynamicCache
 
     model = PersonalizedChameleon(backbone.model, [tokens]).eval()
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True)
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True)
     nll = image_code_nll(model, builder, [str(demo_photos[0]), str(demo_photos[1])])
     prompt = builder.image_prompt_ids("A photo of <sks>.")
-    codes = backbone.image_codes(str(demo_photos[1]), False, cache)
+    codes = backbone.image_codes(str(demo_photos[1]), False, vq_cache)
     image_ids = backbone.image_map.image_token_ids
     scorer = backbone.image_scorer()
     with torch.no_grad():
@@ -61,8 +49,8 @@ def test_generation_nll_is_the_token_by_token_likelihood_within_the_image_ids(ba
 
 
 @pytest.mark.parametrize(("setting", "count"), [("full", 4), ("none", 0), ("2", 2), (3, 3)])
-def test_the_group_before_an_image_is_full_none_or_the_first_n(backbone, tokens, cache, demo_photos, setting, count):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="group",
+def test_the_group_before_an_image_is_full_none_or_the_first_n(backbone, tokens, vq_cache, demo_photos, setting, count):
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="group",
                             generation_group=setting)
     assert builder.answer_prefix("generation") == tokens.g_token_ids()[:count]
     assert builder.answer_prefix("recognition") == tokens.u_token_ids()  # text answers keep their group
@@ -74,9 +62,9 @@ def test_the_group_before_an_image_is_full_none_or_the_first_n(backbone, tokens,
 
 
 @pytest.mark.parametrize("setting", ["5", "some"])
-def test_a_group_size_the_tokens_cannot_give_is_refused(backbone, tokens, cache, setting):
+def test_a_group_size_the_tokens_cannot_give_is_refused(backbone, tokens, vq_cache, setting):
     with pytest.raises(ValueError, match="recipe.generation_group"):
-        SampleBuilder(backbone, tokens, cache, self_prompting=True, generation_group=setting)
+        SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, generation_group=setting)
 
 
 def _negatives():
@@ -100,12 +88,12 @@ def test_generation_targets_are_not_mirrored_unless_asked_and_the_rest_of_the_ep
     assert [s for s in plain if s.task != "generation"] == [s for s in flipped if s.task != "generation"]
 
 
-def test_generation_repeats_and_weight(backbone, tokens, cache, demo_photos):
+def test_generation_repeats_and_weight(backbone, tokens, vq_cache, demo_photos):
     concept = SimpleNamespace(photos=demo_photos, negatives=_negatives(), conversations=[])
     count = [sum(s.task == "generation" and s.n_tokens is None for s in _plan(concept, generation_repeats=r).epoch(0))
              for r in (1, 3)]
     assert count == [3, 9]
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="group", generation_weight=4.0)
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="group", generation_weight=4.0)
     samples = [builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>.")),
                builder.build(SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> here?", "Yes."))]
     assert collate(samples, 0)["sample_weights"].tolist() == [4.0, 1.0]

@@ -12,18 +12,8 @@ from yochameleon.data.samples import EpochPlan, SampleBuilder, SampleSpec, colla
 from yochameleon.data.vq_cache import VQCodeCache
 
 
-@pytest.fixture
-def tokens(backbone):
-    return PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 4, 3)
-
-
-@pytest.fixture
-def cache(backbone, tmp_path):
-    return VQCodeCache(backbone, tmp_path / "vq")
-
-
-def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
+def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(backbone, tokens, vq_cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?",
                                       "Yes, <sks> is here."))
     ids, labels = sample["input_ids"], sample["labels"]
@@ -33,24 +23,24 @@ def test_recognition_sample_masks_the_prompt_and_starts_answer_with_u_tokens(bac
     assert ids[first - 1] == backbone.end_of_turn_id  # prompt ends with the end-of-turn token
     assert ids[0] == backbone.bos_id and int(tokens.token_ids[0]) in ids[:3]
     assert ids.count(backbone.boi_id) == 1 and ids.count(backbone.eoi_id) == 1
-    no_sp = SampleBuilder(backbone, tokens, cache, self_prompting=False, group_loss="token").build(
+    no_sp = SampleBuilder(backbone, tokens, vq_cache, self_prompting=False, group_loss="token").build(
         SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> here?", "Yes."))
     first = next(i for i, x in enumerate(no_sp["labels"]) if x != -100)
     assert no_sp["input_ids"][first] not in tokens.token_ids.tolist()
 
 
-def test_generation_sample_targets_g_tokens_then_the_image(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
+def test_generation_sample_targets_g_tokens_then_the_image(backbone, tokens, vq_cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("generation", str(demo_photos[0]), True, "A photo of <sks>."))
     target = [x for x in sample["labels"] if x != -100]
     assert target[:4] == tokens.g_token_ids()
     assert target[4] == backbone.boi_id and target[5 + 256] == backbone.eoi_id
-    assert target[5:5 + 256] == cache.codes(demo_photos[0])[1].tolist()  # the flipped photo's codes
+    assert target[5:5 + 256] == vq_cache.codes(demo_photos[0])[1].tolist()  # the flipped photo's codes
     assert target[-1] == backbone.end_of_turn_id
 
 
-def test_collate_pads_to_the_longest_sample_only(backbone, tokens, cache, demo_photos):
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
+def test_collate_pads_to_the_longest_sample_only(backbone, tokens, vq_cache, demo_photos):
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="token")
     samples = [builder.build(SampleSpec("text_qa", None, False, "What is <sks>?", "A dog.")),
                builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>."))]
     batch = collate(samples, backbone.tokenizer.pad_token_id)
@@ -88,9 +78,9 @@ def test_epoch_plan_is_a_pure_function_of_seed_and_step(demo_photos):
     assert {s.task for s in only_gen.epoch(0)} == {"generation"}
 
 
-def test_soft_positive_sample_uses_only_the_first_n_g_tokens(backbone, cache, demo_photos):
+def test_soft_positive_sample_uses_only_the_first_n_g_tokens(backbone, vq_cache, demo_photos):
     tokens = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "bo", 16, 16)
-    builder = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token")
+    builder = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="token")
     sample = builder.build(SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>.", n_tokens=4))
     first = next(i for i, x in enumerate(sample["labels"]) if x != -100)
     assert sample["input_ids"][first:first + 5] == tokens.g_token_ids(4) + [backbone.boi_id]
@@ -120,10 +110,10 @@ def test_epoch_plan_with_a_preparation(demo_photos):
     assert sum(s.task == "text_qa" for s in epoch) == len(demo_photos)  # generated QA capped per epoch
 
 
-def test_group_loss_counts_the_self_prompt_group_as_one_answer_token(backbone, tokens, cache, demo_photos):
+def test_group_loss_counts_the_self_prompt_group_as_one_answer_token(backbone, tokens, vq_cache, demo_photos):
     spec = SampleSpec("recognition", str(demo_photos[0]), False, "Is <sks> in this photo?", "Yes, <sks> is here.")
-    per_token = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="token").build(spec)
-    per_group = SampleBuilder(backbone, tokens, cache, self_prompting=True, group_loss="group").build(spec)
+    per_token = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="token").build(spec)
+    per_group = SampleBuilder(backbone, tokens, vq_cache, self_prompting=True, group_loss="group").build(spec)
     assert per_token["input_ids"] == per_group["input_ids"] and per_token["labels"] == per_group["labels"]
     first = next(i for i, x in enumerate(per_group["labels"]) if x != -100)
     k = len(tokens.u_token_ids())
@@ -131,14 +121,14 @@ def test_group_loss_counts_the_self_prompt_group_as_one_answer_token(backbone, t
     assert per_group["weights"][first:first + k] == [1.0 / k] * k  # the group weighs one token
     assert per_group["weights"][first + k:] == [1.0] * (len(per_group["labels"]) - first - k)
     assert set(per_group["weights"][:first]) == {0.0}
-    image = SampleBuilder(backbone, tokens, cache, True, group_loss="group").build(
+    image = SampleBuilder(backbone, tokens, vq_cache, True, group_loss="group").build(
         SampleSpec("generation", str(demo_photos[0]), False, "A photo of <sks>."))
     assert set(w for w, x in zip(image["weights"], image["labels"]) if x != -100) == {1.0}  # images: every token
     batch = collate([per_group, image], backbone.tokenizer.pad_token_id)
     short = min((0, 1), key=lambda r: len([per_group, image][r]["input_ids"]))
     assert batch["weights"].shape == batch["labels"].shape and float(batch["weights"][short, -1]) == 0.0  # padding
     with pytest.raises(ValueError, match="self_prompt_loss"):
-        SampleBuilder(backbone, tokens, cache, True, group_loss="sometimes")
+        SampleBuilder(backbone, tokens, vq_cache, True, group_loss="sometimes")
 
 
 def test_balanced_recognition_shows_the_photos_as_often_as_negatives(demo_photos):
