@@ -280,7 +280,7 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     # The untrained rows rank look-alikes above the concept on a drawing build (test AUROC 0.36-0.45): the
     # check is one-sided, no better than chance.
     assert control["auroc"] <= 0.5 + GATE["control_auroc_slack"] and control["weighted"] <= 0.55, figures
-    assert control["text_qa"] <= 1 / 3 and control["text_qa_heldout"] <= 1 / 6, figures
+    assert control["text_qa"] <= GATE["control_text_qa"] and control["text_qa_heldout"] <= GATE["control_text_qa"], figures
     assert trained["auroc"] >= GATE["auroc"] and trained["weighted"] >= GATE["weighted"], figures
     assert trained["text_qa"] >= GATE["text_qa"], figures
     assert trained["text_qa_heldout"] >= GATE["text_qa_heldout"], figures
@@ -311,8 +311,10 @@ def _check_final_samples(run_dir, summary: dict, count: int) -> None:
 
 # Set from the validation split of build 7 (the shipped pack), seeds 0, 1, 2, 2026-12-03 (docs/toyworld.md, "The CI
 # quality gate"); never from the test split. Understanding-only: validation AUROC 0.773 / 0.803 / 0.675, weighted
-# 0.719 / 0.719 / 0.513, text QA 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21).
+# 0.719 / 0.719 / 0.513, text QA 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21);
+# the untrained rows answer 1 of 3 and 2 of 6 (build 4's answered none).
 # Drawing (8 final samples judged all three right, the default recipe): seeds 1 and 2 (not the gate's seed)
 # 3/8 and 2/8; understanding-only 0/8 on every seed. Each threshold sits one sample or about 0.05 below.
-GATE = {"auroc": 0.62, "weighted": 0.50, "text_qa": 0.6, "text_qa_heldout": 0.33, "control_auroc_slack": 0.1,
+GATE = {"auroc": 0.62, "weighted": 0.50, "text_qa": 0.6, "text_qa_heldout": 0.5, "control_text_qa": 1 / 3,
+        "control_auroc_slack": 0.1,
         "drawn": 1 / 8, "drawn_without_g_tokens": 1 / 8}
