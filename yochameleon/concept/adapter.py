@@ -259,7 +259,7 @@ def load_adapter(adapter: str | Path | AdapterConfig, backbone, taken_ids: set[i
                     directory, names[0], names[-1])
     tokens = PersonalizedTokens(config.concept, names, ids, config.k_g, config.k_u,
                                 input_rows, output_rows, config.shared_tokens)
-    tokens.generation_group = str(config.recipe.get("generation_group", "full"))  # adapters before it: full
+    tokens.generation_group = str(config.generation_group)
     return tokens
 
 

@@ -51,7 +51,7 @@ def init_from_description(tokens, backbone, description: str) -> list[int]:
     word_ids = backbone.tokenizer(description, add_special_tokens=False)["input_ids"]
     if not word_ids:
         raise ValueError(f"recipe.init=description: the description {description!r} has no tokens")
-    positions = [int((tokens.token_ids == i).nonzero()) for i in tokens.g_token_ids()]
+    positions = tokens.g_positions()
     if not positions:
         return []
     table = backbone.model.get_input_embeddings().weight

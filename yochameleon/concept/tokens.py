@@ -92,6 +92,11 @@ class PersonalizedTokens(nn.Module):
         ids = self.token_ids[1:].tolist() if self.shared else self.token_ids[1:1 + self.k_g].tolist()
         return ids if count is None else ids[:count]
 
+    def g_positions(self) -> list[int]:
+        """Where the generation tokens' rows are in `input_rows` / `output_rows` (every latent token's when shared):
+        the rows follow the ids, identifier first."""
+        return list(range(1, 1 + len(self.g_token_ids())))
+
     def u_token_ids(self) -> list[int]:
         """Ids of the understanding tokens (every latent token when shared)."""
         return self.token_ids[1:].tolist() if self.shared else self.token_ids[1 + self.k_g:].tolist()

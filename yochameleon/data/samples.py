@@ -31,7 +31,6 @@ GROUP_LOSS = ("token", "group")
 # layout, the paper's forced group); "none", begin-of-image right after the end of turn (the g-tokens then
 # act only through the soft prompt); an integer n, the first n g-tokens. docs/training.md says which
 # the toy world's validation split chose and why.
-GENERATION_GROUPS = ("full", "none")
 
 
 def generation_group_size(setting, k_g: int) -> int:

@@ -4,7 +4,7 @@
     checkpoint/optimizer.pt                                 AdamW state (loaded with weights_only=True)
     checkpoint/optimizer_rank<r>.pt                         ... or, under DeepSpeed ZeRO-1/2/3, one shard per rank
     checkpoint/lr_scheduler.pt                              the learning-rate schedule's state (trainer.lr_schedule)
-    checkpoint/state.json                                   step, best metric, W&B id, run facts
+    checkpoint/state.json                                   step, W&B id, run facts (best/'s scores live in best/)
     checkpoint/rng.pt                                       torch RNG state
 
 The data order is a pure function of (seed, step), so step + optimizer + rows

@@ -414,8 +414,7 @@ class PersonalizationRecipe:
         kept = self.selection
         inputs, outputs = (r.clone() for r in kept.best_rows["understanding"])
         if kept.best_rows.get("generation") is not None:
-            g = torch.tensor([int((self.tokens.token_ids == i).nonzero()) for i in self.tokens.g_token_ids()],
-                             dtype=torch.long)
+            g = torch.tensor(self.tokens.g_positions(), dtype=torch.long)
             inputs[g], outputs[g] = kept.best_rows["generation"][0][g], kept.best_rows["generation"][1][g]
         chosen = PersonalizedTokens(self.tokens.name, self.tokens.token_names, self.tokens.token_ids.tolist(),
                                     self.tokens.k_g, self.tokens.k_u, inputs, outputs, self.tokens.shared)
@@ -431,7 +430,7 @@ class PersonalizationRecipe:
             with self.dist.whole_rows(self.tokens):
                 if self.dist.main:
                     save_checkpoint(self.run_dir, self.tokens, self.optimizer,
-                                    {"step": done, "total_steps": self.total_steps, "best": self.selection.best,
+                                    {"step": done, "total_steps": self.total_steps,
                                      "wandb_id": self.logger.wandb_id}, self.fingerprint, self.facts, shards,
                                     self.lr_scheduler)
 
