@@ -77,6 +77,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("toyworld", _toy_concept_dir)
     if not OmegaConf.has_resolver("toyworld_checks"):  # `${toyworld_checks:bo}` -> a toy concept's text checks
         OmegaConf.register_new_resolver("toyworld_checks", _toy_text_checks)
+    if not OmegaConf.has_resolver("toyworld_identities"):  # `${toyworld_identities:}` -> 144 identity folders
+        OmegaConf.register_new_resolver("toyworld_identities", _toy_identities)
     if not OmegaConf.has_resolver("checkout"):  # `${checkout:../shared/x}` -> beside the package's parent directory
         OmegaConf.register_new_resolver("checkout", lambda rel: str((PACKAGE_DIR.parent / str(rel)).resolve()))
     if not OmegaConf.has_resolver("eval_set"):  # `${eval_set:dreambooth}` -> the shipped evaluation set
@@ -88,6 +90,12 @@ def _toy_concept_dir(name: str, split: str) -> str:
     from yochameleon.toyworld.concepts import concept_dir
 
     return str(concept_dir(str(name), str(split)))
+
+
+def _toy_identities() -> str:
+    from yochameleon.toyworld.identities import identities_root
+
+    return str(identities_root())
 
 
 def _toy_text_checks(name: str) -> list[dict]:

@@ -53,6 +53,7 @@ LoggerMode = _choices("LoggerMode", "offline", "online", "disabled")
 EvalSetKind = _choices("EvalSetKind", "dreambooth", "yollava")
 EvalTask = _choices("EvalTask", "recognition", "vqa", "text_qa", "multi_concept", "generation", "forgetting")
 EvalMethod = _choices("EvalMethod", "adapter", "plain", "description", "reference_photos")
+FeatureSource = _choices("FeatureSource", "backbone")                              # concept/encoder.py
 
 
 
@@ -282,8 +283,96 @@ class EvalConfig:
     dino: DinoConfig = field(default_factory=DinoConfig)
 
 
+@dataclass
+class EncoderDataConfig:
+    """conf/encoder_data/*.yaml: a folder of concept folders (yochameleon/data/concept_folders.py)."""
+
+    root: Path = MISSING
+    val_concepts: Optional[List[str]] = None   # null (both): <root>/splits.json names the held-out concepts
+    test_concepts: Optional[List[str]] = None
+    class_noun: str = "subject"    # text QA: the backbone is asked ATTRIBUTE_QUESTIONS[category] about "the <noun>"
+    category: str = "object"
+    qa_photos: int = 2             # photos of each training concept the backbone is asked about
+
+
+@dataclass
+class EncoderSizesConfig:
+    """train_encoder.yaml `encoder`: the resampler and the concept's token layout."""
+
+    k_g: int = MISSING
+    k_u: int = MISSING
+    first_token: str = MISSING
+    width: int = MISSING
+    layers: int = MISSING
+    heads: int = MISSING
+    max_photos: int = MISSING
+    feature_source: FeatureSource = MISSING
+
+
+@dataclass
+class EncoderRecipeConfig:
+    """train_encoder.yaml `recipe`: how the encoded rows are used in prompts (written into every adapter made)."""
+
+    self_prompting: bool = MISSING
+    self_prompt_loss: SelfPromptLoss = MISSING
+    generation_group: str = MISSING
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class EncoderObjectiveConfig:
+    """train_encoder.yaml `objective`: each concept's samples in a step."""
+
+    recognition: int = MISSING
+    positive_fraction: float = MISSING
+    yes_no_weight: float = MISSING
+    text_qa: int = MISSING
+    generation: int = MISSING
+    generation_weight: float = MISSING
+
+
+@dataclass
+class EncoderTrainerConfig:
+    """train_encoder.yaml `trainer`."""
+
+    steps: int = MISSING
+    concepts_per_step: int = MISSING
+    lr: float = MISSING
+    optimizer: Optimizer = MISSING
+    lr_schedule: LrSchedule = MISSING
+    warmup_steps: int = MISSING
+    weight_decay: float = MISSING
+    grad_clip: Optional[float] = MISSING
+    length_group_ratio: float = MISSING
+    device: TrainDevice = MISSING
+    eval_every: int = MISSING
+    eval_refs: int = MISSING
+    eval_batch_size: int = MISSING
+    checkpoint_every: int = MISSING
+    resume: bool = MISSING
+    progress: bool = MISSING
+
+
+@dataclass
+class EncoderTrainConfig:
+    """train_encoder.yaml: one encoder training run (`python -m yochameleon.train_encoder`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
+    encoder: EncoderSizesConfig = field(default_factory=EncoderSizesConfig)
+    recipe: EncoderRecipeConfig = field(default_factory=EncoderRecipeConfig)
+    objective: EncoderObjectiveConfig = field(default_factory=EncoderObjectiveConfig)
+    trainer: EncoderTrainerConfig = field(default_factory=EncoderTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = MISSING
+    output_root: str = MISSING
+    run_name: str = MISSING
+    cache_dir: str = MISSING
+
+
 def register_schemas() -> None:
-    """Put `train_schema` and `eval_schema` in Hydra's ConfigStore (idempotent)."""
+    """Put `train_schema`, `eval_schema` and `encoder_schema` in Hydra's ConfigStore (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalConfig)
+    store.store(name="encoder_schema", node=EncoderTrainConfig)

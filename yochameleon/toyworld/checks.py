@@ -28,7 +28,11 @@ def text_checks(name: str) -> list[dict]:
     """`concept.text_checks` of toy concept `name`: each attribute in its training wording, then in held-out ones."""
     if name not in CONCEPTS:
         raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
-    thing = CONCEPTS[name]
+    return thing_checks(CONCEPTS[name])
+
+
+def thing_checks(thing: world.Thing) -> list[dict]:
+    """The text checks of a thing's identity (a toy concept's, or an identity folder's `checks.json`)."""
 
     def check(attribute: str, question: str, wording: str) -> dict:
         return {"question": question, "options": list(world.ATTRIBUTE_VALUES[attribute]),
