@@ -262,7 +262,7 @@ def run_all(args: argparse.Namespace) -> str:
     """Every run the arguments ask for that `--out` has not finished, the table rewritten after each; the table."""
     from tqdm.auto import tqdm
 
-    from yochameleon.model.tiny import default_cache_dir
+    from yochameleon.tiny.chameleon import default_cache_dir
     from yochameleon.toyworld.build import ensure_toyworld_checkpoint
 
     cache_dir = args.cache_dir or default_cache_dir()

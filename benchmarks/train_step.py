@@ -56,7 +56,7 @@ def measure(variant: str, size: str, steps: int) -> dict:
     from yochameleon.data.vq_cache import VQCodeCache
     from yochameleon.model.load import load_backbone
     from yochameleon.model.personalized import IGNORE_INDEX, PersonalizedChameleon
-    from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
+    from yochameleon.tiny.chameleon import default_cache_dir, ensure_tiny_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_backbone(ensure_tiny_checkpoint(default_cache_dir() / "models", SIZES[size]), name=size,

@@ -25,7 +25,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_path(cache_dir) -> Path:
-    from yochameleon.model.tiny import ensure_tiny_checkpoint
+    from yochameleon.tiny.chameleon import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(cache_dir / "models")
 
@@ -39,7 +39,7 @@ def backbone(tiny_path):
 
 @pytest.fixture(scope="session")
 def janus_path(cache_dir) -> Path:
-    from yochameleon.model.tiny_janus import ensure_tiny_janus
+    from yochameleon.tiny.janus import ensure_tiny_janus
 
     return ensure_tiny_janus(cache_dir / "models")
 

@@ -11,7 +11,7 @@ from yochameleon.concept.tokens import PersonalizedTokens
 from yochameleon.data import templates
 from yochameleon.data.chat import ChameleonLayout, chat_layout
 from yochameleon.data.samples import SampleBuilder, SampleSpec
-from yochameleon.model.tiny import FIRST_IMAGE_ID
+from yochameleon.tiny.chameleon import FIRST_IMAGE_ID
 
 CODES = [[4, 5, 6], [7, 8, 9]]  # image-token ids of a stand-in photo, unflipped and flipped
 
@@ -185,7 +185,7 @@ def test_unpacking_the_toy_pack_does_not_read_the_templates(tmp_path, monkeypatc
     """The unpacked tokenizer is rebuilt from the toy world's own sentences, whatever templates.py says."""
     import json
 
-    from yochameleon.model import tiny
+    from yochameleon.tiny import chameleon as tiny
     from yochameleon.toyworld import sentences, ship, spec
 
     for name in EDITED:  # the fixed copy equals the templates the pack was built from

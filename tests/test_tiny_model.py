@@ -13,7 +13,7 @@ from transformers import ChameleonForConditionalGeneration
 
 from yochameleon.model.backbone import BackboneError
 from yochameleon.model.load import check_directory, load_backbone
-from yochameleon.model.tiny import build_tiny_checkpoint, image_token_name
+from yochameleon.tiny.chameleon import build_tiny_checkpoint, image_token_name
 
 
 def test_vocabulary_has_the_7b_layout(backbone):

@@ -115,7 +115,7 @@ def test_colliding_adapters_are_remapped_to_free_ids(tmp_path, backbone):
 
 def test_adapter_refuses_another_backbone(tmp_path, backbone, cache_dir):
     from yochameleon.model.load import load_backbone
-    from yochameleon.model.tiny import ensure_tiny_checkpoint
+    from yochameleon.tiny.chameleon import ensure_tiny_checkpoint
 
     save_adapter(tmp_path / "a", make_tokens(backbone), backbone.fingerprint())
     other = load_backbone(ensure_tiny_checkpoint(cache_dir / "models", {"seed": 1}), name="tiny-seed1")

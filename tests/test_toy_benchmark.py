@@ -104,7 +104,7 @@ def _definition_example(backbone, kind: str, seed: int):
     """A toy pretraining example whose name is the adapters' identifier token, and the texts it was made of."""
     import torch
 
-    from yochameleon.model.tiny import FIRST_IMAGE_ID
+    from yochameleon.tiny.chameleon import FIRST_IMAGE_ID
     from yochameleon.toyworld import pretrain
 
     texts = []

@@ -19,8 +19,8 @@ import torch
 from yochameleon.errors import YoChameleonError
 from yochameleon.model.backbone import Backbone, resolve_dtype
 from yochameleon.model.load import check_directory, load_backbone
-from yochameleon.model.tiny import default_cache_dir, ensure_tiny_checkpoint
-from yochameleon.model.tiny_janus import ensure_tiny_janus
+from yochameleon.tiny.chameleon import default_cache_dir, ensure_tiny_checkpoint
+from yochameleon.tiny.janus import ensure_tiny_janus
 
 Verdicts = list[dict[str, bool]]  # per image, {attribute: read right}
 

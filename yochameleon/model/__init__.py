@@ -1,1 +1,1 @@
-"""Backbone loading, the tiny test model, the VQ image decoder and image-token helpers."""
+"""Backbone families (Chameleon, Janus): loading, chat layouts, token facts, image codecs, the VQ decoder."""

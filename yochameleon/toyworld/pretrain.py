@@ -261,7 +261,7 @@ class Build:
     @classmethod
     def start(cls, out_dir: str | Path, spec: dict | None, show_progress: bool) -> Build:
         """Seed everything, then the tokenizer and the freshly initialised model, in the order the seed fixes."""
-        from yochameleon.model import tiny
+        from yochameleon.tiny import chameleon as tiny
         from yochameleon.model.backbone import YoChameleonForConditionalGeneration
 
         spec = {**TOY_SPEC, **(SHIPPED_BUILD if spec is None else spec)}
@@ -380,7 +380,7 @@ def build_toyworld_checkpoint(out_dir: str | Path, spec: dict | None = None, sho
     """Pretrain the toy backbone and write it in HF format; returns the build report."""
     from safetensors.torch import save
 
-    from yochameleon.model import tiny
+    from yochameleon.tiny import chameleon as tiny
 
     build = Build.start(out_dir, spec, show_progress)
     report = run_stage(build, UNDERSTANDING)

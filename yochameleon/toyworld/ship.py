@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from yochameleon.model import tiny
+from yochameleon.tiny import chameleon as tiny
 from yochameleon.model.backbone import YoChameleonForConditionalGeneration
 from yochameleon.toyworld.pretrain import trained_token_ids
 from yochameleon.toyworld.spec import JUDGE_FILE, toy_tokenizer, toyworld_dir

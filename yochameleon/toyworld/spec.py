@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yochameleon.model import tiny
+from yochameleon.tiny import chameleon as tiny
 from yochameleon.toyworld import sentences, world
 
 TOY_BUILD_VERSION = "5"

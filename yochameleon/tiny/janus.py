@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from yochameleon.io import atomic_dir
-from yochameleon.model.tiny import default_cache_dir, training_corpus
+from yochameleon.tiny.chameleon import default_cache_dir, training_corpus
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from yochameleon.data import templates
+
 log = logging.getLogger(__name__)
 
 VOCAB_SIZE = 65536
@@ -67,9 +69,7 @@ def training_corpus(extra: tuple[str, ...] = (), sentences=None) -> list[str]:
     `sentences` holds the template lists by their `yochameleon.data.templates` names (the default);
     the toy world passes its own fixed copy, `yochameleon.toyworld.sentences`.
     """
-    if sentences is None:
-        from yochameleon.data import templates as sentences
-
+    sentences = templates if sentences is None else sentences
     lines = [line for line in _BASE_CORPUS.splitlines() if line.strip()]
     for group in (sentences.RECOGNITION_QUESTIONS, sentences.POSITIVE_ANSWERS,
                   sentences.NEGATIVE_ANSWERS, sentences.GENERATION_PROMPTS):
