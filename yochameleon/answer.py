@@ -4,6 +4,8 @@
         -> Is <corgi> in this photo?  Yes  (P(Yes) = 0.91)
     python -m yochameleon.answer --adapter outputs/corgi/yochameleon/adapter --question "Describe <corgi>."
     python -m yochameleon.answer --adapter A --adapter B --image x.jpg --question "What is <a> doing here?"
+    # a concept from photos, no training (a concept encoder, `python -m yochameleon.train_encoder`):
+    python -m yochameleon.answer --encoder outputs/encoders/encoder/best --concept bo=photos/bo/ --image x.jpg
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m yochameleon.answer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter", action="append", required=True,
+    parser.add_argument("--adapter", action="append", default=[],
                         help="concept adapter directory (repeat to load several concepts)")
+    parser.add_argument("--encoder", default=None,
+                        help="concept encoder directory: --concept name=<photo, folder or a,b,c> adds a concept "
+                             "from 1-5 photos with no training")
     parser.add_argument("--image", action="append", default=[], help="photo(s) to ask about")
     parser.add_argument("--question", default=None,
                         help="free-form question; without it, each --image gets 'Is <concept> in this photo?'")
-    parser.add_argument("--concept", default=None, help="which loaded concept to recognize (default: the first)")
+    parser.add_argument("--concept", action="append", default=[],
+                        help="which loaded concept to recognize (default: the first); with --encoder, "
+                             "name=<photos> adds one (repeatable)")
     parser.add_argument("--model-path", default=None, help="local backbone directory (default: the adapter's record)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -34,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="backbone weights: auto = bfloat16 on a GPU, float32 on CPU (a 7B model: ~14 vs ~28 GB)")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     args = parser.parse_args(argv)
+    if not args.adapter and not args.encoder:
+        parser.error("give --adapter <dir> (a trained concept) and/or --encoder <dir> with --concept name=<photos>")
     if args.question is None and not args.image:
         parser.error("give --image (recognition) and/or --question (free-form answer)")
     if args.max_new_tokens <= 0:
@@ -44,12 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    from yochameleon.inference import PersonalizedModel, check_before_loading
+    from yochameleon.inference import check_before_loading, encoded_concepts, load_for_command
 
     try:
-        check_before_loading(args.adapter, [args.question], args.concept)  # a typo costs no model load
-        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device,
-                                    dtype=args.dtype)
+        added, args.concept = encoded_concepts(args.concept)
+        check_before_loading(args.adapter, [args.question], args.concept, added)  # a typo costs no model load
+        pm = load_for_command(args.adapter, args.encoder, added, args.model_path, args.device, args.dtype)
         results = []
         if args.question is None:
             for image in args.image:

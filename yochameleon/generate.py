@@ -4,6 +4,8 @@
         --prompt "A photo of <corgi> on the beach." -n 4 --guidance 3.0 --seed 0 --out samples/
     # several concepts in one prompt:
     python -m yochameleon.generate --adapter runs/bo/adapter --adapter runs/mam/adapter --prompt "<bo> and <mam> playing."
+    # a concept from photos, no training (a concept encoder, `python -m yochameleon.train_encoder`):
+    python -m yochameleon.generate --encoder outputs/encoders/encoder/best --concept bo=photos/bo/ --prompt "A photo of <bo>."
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m yochameleon.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter", action="append", required=True, help="concept adapter dir (repeatable)")
+    parser.add_argument("--adapter", action="append", default=[], help="concept adapter dir (repeatable)")
+    parser.add_argument("--encoder", default=None, help="concept encoder dir, for --concept name=<photos>")
+    parser.add_argument("--concept", action="append", default=[],
+                        help="with --encoder: name=<photo, folder or a,b,c> adds a concept from photos (repeatable)")
     parser.add_argument("--prompt", required=True, help='e.g. "A photo of <bo> on the beach."')
     parser.add_argument("-n", "--num-images", type=int, default=1)
     parser.add_argument("--guidance", type=float, default=None,
@@ -38,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="backbone weights: auto = bfloat16 on a GPU, float32 on CPU (a 7B model: ~14 vs ~28 GB)")
     args = parser.parse_args(argv)
+    if not args.adapter and not args.encoder:
+        parser.error("give --adapter <dir> (a trained concept) and/or --encoder <dir> with --concept name=<photos>")
     if args.num_images <= 0:
         parser.error(f"-n must be positive, got {args.num_images}")
     if args.guidance is not None and args.guidance < 0:
@@ -67,14 +74,16 @@ def slug(prompt: str) -> str:
 def main(argv=None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    from yochameleon.inference import PersonalizedModel, check_before_loading
+    from yochameleon.inference import check_before_loading, encoded_concepts, load_for_command
 
     out = Path(args.out)
     try:
         check_writable(out)
-        check_before_loading(args.adapter, [args.prompt])  # a typo costs no model load
-        pm = PersonalizedModel.load(args.adapter, model_path=args.model_path, device=args.device,
-                                    dtype=args.dtype)
+        added, picked = encoded_concepts(args.concept)
+        if picked:
+            raise YoChameleonError(f"--concept {picked!r}: generate takes name=<photos> (the prompt names the concept)")
+        check_before_loading(args.adapter, [args.prompt], encoded=added)  # a typo costs no model load
+        pm = load_for_command(args.adapter, args.encoder, added, args.model_path, args.device, args.dtype)
         images = pm.generate_images(args.prompt, n=args.num_images, guidance_scale=args.guidance,
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                     seed=args.seed, batch_size=args.batch_size, progress=True)

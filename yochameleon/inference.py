@@ -60,12 +60,40 @@ def check_concept_names(text: str, loaded) -> None:
                                + ", ".join(f"<{n}>" for n in loaded) + " (fix the name, or add its --adapter)")
 
 
-def check_before_loading(adapters, texts=(), concept: str | None = None) -> None:
+def check_before_loading(adapters, texts=(), concept: str | None = None, encoded=()) -> None:
     """What `answer` and `generate` check before the backbone loads: every concept a question, a prompt or
-    --concept names is one of the adapters' (the same rule `PersonalizedModel` applies)."""
-    names = adapter_concepts([Path(a) for a in adapters])
+    --concept names is one of the adapters' or one added from photos (`encoded` names; the same rule
+    `PersonalizedModel` applies)."""
+    names = adapter_concepts([Path(a) for a in adapters]) + list(encoded)
     for text in [t for t in texts if t] + ([f"<{concept.strip('<>')}>"] if concept else []):
         check_concept_names(text, names)
+
+
+def encoded_concepts(values) -> tuple[dict[str, list[str]], str | None]:
+    """`--concept` values of `answer` / `generate`: `name=<photo, folder or photo,photo,...>` adds a concept
+    with the encoder; a bare name picks which loaded concept a recognition is about (at most one)."""
+    added, picked = {}, [v for v in values or [] if "=" not in v]
+    for value in values or []:
+        name, sep, photos = value.partition("=")
+        if not sep:
+            continue
+        if not photos:
+            raise YoChameleonError(f"--concept {value!r}: give name=<photo, folder, or photos separated by commas>")
+        added.setdefault(name.strip().strip("<>"), []).extend(p for p in photos.split(",") if p)
+    if len(picked) > 1:
+        raise YoChameleonError(f"--concept names {picked} to ask about: give one (name=photos adds a concept)")
+    return added, (picked[0] if picked else None)
+
+
+def load_for_command(adapters, encoder, added: dict, model_path, device, dtype) -> "PersonalizedModel":
+    """The model `answer` / `generate` use: the adapters, then each concept of `added` from its photos."""
+    if added and not encoder:
+        raise YoChameleonError(f"--concept {next(iter(added))}=... adds a concept from photos: give --encoder <dir> "
+                               "(a trained concept encoder, `python -m yochameleon.train_encoder`)")
+    pm = PersonalizedModel.load(adapters or (), model_path=model_path, device=device, dtype=dtype, encoder=encoder)
+    for name, photos in added.items():
+        pm.add_concept(name, photos)
+    return pm
 
 
 def _directory_shapes(path: Path) -> dict | None:
@@ -115,22 +143,26 @@ class PersonalizedModel:
         self.model = PersonalizedChameleon(backbone.model, list(concepts)).to(backbone.device).eval()
 
     @classmethod
-    def load(cls, adapters, model_path=None, device: str | None = None, dtype: str = "auto",
-             cache_dir=None) -> "PersonalizedModel":
-        """Load the backbone (from the first adapter's record unless `model_path`) and every adapter.
+    def load(cls, adapters=(), model_path=None, device: str | None = None, dtype: str = "auto",
+             cache_dir=None, encoder=None) -> "PersonalizedModel":
+        """Load the backbone (from the first adapter's record, else the encoder's, unless `model_path`), every
+        adapter, and a concept encoder (`encoder`: its directory) for `add_concept`.
 
         `dtype` is the backbone's: "auto" (bfloat16 on a GPU, float32 on CPU), "float32", "bfloat16"
         or "float16"; the concept rows keep their own precision and are cast where they are used.
         """
         adapters = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters)]
-        if not adapters:
-            raise YoChameleonError("give at least one adapter directory")
+        if not adapters and encoder is None:
+            raise YoChameleonError("give at least one adapter directory, or a concept encoder to add concepts with")
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         configs = read_adapter_configs(adapters)  # each read and checked once, then passed down
-        path = _base_model_path(configs[0], model_path, cache_dir)
+        from yochameleon.concept.encoder import encoder_record
+
+        first = configs[0] if configs else encoder_record(encoder)
+        path = _base_model_path(first, model_path, cache_dir)
         # The loaded backbone's name: the adapter's record, or the directory given in its place.
-        name = configs[0].base_model.name if model_path is None else Path(model_path).name
+        name = first.base_model.name if model_path is None else Path(model_path).name
         shapes = _directory_shapes(path)
         for config in configs:  # before the 10-15 s of loading: config.json is enough
             if shapes is not None:
@@ -146,7 +178,56 @@ class PersonalizedModel:
             taken |= set(tokens.token_ids.tolist())
             concepts.append(tokens.to(device))
             self_prompting[tokens.name], modes[tokens.name] = config.self_prompting, config.self_prompt_mode
-        return cls(backbone, concepts, self_prompting, modes)
+        model = cls(backbone, concepts, self_prompting, modes)
+        if encoder is not None:
+            model.encoder = model._zero_shot(encoder)
+        return model
+
+    encoder = None  # the concept encoder `add_concept` uses by default (`load(..., encoder=)`)
+
+    def _zero_shot(self, encoder):
+        """A `ZeroShot` over this backbone from an encoder directory (or one given as it is)."""
+        from yochameleon.concept.encoder import ZeroShot, load_encoder
+
+        if encoder is None:
+            if self.encoder is None:
+                raise YoChameleonError("no concept encoder: pass encoder=<directory> to add_concept (or to load)")
+            return self.encoder
+        if isinstance(encoder, ZeroShot):
+            return encoder
+        return ZeroShot(load_encoder(encoder, self.backbone), self.backbone)
+
+    def add_concept(self, name: str, photos, encoder=None):
+        """Add `<name>` from 1-5 photos (paths, a folder, PIL images) with a concept encoder, no training: from
+        now on questions and prompts may name it beside the concepts already loaded (as PLVM adds a person in
+        the middle of a dialogue). Returns its `PersonalizedTokens` (`save_adapter` writes it as an adapter).
+
+        Refused with nothing changed: a name already loaded or not allowed, no or unreadable photos, too many,
+        an encoder trained on another backbone."""
+        from yochameleon.concept.adapter import _free_reserved_run
+        from yochameleon.data.images import list_images, validate_concept_name
+
+        name = validate_concept_name(str(name).strip("<>"))
+        if name in self.concepts:
+            raise YoChameleonError(f"<{name}> is already loaded; add the new concept under another name")
+        zero_shot = self._zero_shot(encoder)
+        items = [photos] if isinstance(photos, (str, Path, Image.Image)) else list(photos)
+        if len(items) == 1 and isinstance(items[0], (str, Path)) and Path(items[0]).is_dir():
+            items = list_images(items[0], f"photos of <{name}>")
+        images = [self._image(item) for item in items]  # an unreadable file is named here
+        config = zero_shot.config
+        names, ids = list(config.token_names), list(config.token_ids)
+        taken = {i for c in self.concepts.values() for i in c.token_ids.tolist()}
+        if taken & set(ids):
+            names, ids = _free_reserved_run(self.backbone.vocabulary_map, config.n_rows, taken)
+        tokens = zero_shot.encode(name, images, names, ids).to(self.backbone.device)
+        recipe = config.recipe or {}
+        self.concepts[name] = tokens
+        self.self_prompting[name] = bool(recipe.get("self_prompting", True))
+        self.self_prompt_mode[name] = str(recipe.get("inference", {}).get("self_prompt", "forced"))
+        self.model = PersonalizedChameleon(self.backbone.model, list(self.concepts.values())).to(
+            self.backbone.device).eval()
+        return tokens
 
     def builder(self, concept: str | None) -> SampleBuilder:
         """The prompt builder for `<concept>` (the first loaded one for None) with every other loaded concept

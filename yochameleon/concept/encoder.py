@@ -282,6 +282,14 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     return EncoderConfig(**values), raw
 
 
+def encoder_record(directory: str | Path) -> SimpleNamespace:
+    """What an encoder records of its backbone, in an adapter config's shape (`base_model`, `directory`): how
+    `PersonalizedModel.load(encoder=...)` finds the backbone when no adapter is given."""
+    _, raw = read_encoder_config(directory)
+    path = Path(directory) / ENCODER_CONFIG
+    return SimpleNamespace(base_model=BaseModel.parse(raw["base_model"], path), directory=Path(directory))
+
+
 def load_encoder(directory: str | Path, backbone, fingerprint: dict | None = None) -> ConceptEncoder:
     """An encoder directory for `backbone`: refused (naming the file and the difference) when it was trained on
     another backbone, when a tensor is missing or of the wrong shape."""

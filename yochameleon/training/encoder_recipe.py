@@ -43,7 +43,7 @@ from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir, write_json
 from yochameleon.metrics.zero_shot import zero_shot_scores
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.sources import load_configured_backbone
+from yochameleon.sources import configured_source, load_configured_backbone
 from yochameleon.training.logging import NullLogger, RunLogger
 from yochameleon.training.optimization import build_lr_scheduler, build_optimizer, schedule_fact
 
@@ -162,10 +162,15 @@ class EncoderTrainer:
         cfg, tcfg = self.cfg, self.tcfg
         self.accelerator = Accelerator(cpu=str(tcfg.device) == "cpu")
         self.state = _check_run_dir(self.run_dir, bool(tcfg.resume), int(tcfg.steps))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.main = self.accelerator.is_main_process
         self.progress = bool(tcfg.progress) and self.main
         with self.accelerator.main_process_first():
             self.backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=self.accelerator.device)
+        # What the encoder (and every adapter it makes) records: as an adapter's, so the backbone can be found again.
+        self.fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
+                                                          "model_config": str(cfg.model.name),
+                                                          "source": configured_source(cfg.model)}
         self.splits = read_concept_folders(cfg.data.root, cfg.data.val_concepts, cfg.data.test_concepts)
         self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
         self.features = PhotoFeatures(self.backbone, self.cache)
@@ -296,7 +301,7 @@ class EncoderTrainer:
         score = scores[SELECT_BY]
         if not math.isnan(score) and score > self.best["score"]:
             self.best = {"score": score, "step": done}
-            save_encoder(self.run_dir / "best", self.unwrapped, self.backbone.fingerprint(),
+            save_encoder(self.run_dir / "best", self.unwrapped, self.fingerprint,
                          {"selected_on": "val", "selection": {"metric": f"val/{SELECT_BY}", "score": score,
                                                               "step": done, "n_refs": int(self.tcfg.eval_refs)}})
         return metrics
@@ -306,7 +311,7 @@ class EncoderTrainer:
         if not self.main:
             return
         with atomic_dir(self.run_dir / "checkpoint") as staging:
-            save_encoder(staging / "encoder", self.unwrapped, self.backbone.fingerprint())
+            save_encoder(staging / "encoder", self.unwrapped, self.fingerprint)
             torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), staging / "scheduler.pt")
             write_json(staging / "state.json", {"step": done, "steps": int(self.tcfg.steps), "best": self.best,
@@ -333,7 +338,7 @@ class EncoderTrainer:
         """The last encoder, the chosen one's test-concept scores (once) with 1 and max_photos photos, the summary."""
         if not self.main:
             return {"rank": self.accelerator.process_index}
-        fingerprint = self.backbone.fingerprint()
+        fingerprint = self.fingerprint
         save_encoder(self.run_dir / "encoder", self.unwrapped, fingerprint, {"step": int(self.tcfg.steps)})
         chosen = self.run_dir / ("best" if (self.run_dir / "best" / ENCODER_WEIGHTS).exists() else "encoder")
         encoder = load_encoder(chosen, self.backbone, fingerprint)

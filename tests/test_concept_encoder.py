@@ -1,0 +1,198 @@
+"""The concept encoder (issue 27): photos -> a concept's rows, saved, loaded, refused, added to a loaded model,
+and trained across concept folders by `python -m yochameleon.train_encoder` (tiny backbone, a few steps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DEMO
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def encoder_setup(backbone):
+    from yochameleon.concept.encoder import encoder_config_for, new_encoder
+
+    torch.manual_seed(0)
+    config = encoder_config_for(backbone, 4, 3, backbone.default_first_token, width=32, layers=1, heads=2,
+                                max_photos=3, recipe={"self_prompting": True, "generation_group": "none",
+                                                      "inference": {"self_prompt": "forced"}})
+    return config, new_encoder(backbone, config)
+
+
+def _randomize(encoder):
+    """A copy of `encoder` whose output heads are no longer zero (the module fixture stays untrained)."""
+    import copy
+
+    encoder = copy.deepcopy(encoder)
+    with torch.no_grad():
+        for head in (encoder.to_input, encoder.to_output):
+            head.weight.normal_(0, 0.05)
+    return encoder
+
+
+def test_an_untrained_encoder_gives_the_reserved_rows_a_fresh_adapter_starts_from(backbone, encoder_setup, tokens):
+    config, encoder = encoder_setup
+    features = torch.randn(2, 3, config.feature_tokens, config.feature_dim)
+    inputs, outputs = encoder(features)
+    assert inputs.shape == outputs.shape == (2, 1 + 4 + 3, backbone.hidden_size)
+    assert torch.equal(inputs[0], tokens.input_rows.detach()) and torch.equal(outputs[1], tokens.output_rows.detach())
+
+
+def test_rows_do_not_depend_on_the_photos_order_nor_on_padded_photos(encoder_setup):
+    config, encoder = encoder_setup
+    trained = _randomize(encoder)
+    a, b = torch.randn(config.feature_tokens, config.feature_dim), torch.randn(config.feature_tokens, config.feature_dim)
+    rows_ab, _ = trained(torch.stack([a, b])[None])
+    rows_ba, _ = trained(torch.stack([b, a])[None])
+    assert torch.allclose(rows_ab, rows_ba, atol=1e-5)
+    padded, _ = trained(torch.stack([a, b, torch.randn_like(a) * 9])[None], torch.tensor([[True, True, False]]))
+    assert torch.allclose(padded, rows_ab, atol=1e-5)
+    assert not torch.allclose(trained(a[None, None])[0], rows_ab, atol=1e-3)  # the photos do matter
+
+
+def test_encoding_photos_gives_a_concept_that_saves_and_loads_as_an_adapter(backbone, encoder_setup, tmp_path,
+                                                                            demo_photos):
+    from yochameleon.concept.adapter import load_adapter, save_adapter
+    from yochameleon.concept.encoder import ZeroShot
+    from yochameleon.data.images import load_image
+
+    config, encoder = encoder_setup
+    zero_shot = ZeroShot(_randomize(encoder), backbone)
+    photos = [load_image(p) for p in demo_photos[:2]]
+    tokens = zero_shot.encode("bo", photos)
+    assert tokens.token_ids.tolist() == list(config.token_ids) and tokens.generation_group == "none"
+    assert tokens.encoded_seconds < 5
+    again = zero_shot.encode("bo", list(reversed(photos)))
+    assert torch.allclose(again.input_rows, tokens.input_rows, atol=1e-5)  # the photos' order does not matter
+    other = zero_shot.encode("bo", photos[:1])
+    assert not torch.allclose(other.input_rows, tokens.input_rows)
+    save_adapter(tmp_path / "bo", tokens, backbone.fingerprint(), {"recipe": config.recipe})
+    loaded = load_adapter(tmp_path / "bo", backbone)
+    assert torch.equal(loaded.input_rows, tokens.input_rows) and torch.equal(loaded.output_rows, tokens.output_rows)
+    from yochameleon.concept.encoder import EncoderError
+
+    with pytest.raises(EncoderError, match="no photos"):
+        zero_shot.encode("bo", [])
+    with pytest.raises(EncoderError, match="at most 3"):
+        zero_shot.encode("bo", photos * 2)
+
+
+def test_an_encoder_saves_loads_and_is_refused_on_another_backbone_or_damaged(backbone, janus_backbone,
+                                                                             encoder_setup, tmp_path):
+    from yochameleon.concept.encoder import (ENCODER_CONFIG, ENCODER_WEIGHTS, EncoderError, load_encoder,
+                                             save_encoder)
+    from yochameleon.errors import YoChameleonError
+
+    config, encoder = encoder_setup
+    save_encoder(tmp_path / "enc", encoder, backbone.fingerprint())
+    loaded = load_encoder(tmp_path / "enc", backbone)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), encoder.state_dict().values()))
+    assert loaded.config == config
+    with pytest.raises(YoChameleonError, match="trained on backbone 'tiny'.*janus-tiny"):
+        load_encoder(tmp_path / "enc", janus_backbone)
+    with pytest.raises(EncoderError, match="not a concept encoder"):
+        load_encoder(tmp_path, backbone)
+    shutil.copytree(tmp_path / "enc", tmp_path / "bad")
+    raw = json.loads((tmp_path / "bad" / ENCODER_CONFIG).read_text())
+    (tmp_path / "bad" / ENCODER_CONFIG).write_text(json.dumps(raw | {"width": 64}))
+    with pytest.raises(EncoderError, match=f"{ENCODER_WEIGHTS} does not match"):
+        load_encoder(tmp_path / "bad", backbone)
+    (tmp_path / "bad" / ENCODER_CONFIG).write_text(json.dumps({k: v for k, v in raw.items() if k != "k_g"}))
+    with pytest.raises(EncoderError, match="field 'k_g' is missing"):
+        load_encoder(tmp_path / "bad", backbone)
+
+
+def _concept_tree(root: Path) -> Path:
+    """Six concept folders from the demo photos: corgi (5 photos) and five other subjects (2 each)."""
+    (root / "corgi").mkdir(parents=True)
+    for photo in sorted((DEMO / "corgi").rglob("*.jpg")):
+        shutil.copy(photo, root / "corgi" / f"{photo.parent.name}_{photo.name}")
+    for subject in ("dog2", "duck_toy", "cat", "clock", "bear_plushie"):
+        (root / subject).mkdir()
+        for photo in sorted((DEMO / "negatives").rglob(f"{subject}_0*.jpg")):
+            shutil.copy(photo, root / subject / photo.name)
+    return root
+
+
+def test_concept_folders_are_split_and_bad_ones_refused(tmp_path):
+    from yochameleon.data.concept_folders import read_concept_folders
+    from yochameleon.errors import ConceptDataError
+
+    root = _concept_tree(tmp_path / "concepts")
+    splits = read_concept_folders(root, ["cat"], ["clock"])
+    assert [f.name for f in splits["val"]] == ["cat"] and [f.name for f in splits["test"]] == ["clock"]
+    assert sorted(f.name for f in splits["train"]) == ["bear_plushie", "corgi", "dog2", "duck_toy"]
+    (root / "splits.json").write_text(json.dumps({"val": ["dog2"], "test": ["cat"]}))
+    assert [f.name for f in read_concept_folders(root)["val"]] == ["dog2"]
+    with pytest.raises(ConceptDataError, match="both the val and the test split"):
+        read_concept_folders(root, ["cat"], ["cat"])
+    with pytest.raises(ConceptDataError, match="'rex'.*not folders"):
+        read_concept_folders(root, ["rex"], [])
+    (root / "lonely").mkdir()
+    shutil.copy(next((root / "cat").iterdir()), root / "lonely" / "only.jpg")
+    with pytest.raises(ConceptDataError, match="lonely holds 1 photo"):
+        read_concept_folders(root, [], [])
+
+
+def test_add_concept_to_a_loaded_model_between_two_questions(backbone, tiny_path, encoder_setup, tmp_path,
+                                                             demo_photos):
+    from yochameleon.concept.encoder import save_encoder
+    from yochameleon.errors import YoChameleonError
+    from yochameleon.inference import PersonalizedModel
+
+    config, encoder = encoder_setup
+    save_encoder(tmp_path / "enc", _randomize(encoder), backbone.fingerprint() | {"path": str(tiny_path),
+                                                                                  "source": "local"})
+    pm = PersonalizedModel.load(encoder=tmp_path / "enc", device="cpu")
+    plain = pm.answer("What is in the picture?", max_new_tokens=4)
+    pm.add_concept("bo", [str(p) for p in demo_photos[:2]])
+    assert pm.answer("What is in the picture?", max_new_tokens=4) == plain  # a prompt naming no concept: unchanged
+    assert pm.concepts["bo"].token_ids[0].item() in pm.answer_prompt_ids("Describe <bo>.")
+    assert 0.0 <= pm.recognize(demo_photos[2], concept="bo").probability <= 1.0
+    pm.add_concept("mam", str(DEMO / "corgi" / "train"), encoder=tmp_path / "enc")  # a folder: its photos
+    assert not set(pm.concepts["mam"].token_ids.tolist()) & set(pm.concepts["bo"].token_ids.tolist())
+    before = dict(pm.concepts)
+    for bad, match in ((lambda: pm.add_concept("bo", demo_photos[:1]), "already loaded"),
+                       (lambda: pm.add_concept("rex", []), "no photos"),
+                       (lambda: pm.add_concept("rex", [tmp_path / "missing.jpg"]), "missing.jpg"),
+                       (lambda: pm.add_concept("re x", demo_photos[:1]), "not allowed")):
+        with pytest.raises(YoChameleonError, match=match):
+            bad()
+    assert pm.concepts == before
+
+
+def test_train_encoder_end_to_end_on_concept_folders_then_answer_with_it(tmp_path, cache_dir, tiny_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from yochameleon import answer
+    from yochameleon.config import CONFIG_DIR, register_resolvers
+    from yochameleon.training.encoder_recipe import EncoderRunError, train_encoder
+
+    root = _concept_tree(tmp_path / "concepts")
+    register_resolvers()
+    overrides = [f"cache_dir={cache_dir}", "model=tiny", f"data.root={root}", "data.val_concepts=[cat,dog2]",
+                 "data.test_concepts=[clock,bear_plushie]", "trainer.steps=4", "trainer.eval_every=2",
+                 "trainer.checkpoint_every=2", "trainer.concepts_per_step=2", "encoder.width=32", "encoder.k_g=4",
+                 "encoder.k_u=3", "encoder.layers=1", "encoder.heads=2", "logger=none", "trainer.progress=false"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train_encoder", overrides=overrides)
+    run = tmp_path / "run"
+    summary = train_encoder(cfg, run)
+    assert summary["concepts"] == {"train": 2, "val": 2, "test": 2}
+    assert summary["best"]["step"] in (2, 4) and (run / "best" / "encoder.safetensors").exists()
+    assert set(summary["test"]) == {"1_photos", "5_photos"}
+    assert summary["test"]["5_photos"]["concepts"] == 2 and summary["test"]["1_photos"]["prompt_tokens"] > 8
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val/auroc" in r] == [2, 4]
+    with pytest.raises(EncoderRunError, match="already holds an encoder run"):
+        train_encoder(cfg, run)
+    assert answer.main(["--encoder", str(run / "best"), "--concept", f"corgi={DEMO / 'corgi' / 'train'}",
+                        "--image", str(DEMO / "corgi" / "test" / "03.jpg"), "--device", "cpu"]) == 0
+    assert "Is <corgi> in this photo?" in capsys.readouterr().out
