@@ -35,6 +35,25 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def introduced_scores(model, builder, positives, negatives, checks=(), batch_size: int = 8) -> dict:
+    """One subject as `builder` introduces it: recognition of `positives` against `negatives` (P(Yes) after the
+    forced self-prompt group), its text checks, and the prompt tokens its introduction costs."""
+    p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size)
+    p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size)
+    scores = recognition_accuracy(p_pos, p_neg)
+    if checks:
+        scores |= score_text_checks(model, builder, list(checks))
+    plain = builder.layout.prompt(builder.text_ids(builder.layout.question_text("", False)))
+    return scores | {"prompt_tokens": len(builder.prompt_ids("")) - len(plain)}
+
+
+def mean_scores(per_concept: dict) -> dict:
+    """The mean of every figure over the concepts (NaN left out), beside the per-concept ones."""
+    keys = sorted({k for s in per_concept.values() for k in s})
+    means = {k: _mean([s[k] for s in per_concept.values() if k in s]) for k in keys}
+    return means | {"concepts": len(per_concept), "per_concept": per_concept}
+
+
 def zero_shot_scores(introduce, folders, n_refs: int, max_photos: int, batch_size: int = 8,
                      text_qa: bool = True) -> dict:
     """Means over the concepts of a held-out split (and `per_concept`): auroc, weighted, positive, negative,
@@ -45,15 +64,7 @@ def zero_shot_scores(introduce, folders, n_refs: int, max_photos: int, batch_siz
         started = time.perf_counter()
         model, builder = introduce(folder, refs[:n_refs])
         seconds = time.perf_counter() - started
-        p_pos = yes_probabilities(model, builder, positives, batch_size=batch_size)
-        p_neg = yes_probabilities(model, builder, negatives, batch_size=batch_size)
-        scores = recognition_accuracy(p_pos, p_neg) | {"seconds": seconds}
-        if text_qa and folder.checks:
-            scores |= score_text_checks(model, builder, folder.checks)
-        prompt = builder.prompt_ids("")
-        plain = builder.layout.prompt(builder.text_ids(builder.layout.question_text("", False)))
-        scores["prompt_tokens"] = len(prompt) - len(plain)
-        per_concept[folder.name] = scores
-    keys = sorted({k for s in per_concept.values() for k in s})
-    means = {k: _mean([s[k] for s in per_concept.values() if k in s]) for k in keys}
-    return means | {"concepts": len(per_concept), "n_refs": n_refs, "per_concept": per_concept}
+        per_concept[folder.name] = introduced_scores(model, builder, positives, negatives,
+                                                     folder.checks if text_qa else (), batch_size)
+        per_concept[folder.name]["seconds"] = seconds
+    return mean_scores(per_concept) | {"n_refs": n_refs}
