@@ -6,7 +6,8 @@ code; they differ only in how the subject is introduced before the question:
 - `adapter`: the learned soft prompt `<sks> is <g-tokens><u-tokens>.` (+ self-prompting);
 - `plain`: nothing; the subject is just its name;
 - `description`: "`name` is `<a written description>`.";
-- `reference_photos`: "Photos of `name`:" followed by the training photos as image tokens.
+- `reference_photos`: "Photos of `name`:" followed by the training photos as image tokens;
+- `encoder`: the concept's rows encoded from its training photos by a concept encoder (zero-shot).
 
 `tokens` is what introducing the subject costs in the prompt, as the papers report it.
 """
@@ -84,7 +85,8 @@ class Method:
     def rewrite(self, text: str, subject: str) -> str:
         """Question text naming `<subject>` in the eval set's spelling -> this method's concept names."""
         concept = self.subjects[subject]
-        return text.replace(f"<{subject}>", f"<{concept.name}>" if self.name == "adapter" else concept.name)
+        learned = self.name in ("adapter", "encoder")  # concepts with tokens of their own are named <name>
+        return text.replace(f"<{subject}>", f"<{concept.name}>" if learned else concept.name)
 
     def tokens(self, subject: str) -> int:
         return self.builder(subject).introduction_tokens()
@@ -97,6 +99,20 @@ def adapter_method(personalized_model, subjects: dict[str, str]) -> Method:
     return Method("adapter", personalized_model.backbone, personalized_model.model, concepts,
                   self_prompting=personalized_model.self_prompting[first],
                   self_prompt=personalized_model.self_prompt_mode[first])
+
+
+def encoder_method(backbone, encoder_dir, name: str, subject: str, photos) -> Method:
+    """A concept encoded from `photos` by the encoder at `encoder_dir` (no training); `notes` says what adding it
+    cost in seconds."""
+    from yochameleon.concept.encoder import ZeroShot, load_encoder
+
+    zero_shot = ZeroShot(load_encoder(encoder_dir, backbone), backbone)
+    tokens = zero_shot.encode(name, list(photos))
+    recipe = zero_shot.config.recipe or {}
+    return Method("encoder", backbone, PersonalizedChameleon(backbone.model, [tokens]).eval(), {subject: tokens},
+                  self_prompting=bool(recipe.get("self_prompting", True)),
+                  self_prompt=str(recipe.get("inference", {}).get("self_prompt", "forced")),
+                  notes={"seconds_to_add": tokens.encoded_seconds, "photos": len(photos)})
 
 
 def baseline_method(kind: str, backbone, names: dict[str, str], descriptions: dict[str, str],

@@ -302,6 +302,12 @@ def make_methods(cfg, pm, backbone, concept, subject: str, eval_set, have_set: b
                 skipped["adapter"] = "no adapter= given"
                 continue
             methods.append(M.adapter_method(pm, {subject_of.get(c, c): c for c in pm.concepts}))
+        elif kind == "encoder":
+            if cfg.get("encoder") is None:
+                skipped["encoder"] = "no encoder= given (a `python -m yochameleon.train_encoder` run's best/)"
+                continue
+            methods.append(M.encoder_method(backbone, cfg.encoder, concept.name, subject,
+                                            concept.photos[:int(cfg.encoder_photos)]))
         else:
             methods.append(M.baseline_method(kind, backbone, names, descriptions, photos))
     return methods

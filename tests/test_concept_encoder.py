@@ -196,3 +196,13 @@ def test_train_encoder_end_to_end_on_concept_folders_then_answer_with_it(tmp_pat
     assert answer.main(["--encoder", str(run / "best"), "--concept", f"corgi={DEMO / 'corgi' / 'train'}",
                         "--image", str(DEMO / "corgi" / "test" / "03.jpg"), "--device", "cpu"]) == 0
     assert "Is <corgi> in this photo?" in capsys.readouterr().out
+    # The harness's `encoder` method: the demo concept encoded from its training photos, scored like the others.
+    from evaluation.run import evaluate
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=["+concept=demo", f"cache_dir={cache_dir}", f"encoder={run / 'best'}",
+                                              "methods=[encoder,reference_photos]", "tasks=[recognition]",
+                                              "recognition.free_answer=false", "logger=none", "device=cpu"])
+    metrics = evaluate(eval_cfg, tmp_path / "eval")
+    assert set(metrics["methods"]) == {"encoder", "reference_photos"}
+    assert metrics["methods"]["encoder"]["recognition"]["n_positive"] > 0

@@ -52,7 +52,7 @@ LoggerName = _choices("LoggerName", "wandb", "none")
 LoggerMode = _choices("LoggerMode", "offline", "online", "disabled")
 EvalSetKind = _choices("EvalSetKind", "dreambooth", "yollava")
 EvalTask = _choices("EvalTask", "recognition", "vqa", "text_qa", "multi_concept", "generation", "forgetting")
-EvalMethod = _choices("EvalMethod", "adapter", "plain", "description", "reference_photos")
+EvalMethod = _choices("EvalMethod", "adapter", "encoder", "plain", "description", "reference_photos")
 FeatureSource = _choices("FeatureSource", "backbone")                              # concept/encoder.py
 
 
@@ -266,6 +266,8 @@ class EvalConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval_set: EvalSetConfig = field(default_factory=EvalSetConfig)
     adapter: Optional[Path] = None
+    encoder: Optional[Path] = None       # a concept encoder: method `encoder` encodes the concept's photos
+    encoder_photos: int = 5              # how many of the concept's training photos it encodes from
     extra_adapters: List[Path] = field(default_factory=list)
     subjects: dict = field(default_factory=dict)
     tasks: List[EvalTask] = MISSING

@@ -142,6 +142,14 @@ class PhotoFeatures:
         self.layout = chat_layout(backbone)
         self.memory: dict[str, torch.Tensor] = {}
 
+    def _readable(self, photo):
+        """A path goes through the VQ cache when there is one; without, it is read here (errors name the file)."""
+        if isinstance(photo, (str, Path)) and self.cache is None:
+            from yochameleon.data.images import load_image
+
+            return load_image(photo)
+        return photo
+
     @property
     def tokens_per_photo(self) -> int:
         return int(self.backbone.image_seq_length)
@@ -155,7 +163,7 @@ class PhotoFeatures:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             rows = [[self.backbone.bos_id] + self.layout.image(
-                self.backbone.shown_image_codes(photos[i], False, self.cache)) for i in chunk]
+                self.backbone.shown_image_codes(self._readable(photos[i]), False, self.cache)) for i in chunk]
             ids = torch.tensor(rows, device=self.backbone.device)
             hidden, _ = self.plain.hidden_states(ids, torch.ones_like(ids))
             first = 2  # begin-of-sentence, begin-of-image, then the image's tokens
