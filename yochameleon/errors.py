@@ -16,3 +16,9 @@ class ImageError(YoChameleonError):
 class TokenLayoutError(YoChameleonError):
     """Token ids requested for a concept are unavailable or collide (raised by `concept/tokens.py` and by
     `model/personalized.py`, hence here; `yochameleon.concept.tokens` re-exports it)."""
+
+
+class BackboneError(YoChameleonError):
+    """The backbone directory is missing or not a usable checkpoint, or a token it should have is absent (raised
+    by `model/backbone.py` and by the family parts beside it, hence here; `yochameleon.model.backbone` re-exports
+    it)."""

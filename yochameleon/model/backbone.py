@@ -1,7 +1,9 @@
 """Load a frozen Chameleon / Anole backbone from a local HF directory.
 
 One path for every size: the tiny test model is built once and then read back
-through exactly the `from_pretrained` call that loads the 7B checkpoints.
+through exactly the `from_pretrained` call that loads the 7B checkpoints. A loaded
+`Backbone` composes its family's parts: token facts (`token_facts.py`), sampling
+defaults (`sampling_defaults.py`) and the image codec (`image_codec.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pathlib import Path
 import torch
 from transformers import ChameleonForConditionalGeneration, ChameleonProcessor
 
-from yochameleon.errors import YoChameleonError
+from yochameleon.errors import BackboneError, YoChameleonError
 from yochameleon.model.chat import ChameleonLayout
+from yochameleon.model.image_codec import ImageCodec
+from yochameleon.model.sampling_defaults import SamplingDefaults
+from yochameleon.model.token_facts import TokenFacts
 from yochameleon.model.vq_decoder import ChameleonVQDecoder
 
 log = logging.getLogger(__name__)
@@ -31,10 +36,6 @@ EXPECTED_LAYOUT = (
     "leloy/Anole-7b-v0.1-hf (image generation) or facebook/chameleon-7b (understanding only); or a Janus "
     "directory (model_type 'janus'), e.g. a local copy of deepseek-community/Janus-Pro-1B"
 )
-
-
-class BackboneError(YoChameleonError):
-    """The backbone directory is missing or not a Chameleon checkpoint."""
 
 
 class YoChameleonForConditionalGeneration(ChameleonForConditionalGeneration):
@@ -64,47 +65,21 @@ class YoChameleonForConditionalGeneration(ChameleonForConditionalGeneration):
         return self.lm_head(hidden)
 
 
-class ImageTokenMap:
-    """Vocabulary ids of image tokens <-> VQ codebook indices, from the checkpoint's vocabulary_map."""
-
-    def __init__(self, codes: torch.Tensor, ids: torch.Tensor, vocab_size: int):
-        # `vocab_size`: the width of the logits, image ids included.
-        self.code_to_id = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
-        self.code_to_id[codes] = ids
-        self.id_to_code = torch.full((vocab_size,), -1, dtype=torch.long)
-        self.id_to_code[ids] = codes
-        self.is_image_token = self.id_to_code >= 0  # (vocab,) bool
-        self.image_token_ids = ids
-
-    @classmethod
-    def from_vocabulary_map(cls, vocabulary_map: dict[str, int], vocab_size: int,
-                            num_codes: int | None = None) -> "ImageTokenMap":
-        """Chameleon's map: code c is the token named IMGIMG<c in letters>Z."""
-        # A codebook smaller than the IMGIMG range (the toy-world backbone) uses the first ids only.
-        def code_of(name: str) -> int:
-            return int("".join(str(ord(c) - ord("A")) for c in name[len("IMGIMG"):-1]))
-
-        pairs = sorted((code_of(n), i) for n, i in vocabulary_map.items() if n.startswith("IMGIMG"))
-        pairs = [(c, i) for c, i in pairs if num_codes is None or c < num_codes]
-        if not pairs:
-            raise BackboneError("config.json vocabulary_map has no IMGIMG...Z image tokens: not a Chameleon checkpoint")
-        return cls(torch.tensor([c for c, _ in pairs]), torch.tensor([i for _, i in pairs]), vocab_size)
-
-    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
-        """VQ codes (any shape) -> vocabulary ids."""
-        return self.code_to_id.to(codes.device)[codes]
-
-    def ids_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
-        """Vocabulary ids (any shape) -> VQ codes; raises if any id is not an image token."""
-        codes = self.id_to_code.to(ids.device)[ids]
-        if (codes < 0).any():
-            raise ValueError("ids_to_codes got ids that are not image tokens")
-        return codes
+def part_member(part: str, name: str) -> property:
+    """A member of one of `Backbone`'s parts, read on the backbone itself (`backbone.boi_id` is
+    `backbone.token_facts.boi_id`): the names callers have always used, the logic in the part."""
+    return property(lambda self: getattr(getattr(self, part), name), doc=f"`{part}.{name}` (read through the part).")
 
 
 @dataclass
 class Backbone:
-    """A loaded frozen backbone and the token facts the rest of the code needs."""
+    """A loaded frozen backbone composed of its family's parts (docs/design.md, "Family facts in model/").
+
+    `token_facts` (special and reserved ids, the image-token map, the vocabulary), `sampling_defaults`
+    (the checkpoint's recorded image sampling over the family's guidance) and `codec` (pixels <-> ids,
+    codes -> pixels) are Chameleon's here; `JanusBackbone` (model/janus.py) composes Janus's. The parts'
+    members are also read on the backbone (`backbone.boi_id`, `backbone.sampling()`, ...).
+    """
 
     model: YoChameleonForConditionalGeneration
     processor: ChameleonProcessor
@@ -115,51 +90,55 @@ class Backbone:
 
     family = "chameleon"
     default_first_token = "<reserved16200>"  # recipe.first_token=auto: Yo'Chameleon's identifier
-    default_guidance = 1.0  # classifier-free guidance when none is asked for: off, as Anole samples
+
+    @cached_property
+    def token_facts(self) -> TokenFacts:
+        return TokenFacts(self.config, self.path)
+
+    @cached_property
+    def sampling_defaults(self) -> SamplingDefaults:
+        return SamplingDefaults(self.path)
+
+    @cached_property
+    def codec(self) -> ImageCodec:
+        return ImageCodec(self.model, self.processor.image_processor)
+
+    vocabulary_map = part_member("token_facts", "vocabulary_map")
+    logits_width = part_member("token_facts", "logits_width")
+    image_map = part_member("token_facts", "image_map")
+    token_id = part_member("token_facts", "token_id")
+    bos_id = part_member("token_facts", "bos_id")
+    boi_id = part_member("token_facts", "boi_id")
+    eoi_id = part_member("token_facts", "eoi_id")
+    end_of_turn_id = part_member("token_facts", "end_of_turn_id")
+    reserved_ids = part_member("token_facts", "reserved_ids")
+    text_banned_ids = part_member("token_facts", "text_banned_ids")
+    text_stop_ids = part_member("token_facts", "text_stop_ids")
+
+    default_guidance = part_member("sampling_defaults", "default_guidance")
+    recorded_sampling = part_member("sampling_defaults", "recorded_sampling")
+    sampling = part_member("sampling_defaults", "sampling")
+    guidance = part_member("sampling_defaults", "guidance")
+
+    pixel_scale = part_member("codec", "pixel_scale")
+    image_seq_length = part_member("codec", "image_seq_length")
+    pixels = part_member("codec", "pixels")
+    image_codes = part_member("codec", "image_codes")
+    shown_image_codes = part_member("codec", "shown_image_codes")
+    encode_images = part_member("codec", "encode_images")
+    decode_codes = part_member("codec", "decode_codes")
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def guidance(self, scale: float | None) -> float:
-        """A classifier-free guidance scale as asked for, or the backbone's default for None."""
-        return self.sampling(guidance_scale=scale).guidance_scale
-
-    @cached_property
-    def recorded_sampling(self) -> dict:
-        """`image_sampling` of the checkpoint's generation_config.json ({} when absent): image-sampling
-        defaults a build records there (transformers' GenerationConfig does not keep unknown keys)."""
-        file = Path(self.path) / "generation_config.json"
-        recorded = json.loads(file.read_text()).get("image_sampling") if file.is_file() else None
-        unknown = set(recorded or {}) - {"temperature", "top_k", "top_p", "guidance_scale"}
-        if unknown:
-            raise YoChameleonError(f"{file}: image_sampling has unknown keys {sorted(unknown)}; "
-                                   "use temperature, top_k, top_p, guidance_scale")
-        return dict(recorded or {})
-
-    def sampling(self, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 guidance_scale: float | None = None):
-        """Image-token sampling settings: each one asked for, or for None the backbone's default.
-
-        The defaults are the checkpoint's recorded ones (`recorded_sampling`) when it has them (the
-        toy-world backbone records the settings its drawing was measured with), else temperature 1,
-        no top-k / top-p filter and the family's guidance (Chameleon: off, as Anole samples; Janus:
-        its generation_config's scale)."""
-        from yochameleon.model.image_generation import SamplingConfig
-
-        defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_scale": self.default_guidance,
-                    **self.recorded_sampling}
-        asked = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
-        chosen = {k: defaults[k] if v is None else v for k, v in asked.items()}
-        config = SamplingConfig(float(chosen["temperature"]), int(chosen["top_k"]), float(chosen["top_p"]),
-                                float(chosen["guidance_scale"]))
-        config.validate()
-        return config
+    @property
+    def config(self):
+        return self.model.config
 
     @property
-    def vocabulary_map(self) -> dict[str, int]:
-        """Token name -> id, the reserved tokens a concept lives on included."""
-        return self.config.vocabulary_map
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
 
     @property
     def hidden_size(self) -> int:
@@ -170,37 +149,9 @@ class Backbone:
         """The longest sequence the language model's positions cover."""
         return int(self.config.max_position_embeddings)
 
-    @property
-    def logits_width(self) -> int:
-        """Columns of `PersonalizedChameleon.logits`: the vocabulary (image tokens are in it)."""
-        return int(self.config.vocab_size)
-
-    @property
-    def pixel_scale(self) -> float:
-        """`to_pil`'s factor: decoder output x in [-1, 1] -> (x + 1) / pixel_scale in [0, 255]."""
-        return float(self.processor.image_processor.rescale_factor)
-
     def chat_layout(self):
         """The chat layout this family's prompts are written in (`model/chat.py`)."""
         return ChameleonLayout(self.tokenizer, self.bos_id, self.boi_id, self.eoi_id, self.end_of_turn_id)
-
-    def pixels(self, images) -> torch.Tensor:
-        """PIL images -> the processor's pixel tensor (B, 3, H, W)."""
-        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-
-    def shown_image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
-        """The ids an image *shown* in a prompt takes: on Chameleon the image tokens it would draw."""
-        return self.image_codes(image, flip, cache)
-
-    def image_codes(self, image, flip: bool = False, cache=None) -> list[int]:
-        """An image's VQ image-token ids (mirrored when `flip`): a path from `cache`, a PIL image encoded now."""
-        if isinstance(image, (str, Path)):
-            return cache.codes(image)[int(flip)].tolist()
-        if flip:
-            from PIL import ImageOps
-
-            image = ImageOps.mirror(image)
-        return self.encode_images(self.pixels(image))[0].tolist()
 
     def image_scorer(self):
         """hidden (B, hidden) -> logits over `image_map.image_token_ids` (B, n_codes) for image sampling.
@@ -213,79 +164,6 @@ class Backbone:
         head = weight_rows(self.model.lm_head.weight, self.image_map.image_token_ids.to(self.device))
         return lambda hidden: hidden @ head.T
 
-    @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """VQ codes (B, image_seq_length) -> pixels (B, 3, H, W), roughly in [-1, 1] (the Anole decoder)."""
-        vq = self.model.model.vqmodel
-        side = int(self.image_seq_length ** 0.5)
-        latent = vq.quantize.embedding(codes).view(len(codes), side, side, -1).permute(0, 3, 1, 2).contiguous()
-        return vq.decoder(vq.post_quant_conv(latent))
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
-
-    @cached_property
-    def image_map(self) -> ImageTokenMap:
-        return ImageTokenMap.from_vocabulary_map(self.config.vocabulary_map, self.config.vocab_size,
-                                                 int(self.config.vq_config.num_embeddings))
-
-    def token_id(self, name: str) -> int:
-        """Id of a named token, from the checkpoint's vocabulary_map (never hard-coded)."""
-        try:
-            return int(self.config.vocabulary_map[name])
-        except KeyError:
-            raise BackboneError(f"token {name!r} is not in {self.path}/config.json vocabulary_map") from None
-
-    @cached_property
-    def boi_id(self) -> int:
-        return self.token_id("<racm3:break>")
-
-    @cached_property
-    def eoi_id(self) -> int:
-        return self.token_id("<eoss>")
-
-    @cached_property
-    def end_of_turn_id(self) -> int:
-        return self.token_id("<reserved08706>")
-
-    @cached_property
-    def bos_id(self) -> int:
-        return self.token_id("<s>")
-
-    def text_banned_ids(self, allow=()) -> torch.Tensor:
-        """(vocab,) bool: ids a text answer may never contain.
-
-        Every image token, begin-of-image, and every reserved token except end-of-turn and the
-        ids in `allow` (a loaded concept's identifier may appear in an answer; other reserved
-        ids are untrained and could collide with concept tokens).
-        """
-        banned = self.image_map.is_image_token.clone()
-        banned[self.boi_id] = True
-        banned[self.reserved_ids] = True
-        banned[self.end_of_turn_id] = False
-        banned[list(allow)] = False
-        return banned
-
-    @cached_property
-    def reserved_ids(self) -> list[int]:
-        """Ids of every <reservedNNNNN> token."""
-        return [int(i) for name, i in self.config.vocabulary_map.items() if name.startswith("<reserved")]
-
-    def text_stop_ids(self) -> list[int]:
-        """Ids that end a text answer: end of turn and </s>."""
-        return [self.end_of_turn_id, self.token_id("</s>")]
-
-    @cached_property
-    def image_seq_length(self) -> int:
-        vq = self.config.vq_config
-        side = vq.resolution // 2 ** (len(vq.channel_multiplier) - 1)
-        return side * side
-
     def fingerprint(self) -> dict:
         """What an adapter records about the backbone it was trained on."""
         emb = self.model.get_input_embeddings().weight
@@ -297,13 +175,6 @@ class Backbone:
             # A few weights tell apart two backbones with the same shapes (robust to bf16 vs fp32 loading).
             "embedding_probe": [round(float(x), 6) for x in emb.detach().reshape(-1)[:: emb.numel() // 16][:16]],
         }
-
-    @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Pixels (B, 3, H, W) -> image-token vocabulary ids (B, image_seq_length)."""
-        vq = self.model.model.vqmodel
-        pixel_values = pixel_values.to(device=self.device, dtype=vq.quant_conv.weight.dtype)
-        return self.model.model.get_image_tokens(pixel_values).long()
 
 
 def _checkpoint_keys(path: Path) -> set[str]:
