@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo demo-photos test test-slow test-all bench lint toyworld toyworld-pack toyworld-bench evaluate
+.PHONY: setup demo demo-photos test test-slow test-all bench lint toyworld toyworld-pack toyworld-bench toyworld-encoder evaluate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,10 @@ bench: setup
 # ruff is pinned in the dev extra; its rules are pyproject.toml's [tool.ruff] (seconds).
 lint: setup
 	$(VENV)/bin/ruff check yochameleon evaluation tests hydra_plugins benchmarks
+
+# The toy world's concept encoder (issue 27): trained across its 144 identities (24 validation identities
+# choose it, 24 test identities, the 5 toy concepts' among them, are scored once), then copied into the
+# package as yochameleon/assets/toyworld/encoder (docs/encoder.md; about 45 min on 2 cores).
+toyworld-encoder: setup
+	OMP_NUM_THREADS=1 $(PY) -m yochameleon.train_encoder run_name=toyworld-encoder
+	$(PY) -m yochameleon.toyworld.encoder_pack outputs/encoders/toyworld-encoder/best

@@ -206,3 +206,16 @@ def test_train_encoder_end_to_end_on_concept_folders_then_answer_with_it(tmp_pat
     metrics = evaluate(eval_cfg, tmp_path / "eval")
     assert set(metrics["methods"]) == {"encoder", "reference_photos"}
     assert metrics["methods"]["encoder"]["recognition"]["n_positive"] > 0
+    # recipe.init=encoder: a training run whose rows start as the encoder makes them from the concept's photos.
+    from conftest import compose as compose_train
+    from yochameleon.training.recipe import train
+
+    trained = train(compose_train(["+concept=demo", "logger=none", "recipe.k_g=4", "recipe.k_u=3",
+                                   "recipe.init=encoder", f"recipe.encoder={run / 'best'}", "trainer.max_steps=1",
+                                   "trainer.sample_images=false"], cache_dir), tmp_path / "init")
+    assert trained["steps"] == 1
+    record = json.loads((tmp_path / "init" / "adapter" / "adapter_config.json").read_text())["init"]
+    assert record["kind"] == "encoder" and record["photos"] == 3
+    with pytest.raises(Exception, match="k_g=4, k_u=3 separate tokens"):
+        train(compose_train(["+concept=demo", "logger=none", "recipe.init=encoder", f"recipe.encoder={run / 'best'}",
+                             "trainer.max_steps=1"], cache_dir), tmp_path / "init2")

@@ -45,7 +45,7 @@ LrSchedule = _choices("LrSchedule", "constant", "warmup_cosine")                
 # What chooses best/ on the validation split: a recognition figure every recipe reports (higher is better).
 SelectBy = _choices("SelectBy", *(f"eval/recognition/{k}" for k in ("weighted", "auroc", "positive", "negative")))
 SelfPromptLoss = _choices("SelfPromptLoss", "group", "token")                     # data/samples.py GROUP_LOSS
-RecipeInit = _choices("RecipeInit", "reserved", "description")                    # concept/init.py
+RecipeInit = _choices("RecipeInit", "reserved", "description", "encoder")         # concept/init.py
 SelfPrompt = _choices("SelfPrompt", "forced", "emitted")
 RetrievalIndex = _choices("RetrievalIndex", "auto", "brute", "faiss")
 LoggerName = _choices("LoggerName", "wandb", "none")
@@ -135,6 +135,7 @@ class RecipeConfig:
     generation_repeats: int = MISSING  # each photo's generation samples per epoch
     generation_weight: float = MISSING  # a generation sample's loss weight relative to a text sample's
     init: RecipeInit = MISSING  # rows start as the backbone's reserved rows, or the g-tokens from its description
+    encoder: Optional[Path] = None  # recipe.init=encoder: the concept encoder whose output the rows start from
     soft_positives: SoftPositivesConfig = field(default_factory=SoftPositivesConfig)
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

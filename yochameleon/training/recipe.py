@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -241,7 +241,9 @@ class PersonalizationRecipe:
     def _setup_init(self) -> dict:
         """recipe.init: where the rows start (a resume reads them from its checkpoint instead)."""
         kind = str(self.recipe.init)
-        if kind == "reserved" or self.resuming or not self.tokens.g_token_ids():
+        if kind == "encoder" and not self.resuming:
+            return self._init_from_encoder()
+        if kind in ("reserved", "encoder") or self.resuming or not self.tokens.g_token_ids():
             return {"kind": kind}
         plain = PersonalizedChameleon(self.backbone.model, [])
         asker = SampleBuilder(self.backbone, None, self.cache, False)
@@ -254,6 +256,27 @@ class PersonalizationRecipe:
                      description, len(photos))
         return {"kind": kind, "description": description, "per_photo": descriptions}
 
+    def _init_from_encoder(self) -> dict:
+        """recipe.init=encoder: every row starts as the concept encoder makes it from the training photos."""
+        from yochameleon.concept.encoder import ZeroShot, load_encoder
+
+        if self.recipe.get("encoder") is None:
+            raise YoChameleonError("recipe.init=encoder needs recipe.encoder=<a concept encoder directory> "
+                                   "(python -m yochameleon.train_encoder; the toy world ships ${asset:toyworld/encoder})")
+        zero_shot = ZeroShot(load_encoder(self.recipe.encoder, self.backbone), self.backbone, self.cache)
+        config, tokens = zero_shot.config, self.tokens
+        if (config.k_g, config.k_u) != (tokens.k_g, tokens.k_u) or tokens.shared:
+            raise YoChameleonError(f"recipe.encoder {self.recipe.encoder} makes k_g={config.k_g}, k_u={config.k_u} "
+                                   f"separate tokens; this recipe has k_g={tokens.k_g}, k_u={tokens.k_u}"
+                                   f"{' shared' if tokens.shared else ''}: set the same")
+        photos = [str(p) for p in self.concept.photos[:config.max_photos]]
+        encoded = zero_shot.encode(self.concept.name, photos, tokens.token_names, tokens.token_ids.tolist())
+        with torch.no_grad():
+            tokens.input_rows.copy_(encoded.input_rows.to(tokens.input_rows.device))
+            tokens.output_rows.copy_(encoded.output_rows.to(tokens.output_rows.device))
+        return {"kind": "encoder", "encoder": str(self.recipe.encoder), "photos": len(photos),
+                "seconds": round(encoded.encoded_seconds, 4)}
+
     def _setup_records(self) -> tuple[dict, dict, dict]:
         """What the checkpoint and the adapters record: the run facts a resume must share, the backbone's
         fingerprint (read from the whole weights, before ZeRO-3 may partition them in `prepare`), the adapter's
@@ -263,7 +286,7 @@ class PersonalizationRecipe:
                                                      "model_config": self.cfg.model.name,
                                                      "source": configured_source(self.cfg.model)}
         extra = {**facts, "system_prefix": self.tokens.system_prefix(),
-                 "recipe": OmegaConf.to_container(self.recipe, resolve=True), "init": self.init_record}
+                 "recipe": plain_config(self.recipe), "init": self.init_record}
         return facts, fingerprint, extra
 
     def _setup_optimization(self):
