@@ -219,3 +219,72 @@ def test_train_encoder_end_to_end_on_concept_folders_then_answer_with_it(tmp_pat
     with pytest.raises(Exception, match="k_g=4, k_u=3 separate tokens"):
         train(compose_train(["+concept=demo", "logger=none", "recipe.init=encoder", f"recipe.encoder={run / 'best'}",
                              "trainer.max_steps=1"], cache_dir), tmp_path / "init2")
+
+
+def _encoder_cfg(cache_dir, root, *extra):
+    from hydra import compose, initialize_config_dir
+
+    from yochameleon.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    overrides = [f"cache_dir={cache_dir}", "model=tiny", f"data.root={root}", "data.val_concepts=[cat,dog2]",
+                 "data.test_concepts=[clock,bear_plushie]", "trainer.concepts_per_step=2", "encoder.width=32",
+                 "encoder.k_g=4", "encoder.k_u=3", "encoder.layers=1", "encoder.heads=2", "logger=none",
+                 "trainer.progress=false", "trainer.eval_every=0", *extra]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train_encoder", overrides=overrides)
+
+
+def test_an_interrupted_encoder_run_resumes_exactly(tmp_path, cache_dir, tiny_path):
+    from safetensors.torch import load_file
+
+    from yochameleon.training.encoder_recipe import EncoderTrainer, train_encoder
+
+    root = _concept_tree(tmp_path / "concepts")
+    cfg = _encoder_cfg(cache_dir, root, "trainer.steps=4", "trainer.checkpoint_every=2")
+    train_encoder(cfg, tmp_path / "straight")
+    stopped = EncoderTrainer(cfg, tmp_path / "resumed")
+    stopped.setup()
+    step = stopped.train_step
+
+    def stop_at_two(index):
+        if index == 2:
+            raise KeyboardInterrupt
+        return step(index)
+
+    stopped.train_step = stop_at_two
+    with pytest.raises(KeyboardInterrupt):
+        stopped.train()
+    train_encoder(_encoder_cfg(cache_dir, root, "trainer.steps=4", "trainer.checkpoint_every=2",
+                               "trainer.resume=true"), tmp_path / "resumed")
+    a, b = (load_file(str(tmp_path / run / "encoder" / "encoder.safetensors")) for run in ("straight", "resumed"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not torch.equal(a["to_input.weight"], torch.zeros_like(a["to_input.weight"]))  # it did learn
+    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+              if "train/loss" in line]
+    assert len(losses) == 4
+
+
+@pytest.mark.slow
+def test_train_encoder_on_two_processes_matches_one_process(tmp_path, cache_dir, tiny_path):
+    import os
+    import subprocess
+    import sys
+
+    root = _concept_tree(tmp_path / "concepts")
+    args = ["model=tiny", f"data.root={root}", "data.val_concepts=[cat,dog2]", "data.test_concepts=[clock,bear_plushie]",
+            "trainer.concepts_per_step=2", "encoder.width=32", "encoder.k_g=4", "encoder.k_u=3", "encoder.layers=1",
+            "encoder.heads=2", "logger=none", "trainer.progress=false", "trainer.steps=3", "trainer.eval_every=3",
+            "trainer.device=cpu", f"output_root={tmp_path}"]
+    env = {**os.environ, "YOCHAMELEON_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    for command, name in (([sys.executable], "one"), ([torchrun, "--nproc_per_node", "2"], "two")):
+        done = subprocess.run([*command, "-m", "yochameleon.train_encoder", *args, f"run_name={name}"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("done: 3 steps") == 1
+    from safetensors.torch import load_file
+
+    one, two = (load_file(str(tmp_path / "encoders" / n / "encoder" / "encoder.safetensors")) for n in ("one", "two"))
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one), max(
+        float((one[k] - two[k]).abs().max()) for k in one)

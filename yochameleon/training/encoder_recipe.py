@@ -164,6 +164,10 @@ class EncoderTrainer:
         self.state = _check_run_dir(self.run_dir, bool(tcfg.resume), int(tcfg.steps))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.main = self.accelerator.is_main_process
+        world = self.accelerator.num_processes
+        if int(tcfg.concepts_per_step) % world:
+            raise EncoderRunError(f"trainer.concepts_per_step={tcfg.concepts_per_step} does not split over {world} "
+                                  f"processes: use a multiple of {world}, so every process encodes as many concepts")
         self.progress = bool(tcfg.progress) and self.main
         with self.accelerator.main_process_first():
             self.backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=self.accelerator.device)
@@ -247,7 +251,7 @@ class EncoderTrainer:
         """One optimizer step over this process's share of the step's concepts."""
         plans = plan_step(self.splits["train"], self.qa, step, int(self.cfg.seed), self.cfg)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        mine = plans[rank::world] or plans[:1]
+        mine = plans[rank::world]
         inputs, outputs = self.encode(self.encoder, [p.refs for p in mine])
         device, pad = self.accelerator.device, self.backbone.tokenizer.pad_token_id
         losses, tasks, total = [], {}, 0.0
@@ -270,7 +274,8 @@ class EncoderTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        losses = float(total.detach())
+        # The step's loss over every process's concepts (each process's is the mean over its own share).
+        losses = float(self.accelerator.reduce(total.detach(), reduction="mean"))
         return {"train/loss": losses, "train/lr": lr} | {f"train/loss/{t}": sum(v) / len(v) for t, v in tasks.items()}
 
     @torch.no_grad()
