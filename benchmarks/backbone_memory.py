@@ -14,6 +14,11 @@ Two kinds of rows:
   measured  any other name is a backbone source (`yochameleon.sources`: tiny, janus-tiny, ...):
             loaded for real and trained for a few steps in its own process (so peak memory is its
             own), with the bytes autograd keeps counted, to check the estimate's formula.
+For each computed backbone, also what training a concept encoder (`python -m yochameleon.train_encoder`,
+docs/encoder.md) adds: the encoder at `--encoder-width` built on the meta device (parameters, fp32 state with
+AdamW), the features of one step's reference photos (concepts_per_step x max_photos photos of T x hidden fp32)
+and the features kept in host memory per dataset photo. The backbone's activations are those of a step's
+samples: concepts_per_step x (recognition + text QA + generation) sequences instead of one concept's batch.
 Prints markdown tables; `--json` writes every figure.
 """
 
@@ -171,7 +176,37 @@ def smallest_gpu(total_bytes: int) -> int | None:
     return next((gb for gb in GPUS_GB if total_bytes <= gb * GIB * (1 - GPU_RESERVE)), None)
 
 
-def computed_figures(name: str, k_g: int, k_u: int) -> dict:
+# One process's share of a step when trainer.concepts_per_step equals the number of processes (GPUs); the toy default
+# is 4 concepts on one process. Samples per concept: conf/train_encoder.yaml's objective (4 + 2 + 1).
+ENCODER_STEP = {"concepts_per_step": 1, "max_photos": 5, "samples_per_concept": 4 + 2 + 1}
+
+
+def encoder_figures(config, family: str, k_g: int, k_u: int, width: int, seq: int) -> dict:
+    """What training a concept encoder of `width` needs on top of the frozen backbone's weights."""
+    import torch
+
+    from yochameleon.concept.encoder import ConceptEncoder, EncoderConfig
+
+    hidden, tokens = text_dims(config)["hidden"], image_tokens(config, family)
+    n = 1 + k_g + k_u
+    encoder_config = EncoderConfig(hidden_size=hidden, feature_dim=hidden, feature_tokens=tokens, k_g=k_g, k_u=k_u,
+                                   token_names=tuple(f"t{i}" for i in range(n)), token_ids=tuple(range(n)),
+                                   width=width, heads=max(1, width // 64))
+    with torch.device("meta"):
+        params = sum(p.numel() for p in ConceptEncoder(encoder_config, torch.zeros(n, hidden),
+                                                        torch.zeros(n, hidden)).parameters())
+    photo = tokens * hidden * 4
+    step_photos = ENCODER_STEP["concepts_per_step"] * ENCODER_STEP["max_photos"]
+    sequences = ENCODER_STEP["concepts_per_step"] * ENCODER_STEP["samples_per_concept"]
+    dims = text_dims(config)
+    activations = sequences * seq * dims["layers"] * layer_activation_bytes(
+        dims["hidden"], dims["intermediate"], 2, qk_norm=family == "chameleon")
+    return {"width": width, "params": params, "state_fp32_adamw": 4 * params * 4, "features_per_photo": photo,
+            "features_per_step": step_photos * photo, "activations_estimate": activations,
+            "logits_estimate": -(-sequences // BATCH) * logit_bytes(seq, logits_width(config, family))}
+
+
+def computed_figures(name: str, k_g: int, k_u: int, encoder_width: int = 512) -> dict:
     """Every computed figure of one backbone: parameter counts per part and the memory of one concept."""
     model = build_on_meta(name)
     family, config = family_of(model), model.config
@@ -193,6 +228,7 @@ def computed_figures(name: str, k_g: int, k_u: int) -> dict:
         "bytes": {"weights_bf16": 2 * params, "weights_fp32": 4 * params, "rows": rows,
                   "activations_estimate": activations, "logits_estimate": logits, "total": total},
         "smallest_gpu_gb": smallest_gpu(total),
+        "encoder": encoder_figures(config, family, k_g, k_u, encoder_width, seq),
     }
 
 
@@ -380,6 +416,22 @@ def computed_tables(rows: list[dict]) -> list[str]:
     return lines
 
 
+def encoder_table(rows: list[dict]) -> list[str]:
+    """Markdown: what training a concept encoder adds, per computed backbone."""
+    lines = ["| backbone | encoder width | encoder parameters | its fp32 state + AdamW | features per photo (host) "
+             "| features of a step | activations of a step (estimate) | total with bf16 weights | smallest GPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["encoder"]
+        total = r["bytes"]["weights_bf16"] + e["state_fp32_adamw"] + e["features_per_step"] + e[
+            "activations_estimate"] + e["logits_estimate"]
+        gpu = smallest_gpu(total)
+        lines.append(f"| {r['name']} | {e['width']} | {e['params'] / 1e6:.1f} M | {mib(e['state_fp32_adamw'])} "
+                     f"| {mib(e['features_per_photo'])} | {mib(e['features_per_step'])} | {gib(e['activations_estimate'])} "
+                     f"| {gib(total)} | {f'{gpu} GB' if gpu else '> 80 GB'} |")
+    return lines
+
+
 def measured_table(rows: list[dict]) -> list[str]:
     """Markdown: what the tiny sources really hold and keep."""
     lines = [("| source | device, dtype | parameters | weights | trainable params | rows: params + grads + AdamW "
@@ -404,7 +456,11 @@ def report(computed: list[dict], measured: list[dict], skipped: dict[str, str], 
     if computed:
         lines += [(f"Computed from benchmarks/configs/*.json on the meta device; concept rows = 1 + k_g + k_u = "
                    f"{1 + k_g + k_u}; estimates for batch {BATCH}, every sample image + {TEXT_TOKENS} tokens long, "
-                   f"bf16 weights; smallest GPU keeps {GPU_RESERVE:.0%} free."), "", *computed_tables(computed), ""]
+                   f"bf16 weights; smallest GPU keeps {GPU_RESERVE:.0%} free."), "", *computed_tables(computed), "",
+                  (f"Training a concept encoder (docs/encoder.md), per process: {ENCODER_STEP['concepts_per_step']} "
+                   f"concept a step (trainer.concepts_per_step = the number of processes), encoded from up to "
+                   f"{ENCODER_STEP['max_photos']} photos and trained on {ENCODER_STEP['samples_per_concept']} samples "
+                   "as long as an image sample."), "", *encoder_table(computed), ""]
     if measured:
         lines += [(f"Measured: a few training steps of one concept (k_g={k_g}, k_u={k_u}), batch {BATCH} "
                    "(2 recognition, 1 text QA, 1 generation), each source in its own process."), "",
@@ -421,6 +477,7 @@ def main() -> None:
     parser.add_argument("--k-g", type=int, default=int(recipe.k_g))
     parser.add_argument("--k-u", type=int, default=int(recipe.k_u))
     parser.add_argument("--steps", type=int, default=3, help="training steps per measured source")
+    parser.add_argument("--encoder-width", type=int, default=512, help="concept encoder width for its figures")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one child process
     args = parser.parse_args()
@@ -430,7 +487,7 @@ def main() -> None:
     computed, measured, skipped = [], [], {}
     for name in [n.strip() for n in args.models.split(",") if n.strip()]:
         if name in config_names():
-            computed.append(computed_figures(name, args.k_g, args.k_u))
+            computed.append(computed_figures(name, args.k_g, args.k_u, args.encoder_width))
             continue
         result = measured_in_child(name, args.k_g, args.k_u, args.steps)
         if isinstance(result, str):

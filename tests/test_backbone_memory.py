@@ -74,3 +74,17 @@ def test_a_failed_source_is_skipped_with_its_last_error_line(bench):
     stderr = "Traceback (most recent call last):\n  ...\nYoChameleonError: unknown backbone source 'x'\n\n"
     assert bench.failure_reason(stderr) == "YoChameleonError: unknown backbone source 'x'"
     assert "without a message" in bench.failure_reason("")
+
+
+def test_the_concept_encoder_figures_count_the_real_module():
+    """The encoder's parameters are `ConceptEncoder`'s own at that width (built on the meta device) and the
+    features of a photo are T x hidden float32."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("backbone_memory", REPO / "benchmarks" / "backbone_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = module.computed_figures("janus-pro-1b", 16, 16, encoder_width=256)["encoder"]
+    assert figures["width"] == 256 and figures["features_per_photo"] == 576 * 2048 * 4
+    queries, heads = 33 * 256, 2 * 33 * 2048 + 2 * 2048  # learned queries; input/output heads' weights and biases
+    assert figures["params"] > queries + heads and figures["state_fp32_adamw"] == 16 * figures["params"]
