@@ -288,3 +288,14 @@ def test_train_encoder_on_two_processes_matches_one_process(tmp_path, cache_dir,
     one, two = (load_file(str(tmp_path / "encoders" / n / "encoder" / "encoder.safetensors")) for n in ("one", "two"))
     assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one), max(
         float((one[k] - two[k]).abs().max()) for k in one)
+
+
+def test_train_encoder_refuses_a_misspelt_key_or_a_wrong_choice_in_one_line():
+    from yochameleon.config import ConfigError, check_command_line
+    from yochameleon.schema import EncoderTrainConfig
+
+    with pytest.raises(ConfigError, match="trainer.step\\b.*steps") as refused:
+        check_command_line("train_encoder", EncoderTrainConfig, ["+trainer.step=3"])
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ConfigError, match="clip.*backbone"):
+        check_command_line("train_encoder", EncoderTrainConfig, ["encoder.feature_source=clip"])

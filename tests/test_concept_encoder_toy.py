@@ -58,3 +58,17 @@ def test_the_shipped_toy_encoder_loads_on_the_toy_backbone_and_records_no_machin
                                   "attn_implementation": "sdpa"})
     backbone = load_configured_backbone(model_cfg, cache_dir)
     assert load_encoder(SHIPPED, backbone).config == config
+
+
+def test_the_readme_zero_shot_example_runs(cache_dir, capsys, monkeypatch):
+    """The README's zero-shot block, as written (from the repository root, where its encoder path is)."""
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- zero-shot example[^\n]*\n```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(REPO)
+    exec(compile(block, "README.md", "exec"), {})
+    answer, colour = capsys.readouterr().out.splitlines()[-2:]
+    assert answer.split()[0] in ("Yes", "No") and colour

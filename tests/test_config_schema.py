@@ -102,7 +102,7 @@ CLOSED_CHOICES = [  # issue 24.1: (config, key, a wrong value, the choices the m
     ("train", "trainer.optimizer", "sgd", "adamw"),
     ("train", "trainer.lr_schedule", "linear", "constant, warmup_cosine"),
     ("train", "model.source", "hub", "local, tiny, toyworld, janus-tiny"),
-    ("eval", "methods", "[adapter,plan]", "adapter, plain, description, reference_photos"),
+    ("eval", "methods", "[adapter,plan]", "adapter, encoder, plain, description, reference_photos"),
     ("eval", "tasks", "[recognition,textqa]", "recognition, vqa, text_qa, multi_concept, generation, forgetting"),
 ]
 
