@@ -16,7 +16,9 @@ attributes), and its text checks in the training and held-out wordings. Methods:
 - `plain`: the bare name.
 
 Per method: mean recognition AUROC and weighted accuracy, text QA in both wordings, seconds to add the
-concept (encoding; 0 for prompting), the prompt tokens its introduction costs. Printed as a table and
+concept (encoding; 0 for prompting), the prompt tokens its introduction costs, and "A photo of <sks>." drawn
+`--images` times (seed 0, the backbone's recorded sampling) and read by the world's judge: the share with
+shape, colour and pattern all right (`drawn`; not for reference_photos, whose prompt holds the photos). Printed as a table and
 written to `<out>/zero_shot.json`. An application of the library: it stops with a one-line error.
 """
 
@@ -33,7 +35,7 @@ if str(REPO) not in sys.path:  # `evaluation` beside the package, as `python -m 
     sys.path.insert(0, str(REPO))
 
 TOY_CONCEPTS = ("bo", "mam", "pip", "zuzu", "kiki")
-COLUMNS = ("auroc", "weighted", "text_qa", "text_qa_heldout", "seconds", "prompt_tokens")
+COLUMNS = ("auroc", "weighted", "text_qa", "text_qa_heldout", "drawn", "seconds", "prompt_tokens")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concepts", nargs="+", default=list(TOY_CONCEPTS))
     parser.add_argument("--out", default=None, help="folder for zero_shot.json (default: print only)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=8, help="drawings per concept and method, judged (0: none)")
     return parser.parse_args(argv)
 
 
@@ -90,6 +93,15 @@ def methods_for(name: str, backbone, zero_shot, cache, train: list[str], adapter
     return out + ([("adapter", adapter)] if adapter_dir else [])
 
 
+def drawn_right(model, builder, name: str, count: int) -> float:
+    """The share of `count` drawings of "A photo of <sks>." the toy world's judge reads all three right."""
+    from yochameleon.training.drawing import draw_images, judge_figures, judge_toy_samples
+
+    backbone = builder.backbone
+    images = draw_images(model, builder, backbone.sampling(), 0, count)
+    return judge_figures(judge_toy_samples(backbone.path, name, images))["all_right"]
+
+
 def run(args) -> dict:
     from yochameleon.concept.encoder import ZeroShot, load_encoder
     from yochameleon.data.concept import parse_text_checks
@@ -117,6 +129,8 @@ def run(args) -> dict:
         for method, introduce in methods_for(name, backbone, zero_shot, cache, train, adapter_dir):
             model, builder, seconds = introduce()
             scores = introduced_scores(model, builder, positives, negatives, checks, args.batch_size)
+            if args.images and not method.startswith("reference_photos"):
+                scores["drawn"] = drawn_right(model, builder, name, args.images)
             results.setdefault(method, {})[name] = scores | {"seconds": seconds}
             print(f"{name:5s} {method:20s} AUROC {scores['auroc']:.3f} weighted {scores['weighted']:.3f} "
                   f"text QA {scores.get('text_qa', float('nan')):.3f} / {scores.get('text_qa_heldout', float('nan')):.3f}",

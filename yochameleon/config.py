@@ -104,6 +104,15 @@ def _toy_text_checks(name: str) -> list[dict]:
     return text_checks(str(name))
 
 
+def write_run_record(run_dir, cfg, summary: dict) -> None:
+    """What a finished command leaves beside its outputs: the resolved config.yaml and summary.json."""
+    import json
+
+    run_dir = Path(run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def plain_config(cfg) -> dict:
     """A composed config as plain data (resolved; closed choices and paths as strings): for config.yaml,
     W&B and JSON records."""

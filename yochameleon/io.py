@@ -33,6 +33,20 @@ def atomic_dir(target: str | Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_safetensors(directory: Path, config_name: str, weights_name: str, error: type, fix: str) -> dict:
+    """The tensors of `directory/weights_name` (an adapter's or an encoder's, beside its `config_name`), or `error`
+    naming the file: missing, or not a readable safetensors file (then `fix`)."""
+    from safetensors.torch import load_file
+
+    weights_path = Path(directory) / weights_name
+    if not weights_path.exists():
+        raise error(f"{directory} has {config_name} but no {weights_name}; copy the whole folder")
+    try:
+        return load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
+        raise error(f"{weights_path} is not a readable safetensors file ({err}); {fix}") from err
+
+
 def write_json(path: str | Path, data) -> None:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)

@@ -8,16 +8,15 @@ Every option has a default that runs; see yochameleon/conf/ and the README. Exam
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from yochameleon.config import CONFIG_DIR, hydra_command, plain_config, register_resolvers
+from yochameleon.config import CONFIG_DIR, hydra_command, register_resolvers, write_run_record
 from yochameleon.errors import YoChameleonError
 from yochameleon.schema import TrainConfig
 
@@ -121,8 +120,7 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(1)
     if "rank" in summary:  # a non-main process of a distributed run: the main one reports
         return summary
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run_record(run_dir, cfg, summary)
     _print_summary(summary)
     return summary
 

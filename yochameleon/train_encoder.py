@@ -8,15 +8,14 @@ The encoder turns 1-5 photos of a new subject into its concept rows with no trai
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from yochameleon.config import hydra_command, plain_config, register_resolvers
+from yochameleon.config import hydra_command, register_resolvers, write_run_record
 from yochameleon.errors import YoChameleonError
 from yochameleon.schema import EncoderTrainConfig
 
@@ -52,8 +51,7 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(1)
     if "rank" in summary:
         return summary
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain_config(cfg)))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run_record(run_dir, cfg, summary)
     _print_summary(summary)
     return summary
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from yochameleon.concept.tokens import PersonalizedTokens, TokenLayoutError, reserved_token_names
 from yochameleon.errors import YoChameleonError
-from yochameleon.io import atomic_dir
+from yochameleon.io import atomic_dir, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +273,7 @@ def read_adapter_rows(config: AdapterConfig, hidden_size: int) -> tuple[torch.Te
     the mismatch."""
     directory = config.directory
     weights_path = directory / WEIGHTS_NAME
-    if not weights_path.exists():
-        raise AdapterError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; copy the whole adapter folder")
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
-        raise AdapterError(f"{weights_path} is not a readable safetensors file ({err}); {_FIX}") from err
+    weights = read_safetensors(directory, CONFIG_NAME, WEIGHTS_NAME, AdapterError, _FIX)
     n = config.n_tokens
     if sorted(weights) != sorted(ROW_TENSORS):
         raise AdapterError(f"{weights_path} holds tensors {sorted(weights)}, expected exactly {list(ROW_TENSORS)}; {_FIX}")

@@ -28,13 +28,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from yochameleon.concept.adapter import BaseModel, check_backbone_match
 from yochameleon.concept.tokens import PersonalizedTokens, reserved_token_names
 from yochameleon.errors import YoChameleonError
-from yochameleon.io import atomic_dir
+from yochameleon.io import atomic_dir, read_safetensors
 from yochameleon.model.chat import chat_layout
 
 ENCODER_FORMAT = 1
@@ -313,12 +313,7 @@ def load_encoder(directory: str | Path, backbone, fingerprint: dict | None = Non
         raise EncoderError(f"{path}: token {wrong[0][0]} is recorded as id {wrong[0][1]}, the loaded backbone has "
                            f"{vocabulary.get(wrong[0][0])}; the encoder is damaged or for another backbone")
     weights_path = directory / ENCODER_WEIGHTS
-    if not weights_path.exists():
-        raise EncoderError(f"{directory} has {ENCODER_CONFIG} but no {ENCODER_WEIGHTS}; copy the whole folder")
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as err:  # safetensors has its own error types for a truncated or foreign file
-        raise EncoderError(f"{weights_path} is not a readable safetensors file ({err}); copy it again") from err
+    weights = read_safetensors(directory, ENCODER_CONFIG, ENCODER_WEIGHTS, EncoderError, "copy it again")
     empty = torch.zeros(config.n_rows, config.hidden_size)
     encoder = ConceptEncoder(config, empty, empty)
     expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
