@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `evaluation` beside the package, as `python -m evaluation.run` finds it
@@ -99,7 +100,8 @@ def drawn_right(model, builder, name: str, count: int) -> float:
 
     backbone = builder.backbone
     images = draw_images(model, builder, backbone.sampling(), 0, count)
-    return judge_figures(judge_toy_samples(backbone.path, name, images))["all_right"]
+    concept = SimpleNamespace(name=name, category="toy")  # what a toy concept's config says of it
+    return judge_figures(judge_toy_samples(backbone.path, concept, images))["all_right"]
 
 
 def run(args) -> dict:
