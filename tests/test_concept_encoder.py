@@ -299,3 +299,17 @@ def test_train_encoder_refuses_a_misspelt_key_or_a_wrong_choice_in_one_line():
     assert "\n" not in str(refused.value)
     with pytest.raises(ConfigError, match="clip.*backbone"):
         check_command_line("train_encoder", EncoderTrainConfig, ["encoder.feature_source=clip"])
+
+
+def test_train_encoder_and_add_concept_on_the_janus_family(tmp_path, cache_dir, janus_path):
+    """The same recipe on tiny Janus: features from its SigLIP + aligner slots through the language model."""
+    from yochameleon.inference import PersonalizedModel
+    from yochameleon.training.encoder_recipe import train_encoder
+
+    root = _concept_tree(tmp_path / "concepts")
+    summary = train_encoder(_encoder_cfg(cache_dir, root, "model=janus-tiny", "trainer.steps=2",
+                                         "trainer.eval_every=2", "trainer.checkpoint_every=2"), tmp_path / "run")
+    assert summary["best"]["step"] == 2 and summary["test"]["5_photos"]["concepts"] == 2
+    pm = PersonalizedModel.load(encoder=tmp_path / "run" / "best", device="cpu")
+    pm.add_concept("corgi", DEMO / "corgi" / "train")
+    assert 0.0 <= pm.recognize(DEMO / "corgi" / "test" / "03.jpg", concept="corgi").probability <= 1.0
