@@ -61,7 +61,7 @@ def trained_adapter(root: Path, name: str) -> Path | None:
 def methods_for(name: str, backbone, zero_shot, cache, train: list[str], adapter_dir):
     """(method, introduce) pairs for one concept: introduce() -> (model, builder, seconds)."""
     from evaluation.methods import baseline_method
-    from yochameleon.concept.adapter import load_adapter
+    from yochameleon.concept.adapter import load_adapter, read_adapter_config
     from yochameleon.data.samples import SampleBuilder
     from yochameleon.model.personalized import PersonalizedChameleon
     from yochameleon.toyworld.concepts import CONCEPTS
@@ -83,9 +83,10 @@ def methods_for(name: str, backbone, zero_shot, cache, train: list[str], adapter
         return introduce
 
     def adapter():
-        tokens = load_adapter(adapter_dir, backbone)
+        config = read_adapter_config(adapter_dir)
+        tokens = load_adapter(config, backbone)
         return (PersonalizedChameleon(backbone.model, [tokens]).eval(),
-                SampleBuilder(backbone, tokens, cache, True), 0.0)
+                SampleBuilder(backbone, tokens, cache, config.self_prompting), 0.0)
 
     out = [("encoder-1", encoded(1)), ("encoder-5", encoded(5)),
            ("reference_photos-1", baseline("reference_photos", train[:1])),

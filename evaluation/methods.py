@@ -59,9 +59,6 @@ class EvalBuilder(SampleBuilder):
             image = cached_photo(str(image))
         return super().shown_image_ids(image, flip)
 
-    def introduction_tokens(self) -> int:
-        """Tokens spent introducing the subjects: the prompt minus the same prompt without them."""
-        return len(self.prompt_ids("")) - len(self.layout.prompt(self.text_ids(self.layout.question_text("", False))))
 
 
 @dataclass

@@ -313,3 +313,24 @@ def test_train_encoder_and_add_concept_on_the_janus_family(tmp_path, cache_dir, 
     pm = PersonalizedModel.load(encoder=tmp_path / "run" / "best", device="cpu")
     pm.add_concept("corgi", DEMO / "corgi" / "train")
     assert 0.0 <= pm.recognize(DEMO / "corgi" / "test" / "03.jpg", concept="corgi").probability <= 1.0
+
+
+def test_the_backbones_text_qa_is_cached_on_the_photos_content_and_the_questions(tmp_path, backbone):
+    from types import SimpleNamespace
+
+    from yochameleon.data.concept_folders import read_concept_folders
+    from yochameleon.training.encoder_recipe import concept_qa
+
+    root = _concept_tree(tmp_path / "concepts")
+    train = read_concept_folders(root, [], [])["train"][:2]
+    data = SimpleNamespace(class_noun="dog", category="object", qa_photos=1)
+    cached = lambda: sorted((tmp_path / "cache" / "encoder_qa").glob("*.json"))  # noqa: E731
+    first = concept_qa(backbone, train, tmp_path / "cache", data, progress=False)
+    assert set(first) == {f.name for f in train} and len(cached()) == 1
+    assert concept_qa(backbone, train, tmp_path / "cache", data, progress=False) == first and len(cached()) == 1
+    shutil.copy(train[1].photos[0], train[0].photos[0])  # same path, other content: asked again
+    concept_qa(backbone, train, tmp_path / "cache", data, progress=False)
+    assert len(cached()) == 2
+    concept_qa(backbone, train, tmp_path / "cache", SimpleNamespace(**{**vars(data), "class_noun": "toy"}),
+               progress=False)
+    assert len(cached()) == 3

@@ -93,6 +93,13 @@ def recorded_source(base_model: dict) -> str:
     return base_model.get("model_config") if base_model.get("model_config") in ("tiny", "toyworld") else "local"
 
 
+def source_record(backbone, model_cfg) -> dict:
+    """What an adapter or an encoder records of the backbone it was trained on: the fingerprint (shapes and an
+    embedding probe, checked on load) and where it came from (`recorded_source` finds it again)."""
+    return backbone.fingerprint() | {"path": str(backbone.path), "model_config": str(model_cfg.name),
+                                     "source": configured_source(model_cfg)}
+
+
 def load_configured_backbone(model_cfg, cache_dir: str | Path, device: torch.device | str = "cpu",
                              dtype: str | None = None) -> Backbone:
     """Load the backbone a model config names, in `dtype` (default: `model.dtype`; see `resolve_dtype`)."""

@@ -206,8 +206,13 @@ def rows_as_tokens(config: EncoderConfig, name: str, input_rows: torch.Tensor, o
     tokens = PersonalizedTokens(name, names, ids, config.k_g, config.k_u, empty, empty)
     del tokens.input_rows, tokens.output_rows  # parameters -> plain attributes holding the encoder's output
     tokens.input_rows, tokens.output_rows = input_rows, output_rows
-    tokens.generation_group = str((config.recipe or {}).get("generation_group", "full"))
+    tokens.generation_group = _generation_group(config)
     return tokens
+
+
+def _generation_group(config: EncoderConfig) -> str:
+    """The self-prompt group before an image the encoder's rows were trained with (its recipe's)."""
+    return str((config.recipe or {}).get("generation_group", "full"))
 
 
 class ZeroShot:
@@ -234,12 +239,12 @@ class ZeroShot:
         features = self.features(photos).unsqueeze(0)
         device = next(self.encoder.parameters()).device
         input_rows, output_rows = self.encoder(features.to(device))
-        tokens = rows_as_tokens(self.config, name, input_rows[0].cpu(), output_rows[0].cpu(), token_names, token_ids)
-        plain = PersonalizedTokens(name, tokens.token_names, tokens.token_ids.tolist(), tokens.k_g, tokens.k_u,
-                                   input_rows[0].cpu(), output_rows[0].cpu())
-        plain.generation_group = tokens.generation_group
-        plain.encoded_seconds = time.perf_counter() - started  # what adding this concept cost
-        return plain
+        config = self.config
+        tokens = PersonalizedTokens(name, list(token_names or config.token_names), list(token_ids or config.token_ids),
+                                    config.k_g, config.k_u, input_rows[0].cpu(), output_rows[0].cpu())
+        tokens.generation_group = _generation_group(config)
+        tokens.encoded_seconds = time.perf_counter() - started  # what adding this concept cost
+        return tokens
 
 
 def save_encoder(directory: str | Path, encoder: ConceptEncoder, backbone_fingerprint: dict,
@@ -268,9 +273,8 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     if not isinstance(raw, dict) or raw.get("format_version") != ENCODER_FORMAT:
         raise EncoderError(f"{path}: format_version {raw.get('format_version') if isinstance(raw, dict) else None} "
                            f"is not {ENCODER_FORMAT}; upgrade yochameleon or re-train the encoder")
-    known = {f.name: f for f in fields(EncoderConfig)}
     values = {}
-    for name in known:
+    for name in (f.name for f in fields(EncoderConfig)):
         if name not in raw:
             if name in ("width", "layers", "heads", "max_photos", "feature_source", "recipe"):
                 continue

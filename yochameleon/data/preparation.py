@@ -73,8 +73,8 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
         "conversations": bool(concept.conversations) or _plain(cfg.recipe.conversations),
         # What the generated conversations are made of: whether they are generated, the questions asked
         # (per category) and how long an answer may be.
-        "generated_qa": None if concept.conversations or not _generates_conversations(cfg) else {
-            "questions": _attribute_questions(concept), "max_new_tokens": CONVERSATION_MAX_NEW_TOKENS},
+        "generated_qa": None if concept.conversations or not _generates_conversations(cfg) else
+        generated_qa_facts(concept),
         "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -83,6 +83,12 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
 def _generates_conversations(cfg) -> bool:
     """Whether preparation asks the backbone for text QA (the concept has no conversation file of its own)."""
     return bool(cfg.recipe.conversations.generate_when_missing) and bool(cfg.recipe.tasks.text_qa)
+
+
+def generated_qa_facts(concept) -> dict:
+    """What `generate_conversations`' answers about a concept's photos are made of, for a cache key: the
+    questions as asked and how long an answer may be (the photos' content is the caller's to add)."""
+    return {"questions": _attribute_questions(concept), "max_new_tokens": CONVERSATION_MAX_NEW_TOKENS}
 
 
 def _attribute_questions(concept) -> list[str]:

@@ -132,6 +132,10 @@ class SampleBuilder:
         shown = self.shown_image_ids(image, flip) if image is not None else ()
         return self.layout.prompt(self.text_ids(self.layout.question_text(question, bool(shown))), prefix, shown)
 
+    def introduction_tokens(self) -> int:
+        """Tokens spent introducing the subjects: the prompt minus the same prompt without them."""
+        return len(self.prompt_ids("")) - len(self.layout.prompt(self.text_ids(self.layout.question_text("", False))))
+
     def image_prompt_ids(self, text: str) -> list[int]:
         """A generation prompt: the chat prompt, the `<g-tokens>` group under self-prompting, begin-of-image."""
         return self.layout.image_prompt(self.text_ids(self.layout.question_text(text, False)), self.prefix_ids(),

@@ -43,8 +43,7 @@ def introduced_scores(model, builder, positives, negatives, checks=(), batch_siz
     scores = recognition_accuracy(p_pos, p_neg)
     if checks:
         scores |= score_text_checks(model, builder, list(checks))
-    plain = builder.layout.prompt(builder.text_ids(builder.layout.question_text("", False)))
-    return scores | {"prompt_tokens": len(builder.prompt_ids("")) - len(plain)}
+    return scores | {"prompt_tokens": builder.introduction_tokens()}
 
 
 def mean_scores(per_concept: dict) -> dict:

@@ -36,14 +36,14 @@ from yochameleon.concept.encoder import (ENCODER_WEIGHTS, PhotoFeatures, encoder
 from yochameleon.config import plain_config
 from yochameleon.data import templates
 from yochameleon.data.concept_folders import read_concept_folders
-from yochameleon.data.preparation import generate_conversations
+from yochameleon.data.preparation import generate_conversations, generated_qa_facts
 from yochameleon.data.samples import SampleBuilder, SampleSpec, collate
-from yochameleon.data.vq_cache import VQCodeCache
+from yochameleon.data.vq_cache import VQCodeCache, file_digest
 from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir, write_json
 from yochameleon.metrics.zero_shot import zero_shot_scores
-from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.sources import configured_source, load_configured_backbone
+from yochameleon.model.personalized import IGNORE_INDEX, PersonalizedChameleon
+from yochameleon.sources import load_configured_backbone, source_record
 from yochameleon.training.logging import NullLogger, RunLogger
 from yochameleon.training.optimization import build_lr_scheduler, build_optimizer, schedule_fact
 
@@ -103,7 +103,7 @@ def weighted_sample(builder: SampleBuilder, spec: SampleSpec, yes_no_weight: flo
     sample = builder.build(spec)
     if spec.task == "recognition":
         labels = sample["labels"]
-        first = next(i for i, label in enumerate(labels) if label != -100)
+        first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
         first += len(builder.answer_prefix("recognition"))
         sample["weights"][first] = float(yes_no_weight)
     return sample
@@ -115,10 +115,10 @@ def concept_qa(backbone, folders, cache_dir, data_cfg, progress: bool) -> dict:
     `templates.ATTRIBUTE_QUESTIONS[data.category]` about "the <data.class_noun>"."""
     asked = SimpleNamespace(class_noun=str(data_cfg.class_noun), category=str(data_cfg.category))
     questions_per_photo_from = int(data_cfg.qa_photos)
-    blob = json.dumps({"backbone": backbone.fingerprint(), "photos": {f.name: [str(p) for p in
-                       f.photos[:questions_per_photo_from]] for f in folders}, "asked": vars(asked),
-                       "code": hashlib.sha256(Path(generate_conversations.__code__.co_filename).read_bytes()).hexdigest()},
-                      sort_keys=True)
+    # Keyed as the preparation's generated QA is: the backbone, the photos' content, the questions as asked.
+    blob = json.dumps({"backbone": backbone.fingerprint(), "qa": generated_qa_facts(asked),
+                       "photos": {f.name: [file_digest(p) for p in f.photos[:questions_per_photo_from]]
+                                  for f in folders}}, sort_keys=True)
     path = Path(cache_dir) / "encoder_qa" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -172,9 +172,7 @@ class EncoderTrainer:
         with self.accelerator.main_process_first():
             self.backbone = load_configured_backbone(cfg.model, cfg.cache_dir, device=self.accelerator.device)
         # What the encoder (and every adapter it makes) records: as an adapter's, so the backbone can be found again.
-        self.fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
-                                                          "model_config": str(cfg.model.name),
-                                                          "source": configured_source(cfg.model)}
+        self.fingerprint = source_record(self.backbone, cfg.model)
         self.splits = read_concept_folders(cfg.data.root, cfg.data.val_concepts, cfg.data.test_concepts)
         self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
         self.features = PhotoFeatures(self.backbone, self.cache)
@@ -254,7 +252,7 @@ class EncoderTrainer:
         mine = plans[rank::world]
         inputs, outputs = self.encode(self.encoder, [p.refs for p in mine])
         device, pad = self.accelerator.device, self.backbone.tokenizer.pad_token_id
-        losses, tasks, total = [], {}, 0.0
+        tasks, total = {}, 0.0
         for i, plan in enumerate(mine):
             tokens = rows_as_tokens(self.unwrapped.config, plan.name, inputs[i], outputs[i])
             builder = self.builder(tokens)
@@ -275,8 +273,8 @@ class EncoderTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         # The step's loss over every process's concepts (each process's is the mean over its own share).
-        losses = float(self.accelerator.reduce(total.detach(), reduction="mean"))
-        return {"train/loss": losses, "train/lr": lr} | {f"train/loss/{t}": sum(v) / len(v) for t, v in tasks.items()}
+        loss = float(self.accelerator.reduce(total.detach(), reduction="mean"))
+        return {"train/loss": loss, "train/lr": lr} | {f"train/loss/{t}": sum(v) / len(v) for t, v in tasks.items()}
 
     @torch.no_grad()
     def scores(self, encoder, folders, n_refs: int) -> dict:
@@ -287,9 +285,7 @@ class EncoderTrainer:
         def introduce(folder, refs):
             inputs, outputs = self.encode(encoder, [refs])
             tokens = rows_as_tokens(config, folder.name, inputs[0], outputs[0])
-            builder = SampleBuilder(self.backbone, tokens, self.cache, bool(self.cfg.recipe.self_prompting),
-                                    generation_group=str(self.cfg.recipe.generation_group))
-            return PersonalizedChameleon(self.backbone.model, [tokens]).eval(), builder
+            return PersonalizedChameleon(self.backbone.model, [tokens]).eval(), self.builder(tokens)
 
         try:
             return zero_shot_scores(introduce, folders, n_refs, int(config.max_photos),
@@ -320,7 +316,7 @@ class EncoderTrainer:
             torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), staging / "scheduler.pt")
             write_json(staging / "state.json", {"step": done, "steps": int(self.tcfg.steps), "best": self.best,
-                                                "wandb_id": self.logger.wandb_id if self.main else None,
+                                                "wandb_id": self.logger.wandb_id,
                                                 "facts": self.run_facts(self.unwrapped.config)})
 
     def train(self) -> None:
@@ -348,12 +344,11 @@ class EncoderTrainer:
         chosen = self.run_dir / ("best" if (self.run_dir / "best" / ENCODER_WEIGHTS).exists() else "encoder")
         encoder = load_encoder(chosen, self.backbone, fingerprint)
         test = {}
-        for n_refs in sorted({1, int(encoder.config.max_photos)}):
-            if self.splits["test"]:
-                scores = self.scores(encoder, self.splits["test"], n_refs)
-                test[f"{n_refs}_photos"] = scores
-                self.logger.log({f"test/{n_refs}_photos/{k}": v for k, v in scores.items() if k != "per_concept"},
-                                int(self.tcfg.steps))
+        for n_refs in sorted({1, int(encoder.config.max_photos)}) if self.splits["test"] else ():
+            scores = self.scores(encoder, self.splits["test"], n_refs)
+            test[f"{n_refs}_photos"] = scores
+            self.logger.log({f"test/{n_refs}_photos/{k}": v for k, v in scores.items() if k != "per_concept"},
+                            int(self.tcfg.steps))
         summary = {"steps": int(self.tcfg.steps), "wall_seconds": round(time.perf_counter() - started, 1),
                    "encoder": str(self.run_dir / "encoder"), "chosen": str(chosen),
                    "best": self.best if self.splits["val"] else None, "test": test,

@@ -50,7 +50,7 @@ from yochameleon.metrics.options import score_text_checks
 from yochameleon.metrics.recognition import recognition_metrics
 from yochameleon.model.decoding import generate_answer
 from yochameleon.model.personalized import PersonalizedChameleon
-from yochameleon.sources import configured_source, load_configured_backbone
+from yochameleon.sources import load_configured_backbone, source_record
 from yochameleon.training.checkpoint import (check_run_facts, has_checkpoint, load_checkpoint, optimizer_shards,
                                              read_state, save_checkpoint)
 from yochameleon.training.distributed import Distributed, barrier
@@ -282,9 +282,7 @@ class PersonalizationRecipe:
         fingerprint (read from the whole weights, before ZeRO-3 may partition them in `prepare`), the adapter's
         other fields."""
         facts = self._run_facts(self.tokens)
-        fingerprint = self.backbone.fingerprint() | {"path": str(self.backbone.path),
-                                                     "model_config": self.cfg.model.name,
-                                                     "source": configured_source(self.cfg.model)}
+        fingerprint = source_record(self.backbone, self.cfg.model)
         extra = {**facts, "system_prefix": self.tokens.system_prefix(),
                  "recipe": plain_config(self.recipe), "init": self.init_record}
         return facts, fingerprint, extra
