@@ -247,21 +247,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--table-only", action="store_true",
                         help="only (re)write table.md and results.json from the runs in --out, finished or not")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes running (concept, seed) pairs side by side, one thread each unless "
+                             "OMP_NUM_THREADS is set (2 on 2 cores; more where an accelerator holds the work)")
+    parser.add_argument("--shard", type=_shard, default=None, help=argparse.SUPPRESS)  # I/N: a worker's share
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. model.epochs=20")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a worker is started with
     if args.table_only:
         return args
     if DEFAULT_RECIPE not in args.recipes:
         parser.error(f"--recipes must include {DEFAULT_RECIPE}: every comparison is against it")
-    if len(set(args.seeds)) != len(args.seeds) or args.images < 1:
-        parser.error("--seeds must differ from each other and --images be at least 1")
+    if len(set(args.seeds)) != len(args.seeds) or args.images < 1 or args.workers < 1:
+        parser.error("--seeds must differ from each other, --images and --workers be at least 1")
+    if args.shard is not None:
+        args.workers = 1
     return args
 
 
-def run_all(args: argparse.Namespace) -> str:
-    """Every run the arguments ask for that `--out` has not finished, the table rewritten after each; the table."""
-    from tqdm.auto import tqdm
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is no I/N with I < N")
+    return int(index), int(count)
 
+
+def run_all(args: argparse.Namespace) -> str:
+    """Every run the arguments ask for that `--out` has not finished (in `--workers` processes side by side),
+    the table rewritten as runs finish; the table."""
     from yochameleon.tiny.chameleon import default_cache_dir
     from yochameleon.toyworld.build import ensure_toyworld_checkpoint
 
@@ -269,17 +282,60 @@ def run_all(args: argparse.Namespace) -> str:
     settings = {"concepts": args.concepts, "recipes": args.recipes, "seeds": args.seeds, "images": args.images,
                 "overrides": args.overrides, "backbone": ensure_toyworld_checkpoint(cache_dir).name}
     check_settings(args.out, settings)
-    runs = [(c, s, m) for c in args.concepts for s in args.seeds for m in [*args.recipes, *BASELINES]]
+    pairs = [(c, s) for c in args.concepts for s in args.seeds]
+    if args.shard is not None:  # one worker's share: whole (concept, seed) pairs, so no two write one preparation
+        index, count = args.shard
+        pairs = pairs[index::count]
+    # The default recipe and the baselines first (quick, and what every comparison needs), then the controls.
+    methods = [DEFAULT_RECIPE, *BASELINES, *(r for r in args.recipes if r != DEFAULT_RECIPE)]
+    runs = [(c, s, m) for c, s in pairs for m in methods]
     todo = [r for r in runs if not (run_path(args.out, *r) / "benchmark.json").is_file()]
-    if len(todo) < len(runs):
+    if len(todo) < len(runs) and args.shard is None:
         print(f"{args.out}: {len(runs) - len(todo)} of {len(runs)} runs already done, running the other {len(todo)}")
-    with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs") as bar:
+    if args.workers > 1:
+        run_workers(args, len(runs), len(runs) - len(todo))
+    else:
+        run_here(args, todo, len(runs), cache_dir, settings)
+    if args.shard is not None:  # the table is the starting process's to write, once its workers are done
+        return f"{args.out}: worker {args.shard[0]} of {args.shard[1]} done ({len(todo)} runs)"
+    return write_results(args.out, settings)
+
+
+def run_here(args: argparse.Namespace, todo: list, total: int, cache_dir: Path, settings: dict) -> None:
+    """The runs of `todo` one after another in this process; a lone process rewrites the table after each."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, initial=total - len(todo), desc="benchmark runs", disable=args.shard is not None) as bar:
         for concept, seed, method in todo:
             bar.set_postfix_str(f"{concept} seed {seed} {method}")
             run_one(concept, method, seed, args.out, cache_dir, args.images, args.overrides)
-            write_results(args.out, settings)  # table.md follows the benchmark as it goes
+            if args.shard is None:  # workers leave the table to the process that started them
+                write_results(args.out, settings)
             bar.update(1)
-    return write_results(args.out, settings)
+
+
+def run_workers(args: argparse.Namespace, total: int, done: int) -> None:
+    """`--workers` copies of this command, each given every N-th (concept, seed) pair (`--shard`) and one thread
+    unless OMP_NUM_THREADS is set, each logging to `<out>/worker-<i>.log`; a bar counts the finished runs."""
+    import subprocess
+
+    from tqdm.auto import tqdm
+
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    workers = []
+    for index in range(args.workers):
+        log_path = args.out / f"worker-{index}.log"
+        command = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--shard", f"{index}/{args.workers}"]
+        with log_path.open("a") as log_file:
+            workers.append((subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env), log_path))
+    with tqdm(total=total, initial=done, desc=f"benchmark runs ({args.workers} workers)") as bar:
+        while any(w.poll() is None for w, _ in workers):
+            time.sleep(5)
+            bar.update(len(list(args.out.glob("*/seed-*/*/benchmark.json"))) - bar.n)
+    failed = [str(path) for worker, path in workers if worker.returncode]
+    if failed:
+        raise SystemExit(f"error: {len(failed)} of {args.workers} workers failed; see {', '.join(failed)}. The same "
+                         "command resumes the runs they left")
 
 
 def main(argv=None) -> None:

@@ -137,3 +137,53 @@ def test_toy_baselines_prompt_as_the_toy_pretraining_defined_things(backbone, se
     assert plain.prompt_ids("What colour is <sks>?") == layout.prompt(layout.text(f"What colour is {name}?"))
     with pytest.raises(SystemExit, match="no concept.description"):
         B.baseline("description", backbone, "bo", None)
+
+
+def test_a_worker_runs_whole_concept_seed_pairs_and_leaves_the_table_to_its_starter(tmp_path, monkeypatch):
+    """`--shard I/N` (what `--workers N` starts each worker with) takes every N-th (concept, seed) pair with all of
+    its methods, default recipe and baselines first; the shards together are the whole run set, none twice; a
+    worker writes no table (its siblings would write the same file at once)."""
+    import yochameleon.toyworld.build as build
+
+    monkeypatch.setattr(build, "ensure_toyworld_checkpoint", lambda cache_dir: tmp_path / "toyworld-x")
+    ran = []
+
+    def fake_run_one(concept, method, seed, out, cache_dir, n_images, extra):
+        ran.append((concept, seed, method))
+        directory = B.run_path(out, concept, seed, method)
+        directory.mkdir(parents=True)
+        (directory / "benchmark.json").write_text(json.dumps(row(method, concept, seed)))
+
+    monkeypatch.setattr(B, "run_one", fake_run_one)
+    common = ["--out", str(tmp_path / "bench"), "--concepts", "bo", "mam", "--seeds", "0", "1", "--recipes",
+              "understanding-only", "yochameleon", "--cache-dir", str(tmp_path)]
+    shares = []
+    for index in range(3):
+        ran.clear()
+        message = B.run_all(B.parse_args([*common, "--workers", "3", "--shard", f"{index}/3"]))
+        assert message.endswith(f"worker {index} of 3 done ({len(ran)} runs)")
+        shares.append(list(ran))
+    assert not (tmp_path / "bench" / "table.md").exists()
+    pairs = [(c, s) for c in ("bo", "mam") for s in (0, 1)]
+    methods = ["yochameleon", *R.BASELINES, "understanding-only"]
+    for index, share in enumerate(shares):
+        assert share == [(c, s, m) for c, s in pairs[index::3] for m in methods]
+    assert sorted(sum(shares, [])) == sorted((c, s, m) for c, s in pairs for m in methods)
+    with pytest.raises(SystemExit):
+        B.parse_args([*common, "--shard", "3/3"])
+    with pytest.raises(SystemExit):
+        B.parse_args([*common, "--workers", "0"])
+
+
+@pytest.mark.slow
+def test_workers_run_the_benchmark_side_by_side_and_the_starter_writes_the_table(tmp_path, cache_dir):
+    """`--workers 2` on the shipped toy backbone (one training step a run): two processes, one (concept, seed) pair
+    each, every run done once, and the table of all of them written by the command that started them."""
+    out = tmp_path / "bench"
+    B.main(["--out", str(out), "--concepts", "bo", "--seeds", "0", "1", "--recipes", "yochameleon", "--images", "1",
+            "--workers", "2", "--cache-dir", str(cache_dir), "trainer.max_steps=1", "model.eval_every=100000"])
+    done = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/seed-*/*/benchmark.json"))
+    assert done == [f"bo/seed-{s}/{m}" for s in (0, 1) for m in sorted(["yochameleon", *R.BASELINES])]
+    assert "6 of 6 runs done" in (out / "table.md").read_text()
+    for index in (0, 1):
+        assert f"worker {index} of 2 done (3 runs)" in (out / f"worker-{index}.log").read_text()
