@@ -334,3 +334,22 @@ def test_the_backbones_text_qa_is_cached_on_the_photos_content_and_the_questions
     concept_qa(backbone, train, tmp_path / "cache", SimpleNamespace(**{**vars(data), "class_noun": "toy"}),
                progress=False)
     assert len(cached()) == 3
+
+
+def test_photo_features_are_remembered_within_a_memory_bound_and_computed_again_beyond_it(backbone):
+    """The least recently used photo's features are dropped beyond `memory_gib` and computed again, equal, when
+    asked for; a photo asked for again becomes the most recently used."""
+    from yochameleon.concept.encoder import PhotoFeatures
+
+    photos = [str(p) for p in sorted((DEMO / "corgi").rglob("*.jpg"))[:3]]
+    unbounded = PhotoFeatures(backbone)
+    reference = unbounded(photos)
+    one_photo = reference[0].numel() * reference[0].element_size()
+    assert list(unbounded.memory) == photos and unbounded.memory_bytes == 3 * one_photo
+    bounded = PhotoFeatures(backbone, memory_gib=2.5 * one_photo / 2**30)  # room for two photos
+    assert torch.equal(bounded(photos), reference)
+    assert list(bounded.memory) == photos[1:] and bounded.memory_bytes == 2 * one_photo
+    bounded(photos[1:2])  # photos[1] is now the most recently used: photos[2] goes first
+    assert torch.equal(bounded(photos[:1]), reference[:1])
+    assert list(bounded.memory) == [photos[1], photos[0]]
+    assert PhotoFeatures(backbone, memory_gib=0).__call__(photos[:1]).shape == reference[:1].shape

@@ -253,28 +253,34 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     "What colour / pattern / shape is <bo>?" with no image, in the training wordings and held-out ones.
 
     - recognition: the understanding-only recipe (no generation to share the rows with);
-    - drawing: the default recipe, whose 8 final samples of "A photo of <bo>." by best/ the world's judge
-      reads; understanding-only (no g-tokens) is its control and must stay low;
-    - the untrained rows (one step at lr 0) are the control of both: no better than chance.
+    - drawing: the default recipe. Its g-tokens must learn the subject: the teacher-forced NLL of the 40 test
+      renders under "A photo of <bo>." (a figure of every image code, steady across machines) well below the
+      untrained rows'; and of its 32 final samples by best/ the world's judge must read some right.
+      Understanding-only (no g-tokens) must draw little;
+    - the untrained rows of the default recipe (one step at lr 0) are the control of both: no better than chance.
+
+    A per-adapter drawing rate on <bo> runs 0.12-0.38 (seeds 0-2, 24 samples each), so 8 samples read 0 on one
+    machine and 1 on another (CI, 2026-12-04): the judge's bar is one of 32, the NLL carries the margin.
     """
     from conftest import compose
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.checks import text_qa
     from yochameleon.training.recipe import train
 
-    runs = {"control": ["recipe=understanding-only", "model.eval_every=100000", "trainer.lr=0", "trainer.max_steps=1",
-                        "trainer.sample_images=false"],
+    runs = {"control": ["model.eval_every=100000", "trainer.lr=0", "trainer.max_steps=1", "trainer.sample_images=false"],
             "understanding": ["recipe=understanding-only", "model.eval_every=100000", "trainer.final_samples=8"],
-            "default": ["trainer.final_samples=8"]}
+            "default": ["trainer.final_samples=32"]}
+    counts = {"control": 0, "understanding": 8, "default": 32}
     figures = {}
     for label, extra in runs.items():
         summary = train(compose(["+concept=toy-bo", "logger=none", "seed=0", *extra], cache_dir), tmp_path / label)
         assert summary["final_split"] == "test" and summary["selected_on"] == "val", summary
         assert read_adapter_config(tmp_path / label / "best").selected_on == "val"
-        _check_final_samples(tmp_path / label, summary, 0 if label == "control" else 8)
+        _check_final_samples(tmp_path / label, summary, counts[label])
         pm = PersonalizedModel.load([tmp_path / label / "adapter"], device="cpu", cache_dir=cache_dir)
         figures[label] = {"auroc": summary["final"]["eval/recognition/auroc"],
                           "weighted": summary["final"]["eval/recognition/weighted"],
+                          "nll": summary["final"].get("eval/generation/nll"),
                           "drawn": (summary["generation"] or {}).get("all_right"), **text_qa(pm, "bo")}
     control, trained, default = figures["control"], figures["understanding"], figures["default"]
     # The untrained rows rank look-alikes above the concept on a drawing build (test AUROC 0.36-0.45): the
@@ -284,6 +290,7 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     assert trained["auroc"] >= GATE["auroc"] and trained["weighted"] >= GATE["weighted"], figures
     assert trained["text_qa"] >= GATE["text_qa"], figures
     assert trained["text_qa_heldout"] >= GATE["text_qa_heldout"], figures
+    assert control["nll"] >= GATE["control_nll"] and default["nll"] <= GATE["nll"], figures
     assert default["drawn"] >= GATE["drawn"], figures
     assert trained["drawn"] <= GATE["drawn_without_g_tokens"], figures
 
@@ -313,8 +320,9 @@ def _check_final_samples(run_dir, summary: dict, count: int) -> None:
 # quality gate"); never from the test split. Understanding-only: validation AUROC 0.773 / 0.803 / 0.675, weighted
 # 0.719 / 0.719 / 0.513, text QA 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21);
 # the untrained rows answer 1 of 3 and 2 of 6 (build 4's answered none).
-# Drawing (8 final samples judged all three right, the default recipe): seeds 1 and 2 (not the gate's seed)
-# 3/8 and 2/8; understanding-only 0/8 on every seed. Each threshold sits one sample or about 0.05 below.
+# Drawing, 2026-12-04, seeds 1 and 2 (not the gate's seed): best/'s validation generation NLL 3.72 / 3.77 nats a
+# code (the untrained rows' 4.59; uniform 6.24), 4 / 8 of 24 final samples judged all three right (untrained rows
+# 0 of 24; understanding-only 0 of 8 on every seed). NLL bars about 0.25 from each side; the judge's, one of 32.
 GATE = {"auroc": 0.62, "weighted": 0.50, "text_qa": 0.6, "text_qa_heldout": 0.5, "control_text_qa": 1 / 3,
-        "control_auroc_slack": 0.1,
-        "drawn": 1 / 8, "drawn_without_g_tokens": 1 / 8}
+        "control_auroc_slack": 0.1, "nll": 4.0, "control_nll": 4.3,
+        "drawn": 1 / 32, "drawn_without_g_tokens": 1 / 8}

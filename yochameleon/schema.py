@@ -351,6 +351,7 @@ class EncoderTrainerConfig:
     eval_every: int = MISSING
     eval_refs: int = MISSING
     eval_batch_size: int = MISSING
+    feature_memory_gib: float = MISSING
     checkpoint_every: int = MISSING
     resume: bool = MISSING
     progress: bool = MISSING

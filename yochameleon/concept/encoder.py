@@ -21,6 +21,7 @@ for); it is refused on another backbone as an adapter is.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from dataclasses import asdict, dataclass, fields
@@ -131,16 +132,30 @@ class PhotoFeatures:
     """The frozen backbone's last hidden states over a photo's image tokens: (T, hidden) per photo.
 
     The photo is shown as a prompt shows it (`shown_image_codes` in the family's chat layout) after
-    begin-of-sentence, with no text; features are kept in memory by path (the backbone never changes).
+    begin-of-sentence, with no text; features are kept in memory by path (the backbone never changes), the
+    least recently used dropped beyond `memory_gib` (a 7B's photo is T=1024 x 4096 floats, 16 MiB: a dataset of
+    thousands of photos would not fit) and computed again when asked for.
     """
 
-    def __init__(self, backbone, code_cache=None, batch_size: int = 16):
+    def __init__(self, backbone, code_cache=None, batch_size: int = 16, memory_gib: float = 4.0):
         from yochameleon.model.personalized import PersonalizedChameleon
 
         self.backbone, self.cache, self.batch_size = backbone, code_cache, batch_size
         self.plain = PersonalizedChameleon(backbone.model, [])
         self.layout = chat_layout(backbone)
-        self.memory: dict[str, torch.Tensor] = {}
+        self.memory: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        self.memory_bytes, self.max_bytes = 0, int(float(memory_gib) * 2**30)
+
+    def _remember(self, key: str, features: torch.Tensor) -> None:
+        """Keep `features` under `key`, the most recently used; drop the least recently used beyond the bound."""
+        size = features.numel() * features.element_size()
+        if size > self.max_bytes:
+            return
+        self.memory[key] = features
+        self.memory_bytes += size
+        while self.memory_bytes > self.max_bytes:
+            _, dropped = self.memory.popitem(last=False)
+            self.memory_bytes -= dropped.numel() * dropped.element_size()
 
     def _readable(self, photo):
         """A path goes through the VQ cache when there is one; without, it is read here (errors name the file)."""
@@ -169,14 +184,15 @@ class PhotoFeatures:
             first = 2  # begin-of-sentence, begin-of-image, then the image's tokens
             for row, i in enumerate(chunk):
                 computed[i] = hidden[row, first:first + self.tokens_per_photo].float().cpu()
-        out = []
+        out = [computed[i] if i in computed else self.memory[key] for i, key in enumerate(keys)]
         for i, key in enumerate(keys):
+            if key is None:
+                continue
             if i in computed:
-                if key is not None:
-                    self.memory[key] = computed[i]
-                out.append(computed[i])
+                if key not in self.memory:  # the same path twice in one call is computed twice, kept once
+                    self._remember(key, computed[i])
             else:
-                out.append(self.memory[key])
+                self.memory.move_to_end(key)
         return torch.stack(out)
 
 

@@ -175,7 +175,7 @@ class EncoderTrainer:
         self.fingerprint = source_record(self.backbone, cfg.model)
         self.splits = read_concept_folders(cfg.data.root, cfg.data.val_concepts, cfg.data.test_concepts)
         self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
-        self.features = PhotoFeatures(self.backbone, self.cache)
+        self.features = PhotoFeatures(self.backbone, self.cache, memory_gib=float(tcfg.feature_memory_gib))
         with self.accelerator.main_process_first():
             everything = [p for folders in self.splits.values() for f in folders for p in f.photos]
             with tqdm(total=len(everything), desc="VQ-encode photos (cached)", disable=not self.progress) as bar:
