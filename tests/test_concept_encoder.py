@@ -216,6 +216,11 @@ def test_train_encoder_end_to_end_on_concept_folders_then_answer_with_it(tmp_pat
     assert trained["steps"] == 1
     record = json.loads((tmp_path / "init" / "adapter" / "adapter_config.json").read_text())["init"]
     assert record["kind"] == "encoder" and record["photos"] == 3
+    # ... at trainer.lr x recipe.encoder_lr_scale (its default), the default start at trainer.lr itself.
+    defaults = compose_train(["+concept=demo"], cache_dir)
+    first = json.loads((tmp_path / "init" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["train/lr"] == pytest.approx(float(defaults.trainer.lr) * float(defaults.recipe.encoder_lr_scale))
+    assert float(defaults.recipe.encoder_lr_scale) < 1
     with pytest.raises(Exception, match="k_g=4, k_u=3 separate tokens"):
         train(compose_train(["+concept=demo", "logger=none", "recipe.init=encoder", f"recipe.encoder={run / 'best'}",
                              "trainer.max_steps=1"], cache_dir), tmp_path / "init2")

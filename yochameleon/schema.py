@@ -136,6 +136,7 @@ class RecipeConfig:
     generation_weight: float = MISSING  # a generation sample's loss weight relative to a text sample's
     init: RecipeInit = MISSING  # rows start as the backbone's reserved rows, or the g-tokens from its description
     encoder: Optional[Path] = None  # recipe.init=encoder: the concept encoder whose output the rows start from
+    encoder_lr_scale: float = MISSING  # recipe.init=encoder: trainer.lr times this
     soft_positives: SoftPositivesConfig = field(default_factory=SoftPositivesConfig)
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

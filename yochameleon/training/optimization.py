@@ -18,11 +18,11 @@ import math
 import torch
 
 
-def build_optimizer(parameters, tcfg) -> torch.optim.Optimizer:
-    """trainer.optimizer over `parameters` (the concept's rows)."""
+def build_optimizer(parameters, tcfg, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """trainer.optimizer over `parameters` (the concept's rows), at trainer.lr x `lr_scale`."""
     kind = str(tcfg.optimizer)
     if kind == "adamw":
-        return torch.optim.AdamW(parameters, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
+        return torch.optim.AdamW(parameters, lr=float(tcfg.lr) * float(lr_scale), weight_decay=float(tcfg.weight_decay))
     raise ValueError(f"trainer.optimizer={kind!r} is not one of: adamw")  # the schema refuses it first
 
 

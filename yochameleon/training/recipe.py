@@ -296,7 +296,9 @@ class PersonalizationRecipe:
                                       dist.length_group_ratio(float(tcfg.length_group_ratio)),
                                       gradient_checkpointing=bool(tcfg.gradient_checkpointing))
         dist.set_micro_batch(self.batch_size)
-        optimizer = build_optimizer(self.tokens.parameters(), tcfg)
+        # Rows started by a concept encoder are near the answer already: a smaller step keeps them there.
+        scale = float(self.recipe.encoder_lr_scale) if str(self.recipe.init) == "encoder" else 1.0
+        optimizer = build_optimizer(self.tokens.parameters(), tcfg, scale)
         scheduler = build_lr_scheduler(optimizer, tcfg, self.total_steps)
         model, optimizer = self.accelerator.prepare(model, optimizer)
         return model, optimizer, scheduler
