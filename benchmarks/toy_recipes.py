@@ -293,7 +293,7 @@ def run_all(args: argparse.Namespace) -> str:
     if len(todo) < len(runs) and args.shard is None:
         print(f"{args.out}: {len(runs) - len(todo)} of {len(runs)} runs already done, running the other {len(todo)}")
     if args.workers > 1:
-        run_workers(args, len(runs), len(runs) - len(todo))
+        run_workers(args, min(args.workers, len(pairs)), len(runs), len(runs) - len(todo))
     else:
         run_here(args, todo, len(runs), cache_dir, settings)
     if args.shard is not None:  # the table is the starting process's to write, once its workers are done
@@ -314,27 +314,36 @@ def run_here(args: argparse.Namespace, todo: list, total: int, cache_dir: Path, 
             bar.update(1)
 
 
-def run_workers(args: argparse.Namespace, total: int, done: int) -> None:
-    """`--workers` copies of this command, each given every N-th (concept, seed) pair (`--shard`) and one thread
-    unless OMP_NUM_THREADS is set, each logging to `<out>/worker-<i>.log`; a bar counts the finished runs."""
+def run_workers(args: argparse.Namespace, count: int, total: int, done: int) -> None:
+    """`count` copies of this command, each given every N-th (concept, seed) pair (`--shard`) and one thread
+    unless OMP_NUM_THREADS is set, each logging to `<out>/worker-<i>.log`; a bar counts the finished runs.
+    Stopped (Ctrl-C, or an error here), it stops them too: the same command resumes what they left."""
     import subprocess
 
     from tqdm.auto import tqdm
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     workers = []
-    for index in range(args.workers):
-        log_path = args.out / f"worker-{index}.log"
-        command = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--shard", f"{index}/{args.workers}"]
-        with log_path.open("a") as log_file:
-            workers.append((subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env), log_path))
-    with tqdm(total=total, initial=done, desc=f"benchmark runs ({args.workers} workers)") as bar:
-        while any(w.poll() is None for w, _ in workers):
-            time.sleep(5)
-            bar.update(len(list(args.out.glob("*/seed-*/*/benchmark.json"))) - bar.n)
+    try:
+        for index in range(count):
+            log_path = args.out / f"worker-{index}.log"
+            command = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--shard", f"{index}/{count}"]
+            with log_path.open("a") as log_file:
+                workers.append((subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env),
+                                log_path))
+        with tqdm(total=total, initial=done, desc=f"benchmark runs ({count} workers)") as bar:
+            while any(w.poll() is None for w, _ in workers):
+                time.sleep(5)
+                bar.update(len(list(args.out.glob("*/seed-*/*/benchmark.json"))) - bar.n)
+    finally:
+        for worker, _ in workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker, _ in workers:
+            worker.wait()
     failed = [str(path) for worker, path in workers if worker.returncode]
     if failed:
-        raise SystemExit(f"error: {len(failed)} of {args.workers} workers failed; see {', '.join(failed)}. The same "
+        raise SystemExit(f"error: {len(failed)} of {count} workers failed; see {', '.join(failed)}. The same "
                          "command resumes the runs they left")
 
 
