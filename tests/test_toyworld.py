@@ -199,7 +199,7 @@ def test_object_mask_and_probe_targets_follow_the_scene():
     probe = AttributeProbe(embed_dim=4, side=8)
     loss = probe.loss(torch.zeros(1, 4, 8, 8), [scene])
     # Zero latents: only the small random bias speaks, so each attribute's loss is about log(classes).
-    assert abs(float(loss) - sum(math.log(k) for k in AttributeProbe.SIZES)) < 0.5
+    assert abs(loss.item() - sum(math.log(k) for k in AttributeProbe.SIZES)) < 0.5
 
 
 @pytest.mark.parametrize("kind", ["verify", "verify_colour", "define_recognize_colour", "define_recognize_shape",
