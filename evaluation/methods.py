@@ -60,7 +60,6 @@ class EvalBuilder(SampleBuilder):
         return super().shown_image_ids(image, flip)
 
 
-
 @dataclass
 class Method:
     """A named way to put subjects in front of the frozen backbone."""
