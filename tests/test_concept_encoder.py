@@ -357,4 +357,5 @@ def test_photo_features_are_remembered_within_a_memory_bound_and_computed_again_
     bounded(photos[1:2])  # photos[1] is now the most recently used: photos[2] goes first
     assert torch.equal(bounded(photos[:1]), reference[:1])
     assert list(bounded.memory) == [photos[1], photos[0]]
-    assert PhotoFeatures(backbone, memory_gib=0).__call__(photos[:1]).shape == reference[:1].shape
+    nothing_kept = PhotoFeatures(backbone, memory_gib=0)  # a photo larger than the bound is computed, not kept
+    assert torch.equal(nothing_kept(photos[:1]), reference[:1]) and not nothing_kept.memory
