@@ -18,7 +18,16 @@ from safetensors.torch import load_file
 from yochameleon.training.interrupt import StopRequests, resume_command
 
 
-def test_a_signal_during_the_steps_is_recorded_not_raised():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, whatever the suite inherited: a shell that starts a job in the
+    background without job control makes it ignore SIGINT, and Python then keeps SIG_IGN."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_a_signal_during_the_steps_is_recorded_not_raised(python_sigint):
     with StopRequests() as stop:
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: no KeyboardInterrupt in the middle of a step
         time.sleep(0.01)
