@@ -166,6 +166,10 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
         assert second.returncode == 0, second.stderr[-3000:]
         assert json.loads((resumed_dir / "summary.json").read_text())["resumed_from"] == 4
         _assert_same_rows(_adapter(resumed_dir), _adapter(run_dir))
+        # The g-token rows' own rate is a blend after the step, which DeepSpeed's copy of the rows would lose.
+        blend = launch("run_name=blend", "recipe.generation_lr_scale=2")
+        assert blend.returncode != 0 and "recipe.generation_lr_scale=1" in blend.stderr, blend.stderr[-3000:]
+        assert not (tmp_path / "corgi" / "blend" / "checkpoint").exists()
         steps = [r["step"] for r in _step_records(resumed_dir)]
         assert steps == list(range(1, STEPS + 1))
         assert [m["train/loss"] for m in _step_records(resumed_dir)] == pytest.approx(

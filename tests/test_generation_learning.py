@@ -170,3 +170,53 @@ def test_an_adapter_is_drawn_with_the_group_it_was_trained_with(backbone, tokens
     count = {"none": 0, "2": 2, "full": 4}[group]
     assert prompt[-1] == backbone.boi_id and prompt[-2 - count] == backbone.end_of_turn_id
     assert prompt[-1 - count:-1] == loaded.g_token_ids()[:count]
+
+
+def test_scaled_rows_step_is_adamw_at_the_scaled_rate_for_those_rows():
+    """recipe.generation_lr_scale: the blended update equals AdamW at lr x scale on the chosen rows (weight decay
+    included) and plain AdamW on the others, step after step (AdamW's state is shared, as in training)."""
+    from yochameleon.training.optimization import scaled_rows_step
+
+    torch.manual_seed(0)
+    start = [torch.randn(6, 5), torch.randn(6, 5)]
+    rows, scale, lr = [1, 2, 3], 3.0, 1e-2
+    blended = [torch.nn.Parameter(t.clone()) for t in start]
+    at_scaled, at_plain = ([torch.nn.Parameter(t.clone()) for t in start] for _ in range(2))
+    optimizers = [torch.optim.AdamW(p, lr=rate, weight_decay=0.1)
+                  for p, rate in ((blended, lr), (at_scaled, lr * scale), (at_plain, lr))]
+    for _ in range(4):
+        grads = [torch.randn(6, 5), torch.randn(6, 5)]
+        for params, optimizer in zip((blended, at_scaled, at_plain), optimizers):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        scaled_rows_step(optimizers[0], blended, rows, scale)
+        optimizers[1].step()
+        optimizers[2].step()
+    others = [0, 4, 5]
+    for mine, scaled, plain in zip(blended, at_scaled, at_plain):
+        assert torch.allclose(mine[rows], scaled[rows], atol=1e-6)
+        assert torch.allclose(mine[others], plain[others], atol=1e-6)
+        assert not torch.allclose(mine[rows], plain[rows], atol=1e-3)  # the scale did something
+
+
+def test_generation_lr_scale_zero_keeps_the_g_rows_where_they_started(tmp_path, cache_dir, backbone):
+    """The user's switch on the user's path: a run at recipe.generation_lr_scale=0 moves every row but the
+    g-tokens' (which the soft prompt gives gradients in every task); the default moves them too."""
+    from safetensors.torch import load_file
+
+    from yochameleon.concept.tokens import PersonalizedTokens
+    from yochameleon.training.recipe import train
+
+    base = ["+concept=demo", "logger=none", "trainer.max_steps=2", "trainer.eval_every=100",
+            "trainer.sample_images=false"]
+    start = PersonalizedTokens.from_backbone(backbone.model, backbone.config.vocabulary_map, "corgi", 16, 16,
+                                             first_token="<reserved16200>")
+    g = start.g_positions()
+    for scale, g_moves in (("0", False), ("1", True)):
+        run = tmp_path / f"scale{scale}"
+        train(compose([*base, f"recipe.generation_lr_scale={scale}"], cache_dir), run)
+        rows = load_file(str(run / "adapter" / "adapter.safetensors"))
+        for name in ("input_rows", "output_rows"):
+            initial = getattr(start, name).detach()
+            assert torch.equal(rows[name][g], initial[g]) != g_moves, (scale, name)
+            assert not torch.equal(rows[name][0], initial[0])  # the identifier always learns

@@ -134,6 +134,7 @@ class RecipeConfig:
     generation_group: str = MISSING  # g-tokens before an image: full | none | a number (data/samples.py)
     generation_repeats: int = MISSING  # each photo's generation samples per epoch
     generation_weight: float = MISSING  # a generation sample's loss weight relative to a text sample's
+    generation_lr_scale: float = MISSING  # the g-token rows learn at trainer.lr times this
     init: RecipeInit = MISSING  # rows start as the backbone's reserved rows, or the g-tokens from its description
     encoder: Optional[Path] = None  # recipe.init=encoder: the concept encoder whose output the rows start from
     encoder_lr_scale: float = MISSING  # recipe.init=encoder: trainer.lr times this

@@ -8,6 +8,12 @@
 The schedule is a `LambdaLR` stepped once per optimizer step; its state is saved with the checkpoint and
 restored on resume (training/checkpoint.py), so a resumed run takes the same learning rates as one that
 never stopped.
+
+`recipe.generation_lr_scale` gives the generation tokens' rows a learning rate of their own. AdamW's step does
+not change when a gradient is scaled, so the rows cannot get one through their gradient, and splitting them
+into parameter groups would split the adapter's two matrices; instead `scaled_rows_step` blends those rows'
+update after the step: `old + scale * (new - old)`, which is exactly AdamW at `lr x scale` for them (weight
+decay included, as it is part of the same update).
 """
 
 from __future__ import annotations
@@ -56,3 +62,18 @@ def build_lr_scheduler(optimizer, tcfg, total_steps: int) -> torch.optim.lr_sche
     else:
         raise ValueError(f"trainer.lr_schedule={kind!r} is not one of: constant, warmup_cosine")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def scaled_rows_step(optimizer, parameters: list[torch.Tensor], rows: list[int], scale: float) -> None:
+    """`optimizer.step()`, with the update of `rows` (row indices into every tensor of `parameters`) scaled by
+    `scale`; a plain step when `scale` is 1 or there are no such rows."""
+    if scale == 1.0 or not rows:
+        optimizer.step()
+        return
+    index = torch.tensor(rows, dtype=torch.long, device=parameters[0].device)
+    before = [p.detach().index_select(0, index).clone() for p in parameters]
+    optimizer.step()
+    with torch.no_grad():
+        for p, old in zip(parameters, before):
+            new = p.index_select(0, index)
+            p.index_copy_(0, index, old + scale * (new - old))

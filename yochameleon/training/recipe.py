@@ -58,7 +58,7 @@ from yochameleon.training.drawing import (contact_sheet, draw_images, judge_figu
                                           sample_settings)
 from yochameleon.training.interrupt import StopRequests, TrainingInterrupted
 from yochameleon.training.logging import NullLogger, RunLogger
-from yochameleon.training.optimization import build_lr_scheduler, build_optimizer, schedule_fact
+from yochameleon.training.optimization import build_lr_scheduler, build_optimizer, scaled_rows_step, schedule_fact
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,11 @@ class PersonalizationRecipe:
             log.info("launcher: %s, %d process(es), device %s, precision %s",
                      accelerator.distributed_type.value, dist.world, accelerator.device, precision)
         dist.check(self.batch_size, self.resuming, self.run_dir)
+        if dist.zero_stage is not None and float(self.recipe.generation_lr_scale) != 1.0:
+            # DeepSpeed steps its own (partitioned, fp32 master) copy of the rows: a blend here would be lost.
+            raise YoChameleonError(f"recipe.generation_lr_scale={self.recipe.generation_lr_scale} is not available "
+                                   f"under DeepSpeed (ZeRO-{dist.zero_stage}); set recipe.generation_lr_scale=1 or "
+                                   "train with one process or DDP")
         return accelerator, dist
 
     def _setup_backbone(self):
@@ -378,7 +383,11 @@ class PersonalizationRecipe:
                 accelerator.backward(weighted.sum() * loss_factor)
                 if accelerator.sync_gradients and self.tcfg.grad_clip:
                     accelerator.clip_grad_norm_(self.tokens.parameters(), float(self.tcfg.grad_clip))
-                self.optimizer.step()
+                if accelerator.sync_gradients:  # the g-token rows' own rate (recipe.generation_lr_scale)
+                    scaled_rows_step(self.optimizer, [self.tokens.input_rows, self.tokens.output_rows],
+                                     self.tokens.g_positions(), float(self.recipe.generation_lr_scale))
+                else:
+                    self.optimizer.step()  # accumulating: accelerate's wrapper does not step
                 if accelerator.sync_gradients:  # once per optimizer step, whatever grad_accum
                     self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
