@@ -359,3 +359,67 @@ def test_photo_features_are_remembered_within_a_memory_bound_and_computed_again_
     assert list(bounded.memory) == [photos[1], photos[0]]
     nothing_kept = PhotoFeatures(backbone, memory_gib=0)  # a photo larger than the bound is computed, not kept
     assert torch.equal(nothing_kept(photos[:1]), reference[:1]) and not nothing_kept.memory
+
+
+def _tiny_vision_checkpoint(directory: Path, kind: str) -> Path:
+    """A small random vision checkpoint in transformers' format, as a user's local DINOv2 or CLIP folder is."""
+    from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    if kind == "dinov2":
+        model = Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=48, image_size=32, patch_size=8))
+        processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    else:  # a whole CLIP (text and vision towers): its vision tower is read
+        model = CLIPModel(CLIPConfig(text_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 32},
+                                     vision_config={"hidden_size": 20, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                    "intermediate_size": 40, "image_size": 32, "patch_size": 16},
+                                     projection_dim=8))
+        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize(("kind", "tokens", "width"), [("dinov2", 17, 24), ("clip", 5, 20)])
+def test_an_encoder_over_a_local_vision_checkpoint_trains_encodes_and_is_refused_on_another(
+        tmp_path, cache_dir, tiny_path, kind, tokens, width):
+    """encoder.feature_source=vision: the features are the local checkpoint's last hidden states (every token);
+    the encoder records the checkpoint and reads it again on load; a concept is added with it; a moved or
+    another checkpoint is refused with the folder named and nothing loaded changed."""
+    from yochameleon.concept.encoder import EncoderError, read_encoder_config
+    from yochameleon.inference import PersonalizedModel
+    from yochameleon.training.encoder_recipe import train_encoder
+
+    vision = _tiny_vision_checkpoint(tmp_path / kind, kind)
+    root = _concept_tree(tmp_path / "concepts")
+    train_encoder(_encoder_cfg(cache_dir, root, "trainer.steps=2", "encoder.feature_source=vision",
+                               f"encoder.feature_model={vision}"), tmp_path / "run")
+    encoder_dir = tmp_path / "run" / "encoder"
+    config, raw = read_encoder_config(encoder_dir)
+    assert (config.feature_source, config.feature_dim, config.feature_tokens) == ("vision", width, tokens)
+    assert raw["feature_model"]["path"] == str(vision.resolve())
+    pm = PersonalizedModel.load(encoder=encoder_dir, device="cpu")
+    added = pm.add_concept("corgi", DEMO / "corgi" / "train")
+    assert added.input_rows.shape == (1 + 4 + 3, pm.backbone.hidden_size)
+    assert 0.0 <= pm.recognize(DEMO / "corgi" / "test" / "03.jpg", concept="corgi").probability <= 1.0
+    # Another checkpoint at the recorded folder: refused, naming it; the concept already added stays.
+    other = _tiny_vision_checkpoint(tmp_path / "other", "clip" if kind == "dinov2" else "dinov2")
+    shutil.move(str(vision), str(tmp_path / "moved"))
+    with pytest.raises(EncoderError, match=f"{vision}.*not there"):
+        pm.add_concept("dog", DEMO / "corgi" / "train", encoder=encoder_dir)
+    shutil.move(str(other), str(vision))
+    with pytest.raises(EncoderError, match=f"{vision} is not the one this encoder was trained on"):
+        pm.add_concept("dog", DEMO / "corgi" / "train", encoder=encoder_dir)
+    assert "corgi" in pm.concepts and "dog" not in pm.concepts
+
+
+def test_feature_source_vision_without_a_checkpoint_is_refused_with_the_key_to_set(tmp_path, cache_dir, tiny_path):
+    from yochameleon.training.encoder_recipe import EncoderRunError, train_encoder
+
+    root = _concept_tree(tmp_path / "concepts")
+    with pytest.raises(EncoderRunError, match="encoder.feature_model="):
+        train_encoder(_encoder_cfg(cache_dir, root, "trainer.steps=2", "encoder.feature_source=vision"),
+                      tmp_path / "run")
+    assert not (tmp_path / "run" / "encoder").exists()

@@ -53,7 +53,7 @@ LoggerMode = _choices("LoggerMode", "offline", "online", "disabled")
 EvalSetKind = _choices("EvalSetKind", "dreambooth", "yollava")
 EvalTask = _choices("EvalTask", "recognition", "vqa", "text_qa", "multi_concept", "generation", "forgetting")
 EvalMethod = _choices("EvalMethod", "adapter", "encoder", "plain", "description", "reference_photos")
-FeatureSource = _choices("FeatureSource", "backbone")                              # concept/encoder.py
+FeatureSource = _choices("FeatureSource", "backbone", "vision")                            # concept/encoder.py
 
 
 
@@ -312,6 +312,7 @@ class EncoderSizesConfig:
     heads: int = MISSING
     max_photos: int = MISSING
     feature_source: FeatureSource = MISSING
+    feature_model: Optional[Path] = None  # feature_source=vision: a local vision checkpoint's folder
 
 
 @dataclass

@@ -9,8 +9,10 @@ shares a prompt with other concepts and is saved as an adapter exactly like a tr
     photos --(frozen backbone: last hidden states over each photo's image tokens)--> features (R*T, F)
            --(ConceptEncoder: input projection, learned queries cross-attending to the features)--> rows
 
-The image pathway is the backbone's own, so nothing is downloaded: Chameleon reads its VQ image tokens,
-Janus its SigLIP + aligner slots (`Backbone.shown_image_codes`), both through the frozen language model.
+The image pathway is the backbone's own by default, so nothing is downloaded: Chameleon reads its VQ image
+tokens, Janus its SigLIP + aligner slots (`Backbone.shown_image_codes`), both through the frozen language model.
+`feature_source=vision` reads a local transformers vision checkpoint instead (DINOv2, CLIP, SigLIP: what PLVM
+found best is DINOv2), recorded with the encoder and checked when it is loaded (`VisionFeatures`).
 Each output row is the backbone's reserved row (where a fresh adapter starts) plus a zero-initialised
 projection of its query, so an untrained encoder gives an untrained adapter.
 
@@ -22,6 +24,7 @@ for); it is refused on another backbone as an adapter is.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, fields
@@ -40,7 +43,8 @@ from yochameleon.model.chat import chat_layout
 
 ENCODER_FORMAT = 1
 ENCODER_CONFIG, ENCODER_WEIGHTS = "encoder_config.json", "encoder.safetensors"
-FEATURE_SOURCES = ("backbone",)  # the backbone's own hidden states over a photo's image tokens
+# backbone: the backbone's own hidden states over a photo's image tokens; vision: a local vision checkpoint's
+FEATURE_SOURCES = ("backbone", "vision")
 
 
 class EncoderError(YoChameleonError):
@@ -63,6 +67,8 @@ class EncoderConfig:
     heads: int = 4
     max_photos: int = 5
     feature_source: str = "backbone"
+    # feature_source=vision: the checkpoint (`VisionFeatures.record()`: its path and what identifies it)
+    feature_model: dict | None = None
     # How the rows are used in prompts (the adapter's recipe facts): written into every adapter it makes.
     recipe: dict | None = None
 
@@ -128,23 +134,21 @@ class ConceptEncoder(nn.Module):
         return self.base_input + self.to_input(out), self.base_output + self.to_output(out)
 
 
-class PhotoFeatures:
-    """The frozen backbone's last hidden states over a photo's image tokens: (T, hidden) per photo.
+class _FeatureMemory:
+    """Per-photo features kept in memory by path (the feature model never changes), the least recently used
+    dropped beyond `memory_gib` (a 7B's photo is T=1024 x 4096 floats, 16 MiB: a dataset of thousands of photos
+    would not fit) and computed again when asked for. Subclasses compute a batch (`_compute`)."""
 
-    The photo is shown as a prompt shows it (`shown_image_codes` in the family's chat layout) after
-    begin-of-sentence, with no text; features are kept in memory by path (the backbone never changes), the
-    least recently used dropped beyond `memory_gib` (a 7B's photo is T=1024 x 4096 floats, 16 MiB: a dataset of
-    thousands of photos would not fit) and computed again when asked for.
-    """
+    feature_dim: int
+    tokens_per_photo: int
 
-    def __init__(self, backbone, code_cache=None, batch_size: int = 16, memory_gib: float = 4.0):
-        from yochameleon.model.personalized import PersonalizedChameleon
-
-        self.backbone, self.cache, self.batch_size = backbone, code_cache, batch_size
-        self.plain = PersonalizedChameleon(backbone.model, [])
-        self.layout = chat_layout(backbone)
+    def __init__(self, batch_size: int = 16, memory_gib: float = 4.0):
+        self.batch_size = batch_size
         self.memory: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self.memory_bytes, self.max_bytes = 0, int(float(memory_gib) * 2**30)
+
+    def _compute(self, photos: list) -> list[torch.Tensor]:
+        raise NotImplementedError
 
     def _remember(self, key: str, features: torch.Tensor) -> None:
         """Keep `features` under `key`, the most recently used; drop the least recently used beyond the bound."""
@@ -156,6 +160,43 @@ class PhotoFeatures:
         while self.memory_bytes > self.max_bytes:
             _, dropped = self.memory.popitem(last=False)
             self.memory_bytes -= dropped.numel() * dropped.element_size()
+
+    @torch.no_grad()
+    def __call__(self, photos: list) -> torch.Tensor:
+        """(len(photos), T, F) float32 on the CPU; photos are paths or PIL images."""
+        keys = [str(p) if isinstance(p, (str, Path)) else None for p in photos]
+        todo = [i for i, k in enumerate(keys) if k is None or k not in self.memory]
+        computed: dict[int, torch.Tensor] = {}
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            computed.update(zip(chunk, self._compute([photos[i] for i in chunk])))
+        out = [computed[i] if i in computed else self.memory[key] for i, key in enumerate(keys)]
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            if i in computed:
+                if key not in self.memory:  # the same path twice in one call is computed twice, kept once
+                    self._remember(key, computed[i])
+            else:
+                self.memory.move_to_end(key)
+        return torch.stack(out)
+
+
+class PhotoFeatures(_FeatureMemory):
+    """The frozen backbone's last hidden states over a photo's image tokens: (T, hidden) per photo.
+
+    The photo is shown as a prompt shows it (`shown_image_codes` in the family's chat layout) after
+    begin-of-sentence, with no text.
+    """
+
+    def __init__(self, backbone, code_cache=None, batch_size: int = 16, memory_gib: float = 4.0):
+        from yochameleon.model.personalized import PersonalizedChameleon
+
+        super().__init__(batch_size, memory_gib)
+        self.backbone, self.cache = backbone, code_cache
+        self.plain = PersonalizedChameleon(backbone.model, [])
+        self.layout = chat_layout(backbone)
+        self.feature_dim = int(backbone.hidden_size)
 
     def _readable(self, photo):
         """A path goes through the VQ cache when there is one; without, it is read here (errors name the file)."""
@@ -169,40 +210,88 @@ class PhotoFeatures:
     def tokens_per_photo(self) -> int:
         return int(self.backbone.image_seq_length)
 
-    @torch.no_grad()
-    def __call__(self, photos: list) -> torch.Tensor:
-        """(len(photos), T, hidden) float32 on the CPU; photos are paths or PIL images."""
-        keys = [str(p) if isinstance(p, (str, Path)) else None for p in photos]
-        todo = [i for i, k in enumerate(keys) if k is None or k not in self.memory]
-        computed: dict[int, torch.Tensor] = {}
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            rows = [[self.backbone.bos_id] + self.layout.image(
-                self.backbone.shown_image_codes(self._readable(photos[i]), False, self.cache)) for i in chunk]
-            ids = torch.tensor(rows, device=self.backbone.device)
-            hidden, _ = self.plain.hidden_states(ids, torch.ones_like(ids))
-            first = 2  # begin-of-sentence, begin-of-image, then the image's tokens
-            for row, i in enumerate(chunk):
-                computed[i] = hidden[row, first:first + self.tokens_per_photo].float().cpu()
-        out = [computed[i] if i in computed else self.memory[key] for i, key in enumerate(keys)]
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            if i in computed:
-                if key not in self.memory:  # the same path twice in one call is computed twice, kept once
-                    self._remember(key, computed[i])
-            else:
-                self.memory.move_to_end(key)
-        return torch.stack(out)
+    def _compute(self, photos: list) -> list[torch.Tensor]:
+        rows = [[self.backbone.bos_id] + self.layout.image(
+            self.backbone.shown_image_codes(self._readable(photo), False, self.cache)) for photo in photos]
+        ids = torch.tensor(rows, device=self.backbone.device)
+        hidden, _ = self.plain.hidden_states(ids, torch.ones_like(ids))
+        first = 2  # begin-of-sentence, begin-of-image, then the image's tokens
+        return [hidden[row, first:first + self.tokens_per_photo].float().cpu() for row in range(len(photos))]
 
 
-def encoder_config_for(backbone, k_g: int, k_u: int, first_token: str, **sizes) -> EncoderConfig:
-    """An `EncoderConfig` for `backbone` with the concept's tokens from `first_token` (as a fresh adapter's)."""
+class VisionFeatures(_FeatureMemory):
+    """A local transformers vision checkpoint's last hidden states (every patch token, and its class token where
+    it has one): (T, F) per photo. Any folder `AutoModel` and `AutoImageProcessor` read: DINOv2, CLIP or SigLIP
+    (their vision tower). Nothing is downloaded: the folder must hold the weights and the processor's config."""
+
+    def __init__(self, directory: str | Path, device="cpu", batch_size: int = 16, memory_gib: float = 4.0):
+        from transformers import AutoImageProcessor, AutoModel
+
+        super().__init__(batch_size, memory_gib)
+        self.directory, self.device = Path(directory), torch.device(device)
+        if not (self.directory / "config.json").is_file():
+            raise EncoderError(f"{self.directory} is not a vision checkpoint (no config.json): give the folder of a "
+                               "local DINOv2 / CLIP / SigLIP checkpoint (its config.json, weights and "
+                               "preprocessor_config.json)")
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(str(self.directory), local_files_only=True)
+            model = AutoModel.from_pretrained(str(self.directory), dtype=torch.float32, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise EncoderError(f"cannot load the vision checkpoint {self.directory} ({err}); it needs config.json, "
+                               "its weights and preprocessor_config.json") from err
+        self.model = getattr(model, "vision_model", model).eval().requires_grad_(False).to(self.device)
+        self.feature_dim = int(self.model.config.hidden_size)
+        from PIL import Image
+
+        self.tokens_per_photo = int(self._compute([Image.new("RGB", (64, 64))])[0].shape[0])
+
+    def _compute(self, photos: list) -> list[torch.Tensor]:
+        from yochameleon.data.images import load_image
+
+        images = [load_image(p) if isinstance(p, (str, Path)) else p.convert("RGB") for p in photos]
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        hidden = self.model(pixel_values=pixels).last_hidden_state.float().cpu()
+        return list(hidden)
+
+    def record(self) -> dict:
+        """What an encoder records of its feature model: the folder, and what tells another checkpoint apart."""
+        digest = hashlib.sha256((self.directory / "config.json").read_bytes()).hexdigest()
+        return {"path": str(self.directory.resolve()), "model_type": str(self.model.config.model_type),
+                "hidden_size": self.feature_dim, "tokens": self.tokens_per_photo, "config_sha256": digest}
+
+
+def photo_features(config: EncoderConfig, backbone, code_cache=None, memory_gib: float = 4.0) -> _FeatureMemory:
+    """The features an encoder of `config` reads: the backbone's, or its recorded vision checkpoint's (refused,
+    naming the folder, when that checkpoint is missing or not the one the encoder was trained on)."""
+    if config.feature_source == "backbone":
+        return PhotoFeatures(backbone, code_cache, memory_gib=memory_gib)
+    record = config.feature_model or {}
+    directory = Path(str(record.get("path", "")))
+    fix = f"put that checkpoint there, or edit feature_model.path in the encoder's {ENCODER_CONFIG}"
+    if not record.get("path") or not directory.is_dir():
+        raise EncoderError(f"this encoder reads its features from the vision checkpoint {directory}, which is not "
+                           f"there: {fix}")
+    features = VisionFeatures(directory, backbone.device, memory_gib=memory_gib)
+    found = features.record()
+    differs = [k for k in ("model_type", "hidden_size", "tokens", "config_sha256") if found[k] != record.get(k)]
+    if differs:
+        raise EncoderError(f"the vision checkpoint {directory} is not the one this encoder was trained on ({differs[0]}: "
+                           f"{found[differs[0]]!r}, recorded {record.get(differs[0])!r}): {fix}")
+    return features
+
+
+def encoder_config_for(backbone, k_g: int, k_u: int, first_token: str, features: _FeatureMemory | None = None,
+                       **sizes) -> EncoderConfig:
+    """An `EncoderConfig` for `backbone` with the concept's tokens from `first_token` (as a fresh adapter's), over
+    `features` (None: the backbone's own; a `VisionFeatures`: that checkpoint's, recorded)."""
     names = reserved_token_names(backbone.vocabulary_map, first_token, 1 + k_g + k_u)
     ids = tuple(int(backbone.vocabulary_map[n]) for n in names)
-    return EncoderConfig(hidden_size=int(backbone.hidden_size), feature_dim=int(backbone.hidden_size),
-                         feature_tokens=int(backbone.image_seq_length), k_g=k_g, k_u=k_u,
-                         token_names=tuple(names), token_ids=ids, **sizes)
+    source = {"feature_dim": int(backbone.hidden_size), "feature_tokens": int(backbone.image_seq_length)}
+    if isinstance(features, VisionFeatures):
+        source = {"feature_dim": features.feature_dim, "feature_tokens": features.tokens_per_photo,
+                  "feature_source": "vision", "feature_model": features.record()}
+    return EncoderConfig(hidden_size=int(backbone.hidden_size), k_g=k_g, k_u=k_u, token_names=tuple(names),
+                         token_ids=ids, **(sizes | source))
 
 
 def new_encoder(backbone, config: EncoderConfig) -> ConceptEncoder:
@@ -236,7 +325,7 @@ class ZeroShot:
 
     def __init__(self, encoder: ConceptEncoder, backbone, code_cache=None):
         self.encoder, self.backbone = encoder.eval(), backbone
-        self.features = PhotoFeatures(backbone, code_cache)
+        self.features = photo_features(encoder.config, backbone, code_cache)
 
     @property
     def config(self) -> EncoderConfig:
@@ -292,7 +381,7 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     values = {}
     for name in (f.name for f in fields(EncoderConfig)):
         if name not in raw:
-            if name in ("width", "layers", "heads", "max_photos", "feature_source", "recipe"):
+            if name in ("width", "layers", "heads", "max_photos", "feature_source", "feature_model", "recipe"):
                 continue
             raise EncoderError(f"{path}: field {name!r} is missing; the encoder is damaged: copy it again")
         values[name] = raw[name]
@@ -305,6 +394,12 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     if len(values["token_ids"]) != 1 + values["k_g"] + values["k_u"]:
         raise EncoderError(f"{path} lists {len(values['token_ids'])} token ids for 1 + k_g + k_u = "
                            f"{1 + values['k_g'] + values['k_u']} rows; the encoder is damaged: copy it again")
+    if values.get("feature_source", "backbone") not in FEATURE_SOURCES:
+        raise EncoderError(f"{path}: feature_source {values['feature_source']!r} is not one of "
+                           f"{', '.join(FEATURE_SOURCES)}; upgrade yochameleon or re-train the encoder")
+    if values.get("feature_source") == "vision" and not isinstance(values.get("feature_model"), dict):
+        raise EncoderError(f"{path}: feature_source is vision but feature_model (the vision checkpoint) is missing; "
+                           "the encoder is damaged: copy it again")
     if not isinstance(raw.get("base_model"), dict):
         raise EncoderError(f"{path}: field 'base_model' is missing; the encoder is damaged: copy it again")
     return EncoderConfig(**values), raw

@@ -31,7 +31,8 @@ from accelerate.utils import DistributedType
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from yochameleon.concept.encoder import (ENCODER_WEIGHTS, PhotoFeatures, encoder_config_for, load_encoder,
+from yochameleon.concept.encoder import (ENCODER_WEIGHTS, PhotoFeatures, VisionFeatures, encoder_config_for,
+                                         load_encoder,
                                          new_encoder, rows_as_tokens, save_encoder)
 from yochameleon.config import plain_config
 from yochameleon.data import templates
@@ -175,7 +176,7 @@ class EncoderTrainer:
         self.fingerprint = source_record(self.backbone, cfg.model)
         self.splits = read_concept_folders(cfg.data.root, cfg.data.val_concepts, cfg.data.test_concepts)
         self.cache = VQCodeCache(self.backbone, Path(cfg.cache_dir) / "vq")
-        self.features = PhotoFeatures(self.backbone, self.cache, memory_gib=float(tcfg.feature_memory_gib))
+        self.features = self._setup_features()
         with self.accelerator.main_process_first():
             everything = [p for folders in self.splits.values() for f in folders for p in f.photos]
             with tqdm(total=len(everything), desc="VQ-encode photos (cached)", disable=not self.progress) as bar:
@@ -187,14 +188,24 @@ class EncoderTrainer:
                                  (self.state or {}).get("step")) if self.main else NullLogger())
         self.best = dict((self.state or {}).get("best", {"score": -math.inf, "step": None}))
 
+    def _setup_features(self):
+        """The photos' features: the backbone's own, or a local vision checkpoint's (encoder.feature_source)."""
+        e, memory = self.cfg.encoder, float(self.tcfg.feature_memory_gib)
+        if str(e.feature_source) == "backbone":
+            return PhotoFeatures(self.backbone, self.cache, memory_gib=memory)
+        if e.feature_model is None:
+            raise EncoderRunError("encoder.feature_source=vision needs encoder.feature_model=<the folder of a local "
+                                  "DINOv2 / CLIP / SigLIP checkpoint> (nothing is downloaded)")
+        return VisionFeatures(e.feature_model, self.accelerator.device, memory_gib=memory)
+
     def _setup_encoder(self):
         """The encoder (new, or the checkpoint's), the optimizer and its schedule, prepared by accelerate."""
         cfg, e = self.cfg, self.cfg.encoder
         first = str(e.first_token)
         config = encoder_config_for(
             self.backbone, int(e.k_g), int(e.k_u), self.backbone.default_first_token if first == "auto" else first,
-            width=int(e.width), layers=int(e.layers), heads=int(e.heads), max_photos=int(e.max_photos),
-            feature_source=str(e.feature_source), recipe=plain_config(cfg.recipe))
+            features=self.features, width=int(e.width), layers=int(e.layers), heads=int(e.heads),
+            max_photos=int(e.max_photos), recipe=plain_config(cfg.recipe))
         torch.manual_seed(int(cfg.seed))
         encoder = new_encoder(self.backbone, config).to(self.accelerator.device)
         checkpoint = self.run_dir / "checkpoint"
