@@ -141,6 +141,35 @@ def test_concept_folders_are_split_and_bad_ones_refused(tmp_path):
         read_concept_folders(root, [], [])
 
 
+def test_a_folders_qa_json_is_its_text_qa_target_and_the_backbone_is_asked_about_the_others(tmp_path, backbone):
+    """qa.json (question naming <sks>, answer) is read with the folder and is the concept's text QA target; folders
+    without one are asked about (the backbone's answers); data.folder_qa=false asks about every folder; a bad
+    qa.json is refused naming the file and the entry."""
+    from types import SimpleNamespace
+
+    from yochameleon.data.concept_folders import read_concept_folders
+    from yochameleon.errors import ConceptDataError
+    from yochameleon.training.encoder_recipe import concept_qa
+
+    root = _concept_tree(tmp_path / "concepts")
+    own = [{"question": "What colour is <sks>?", "answer": "orange."}]
+    (root / "cat" / "qa.json").write_text(json.dumps(own))
+    train = read_concept_folders(root, [], [])["train"]
+    assert next(f for f in train if f.name == "cat").qa == own
+    data = SimpleNamespace(class_noun="dog", category="object", qa_photos=1, folder_qa=True)
+    two = [f for f in train if f.name in ("cat", "clock")]
+    qa = concept_qa(backbone, two, tmp_path / "cache", data, progress=False)
+    assert qa["cat"] == own and qa["clock"] and qa["clock"] != own  # the clock's: the backbone's own answers
+    asked = concept_qa(backbone, two, tmp_path / "cache", SimpleNamespace(**{**vars(data), "folder_qa": False}),
+                       progress=False)
+    assert asked["cat"] != own and len(asked["cat"]) == len(asked["clock"])
+    for bad, says in (([{"question": "What colour is it?", "answer": "red."}], "entry 0.*does not name <sks>"),
+                      ([{"question": "What colour is <sks>?"}], "entry 0 is"), ({}, "must be a list")):
+        (root / "cat" / "qa.json").write_text(json.dumps(bad))
+        with pytest.raises(ConceptDataError, match=f"cat/qa.json.*{says}"):
+            read_concept_folders(root, [], [])
+
+
 def test_add_concept_to_a_loaded_model_between_two_questions(backbone, tiny_path, encoder_setup, tmp_path,
                                                              demo_photos):
     from yochameleon.concept.encoder import save_encoder

@@ -298,6 +298,7 @@ class EncoderDataConfig:
     class_noun: str = "subject"    # text QA: the backbone is asked ATTRIBUTE_QUESTIONS[category] about "the <noun>"
     category: str = "object"
     qa_photos: int = 2             # photos of each training concept the backbone is asked about
+    folder_qa: bool = True         # a concept folder's qa.json, where it has one, is its text QA target
 
 
 @dataclass

@@ -5,6 +5,9 @@
         <name>/              one subject: 2 or more photos (jpg, png, ...)
             checks.json      optional: text checks about it (question, options, answer, wording), for scoring
                              text QA on held-out concepts (`concept.text_checks`' format)
+            qa.json          optional: text QA to learn from, [{"question": "What colour is <sks>?",
+                             "answer": "orange."}, ...] (`<sks>` stands for the concept); without it the
+                             frozen backbone's own answers about the photos are the targets (Yo'LLaVA's way)
 
 Validation concepts choose the encoder's checkpoint; test concepts are scored once at the end. A name in
 two splits, or a split naming a folder that is not there, is refused naming the file and the fix.
@@ -19,7 +22,7 @@ from pathlib import Path
 from yochameleon.data.concept import ConceptDataError, parse_text_checks
 from yochameleon.data.images import list_images
 
-SPLITS_FILE, CHECKS_FILE = "splits.json", "checks.json"
+SPLITS_FILE, CHECKS_FILE, QA_FILE = "splits.json", "checks.json", "qa.json"
 MIN_PHOTOS = 2  # one to encode from, one other to learn to recognize and draw
 
 
@@ -30,6 +33,29 @@ class ConceptFolder:
     name: str
     photos: list[Path]
     checks: list = field(default_factory=list)  # `TextCheck`s (held-out text QA), from checks.json
+    qa: list | None = None  # text QA turns to learn from ({"question", "answer"}), from qa.json; None: none given
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConceptDataError(f"{path} is not valid JSON ({err}); fix or delete it") from err
+
+
+def read_qa(path: Path) -> list[dict]:
+    """A concept folder's qa.json: a non-empty list of {"question": ... <sks> ..., "answer": ...}."""
+    entries = _read_json(path)
+    fix = 'it must be a list of {"question": "... <sks> ...?", "answer": "..."} (<sks> stands for the concept)'
+    if not isinstance(entries, list) or not entries:
+        raise ConceptDataError(f"{path}: {fix}")
+    for i, entry in enumerate(entries):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("question"), str)
+                or not isinstance(entry.get("answer"), str) or not entry["answer"].strip()):
+            raise ConceptDataError(f"{path}: entry {i} is {entry!r}; {fix}")
+        if "<sks>" not in entry["question"]:
+            raise ConceptDataError(f"{path}: entry {i}'s question {entry['question']!r} does not name <sks>; {fix}")
+    return [{"question": e["question"], "answer": e["answer"]} for e in entries]
 
 
 def _names(value, where: str) -> list[str]:
@@ -56,10 +82,7 @@ def read_concept_folders(root, val=None, test=None) -> dict[str, list[ConceptFol
                                "subjects: give at least 3 (dozens to hundreds is usual)")
     where = "data.val_concepts / data.test_concepts"
     if val is None and test is None and (root / SPLITS_FILE).exists():
-        try:
-            splits = json.loads((root / SPLITS_FILE).read_text())
-        except json.JSONDecodeError as err:
-            raise ConceptDataError(f"{root / SPLITS_FILE} is not valid JSON ({err}); fix or delete it") from err
+        splits = _read_json(root / SPLITS_FILE)
         where = str(root / SPLITS_FILE)
         val, test = splits.get("val"), splits.get("test")
     val, test = _names(val, where), _names(test, where)
@@ -79,13 +102,10 @@ def read_concept_folders(root, val=None, test=None) -> dict[str, list[ConceptFol
                                    "(one to encode from, another to learn from). Add photos or remove the folder.")
         checks = []
         if (folder / CHECKS_FILE).exists():
-            try:
-                entries = json.loads((folder / CHECKS_FILE).read_text())
-            except json.JSONDecodeError as err:
-                raise ConceptDataError(f"{folder / CHECKS_FILE} is not valid JSON ({err})") from err
-            checks = parse_text_checks(folder.name, entries)
+            checks = parse_text_checks(folder.name, _read_json(folder / CHECKS_FILE))
+        qa = read_qa(folder / QA_FILE) if (folder / QA_FILE).exists() else None
         split = "val" if folder.name in val else "test" if folder.name in test else "train"
-        out[split].append(ConceptFolder(folder.name, photos, checks))
+        out[split].append(ConceptFolder(folder.name, photos, checks, qa))
     if not out["train"]:
         raise ConceptDataError(f"{where}: every concept of {root} is held out; leave most of them for training")
     return out

@@ -2,7 +2,8 @@
 
 `${toyworld_identities:}` in conf/encoder_data/toyworld.yaml is `identities_root()`: rendered into the cache once.
 Each folder holds `RENDERS` single-thing renders of one identity (random size, position, background) and
-`checks.json`, its attribute questions in held-out wordings (`checks.thing_checks`). `splits.json` holds 24
+`checks.json`, its attribute questions in held-out wordings (`checks.thing_checks`), and `qa.json`, the world's
+answers to them in the training wordings (what the encoder learns text QA from, `data.folder_qa`). `splits.json` holds 24
 test identities (the 5 toy concepts' own among them, so the encoder never trains on <bo>'s identity) and 24
 validation identities, drawn with a fixed seed; the other 96 train the encoder.
 """
@@ -45,6 +46,13 @@ def identity_splits() -> dict[str, list[str]]:
     return {"val": val, "test": test}
 
 
+def identity_qa(thing: world.Thing) -> list[dict]:
+    """The identity's text QA to learn from: each attribute asked in its training wording, answered with the value
+    first (as the backbone answers, and as text QA is scored: the first token among the attribute's values)."""
+    return [{"question": question, "answer": f"{getattr(thing, attribute)}."}
+            for attribute, (question, _) in world.CONCEPT_QUESTIONS.items()]
+
+
 def identity_scenes(thing: world.Thing) -> list[world.Scene]:
     rng = random.Random(f"identity:{identity_name(thing)}")
     return [world.random_scene(rng, two_things=0.0, must_include=thing) for _ in range(RENDERS)]
@@ -76,6 +84,7 @@ def identities_root(cache_dir: str | Path | None = None, progress: bool = True) 
             for index, scene in enumerate(identity_scenes(thing)):
                 world.render(scene).save(folder / f"{index:03d}.png")
             (folder / "checks.json").write_text(json.dumps(thing_checks(thing), indent=1))
+            (folder / "qa.json").write_text(json.dumps(identity_qa(thing), indent=1))
         (staging / "splits.json").write_text(json.dumps(identity_splits(), indent=1))
         os.replace(staging, target)
     except OSError:

@@ -111,9 +111,17 @@ def weighted_sample(builder: SampleBuilder, spec: SampleSpec, yes_no_weight: flo
 
 
 def concept_qa(backbone, folders, cache_dir, data_cfg, progress: bool) -> dict:
-    """name -> text QA turns: the frozen backbone's answers to attribute questions about the first
-    `data.qa_photos` photos of each training concept (the Yo'LLaVA way), cached on disk. The questions are
-    `templates.ATTRIBUTE_QUESTIONS[data.category]` about "the <data.class_noun>"."""
+    """name -> text QA turns: a folder's own qa.json where it has one, else the frozen backbone's answers to
+    attribute questions about the first `data.qa_photos` photos of the concept (the Yo'LLaVA way), cached on
+    disk. The questions are `templates.ATTRIBUTE_QUESTIONS[data.category]` about "the <data.class_noun>"."""
+    own = bool(getattr(data_cfg, "folder_qa", True))  # data.folder_qa
+    given = {f.name: f.qa for f in folders if own and f.qa is not None}
+    asked_about = [f for f in folders if f.name not in given]
+    return given | (_asked_qa(backbone, asked_about, cache_dir, data_cfg, progress) if asked_about else {})
+
+
+def _asked_qa(backbone, folders, cache_dir, data_cfg, progress: bool) -> dict:
+    """The backbone's answers about each folder's first photos (`concept_qa`), cached on disk."""
     asked = SimpleNamespace(class_noun=str(data_cfg.class_noun), category=str(data_cfg.category))
     questions_per_photo_from = int(data_cfg.qa_photos)
     # Keyed as the preparation's generated QA is: the backbone, the photos' content, the questions as asked.
