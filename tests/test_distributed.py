@@ -44,10 +44,18 @@ def _step_records(run_dir: Path) -> list[dict]:
     return [record for record in map(json.loads, lines) if "train/loss" in record]
 
 
-def _assert_same_rows(a: dict, b: dict) -> None:
+# Another launcher sums the gradients in another order (ZeRO-3 reduce-scatters partitions), so its rows match
+# one process's to rounding, and AdamW's normalisation magnifies rounding for entries whose gradient is near 0:
+# CI's machine read 1.8e-5 after 10 ZeRO-3 steps (this machine less than 1e-5). 1e-4 is 1% of one step at the
+# tiny backbone's lr (1e-2), so a missed, repeated or wrongly averaged step still fails. A resumed run against
+# its uninterrupted twin (same launcher, same arithmetic) is held to 1e-5.
+ACROSS_LAUNCHERS, SAME_LAUNCHER = 1e-4, 1e-5
+
+
+def _assert_same_rows(a: dict, b: dict, atol: float = ACROSS_LAUNCHERS) -> None:
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5), (key, float((a[key] - b[key]).abs().max()))
+        assert torch.allclose(a[key], b[key], atol=atol), (key, float((a[key] - b[key]).abs().max()))
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +173,7 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
         second = launch("run_name=resumed", f"trainer.max_steps={STEPS}", "trainer.resume=true")
         assert second.returncode == 0, second.stderr[-3000:]
         assert json.loads((resumed_dir / "summary.json").read_text())["resumed_from"] == 4
-        _assert_same_rows(_adapter(resumed_dir), _adapter(run_dir))
+        _assert_same_rows(_adapter(resumed_dir), _adapter(run_dir), atol=SAME_LAUNCHER)
         # The g-token rows' own rate is a blend after the step, which DeepSpeed's copy of the rows would lose.
         blend = launch("run_name=blend", "recipe.generation_lr_scale=2")
         assert blend.returncode != 0 and "recipe.generation_lr_scale=1" in blend.stderr, blend.stderr[-3000:]
