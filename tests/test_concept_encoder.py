@@ -411,7 +411,9 @@ def _tiny_vision_checkpoint(directory: Path, kind: str) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("kind", "tokens", "width"), [("dinov2", 17, 24), ("clip", 5, 20)])
+# CLIP (its vision tower read through .vision_model) in the slow suite: the fast suite keeps under 10 minutes.
+@pytest.mark.parametrize(("kind", "tokens", "width"), [("dinov2", 17, 24),
+                                                       pytest.param("clip", 5, 20, marks=pytest.mark.slow)])
 def test_an_encoder_over_a_local_vision_checkpoint_trains_encodes_and_is_refused_on_another(
         tmp_path, cache_dir, tiny_path, kind, tokens, width):
     """encoder.feature_source=vision: the features are the local checkpoint's last hidden states (every token);
