@@ -282,7 +282,8 @@ def run_all(args: argparse.Namespace) -> str:
     settings = {"concepts": args.concepts, "recipes": args.recipes, "seeds": args.seeds, "images": args.images,
                 "overrides": args.overrides, "backbone": ensure_toyworld_checkpoint(cache_dir).name}
     check_settings(args.out, settings)
-    pairs = [(c, s) for c in args.concepts for s in args.seeds]
+    # Seed-major: a benchmark stopped early has every concept at its first seed before any at its second.
+    pairs = [(c, s) for s in args.seeds for c in args.concepts]
     if args.shard is not None:  # one worker's share: whole (concept, seed) pairs, so no two write one preparation
         index, count = args.shard
         pairs = pairs[index::count]

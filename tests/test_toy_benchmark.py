@@ -164,7 +164,7 @@ def test_a_worker_runs_whole_concept_seed_pairs_and_leaves_the_table_to_its_star
         assert message.endswith(f"worker {index} of 3 done ({len(ran)} runs)")
         shares.append(list(ran))
     assert not (tmp_path / "bench" / "table.md").exists()
-    pairs = [(c, s) for c in ("bo", "mam") for s in (0, 1)]
+    pairs = [(c, s) for s in (0, 1) for c in ("bo", "mam")]  # seed-major
     methods = ["yochameleon", *R.BASELINES, "understanding-only"]
     for index, share in enumerate(shares):
         assert share == [(c, s, m) for c, s in pairs[index::3] for m in methods]
