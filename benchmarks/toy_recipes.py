@@ -12,7 +12,8 @@ backbone was pretrained on), and `baseline-plain`, the bare name token. Each run
 
 - test recognition, weighted accuracy (the concept's 40 test renders vs 80 test negatives, a
   third of them look-alikes), and the AUROC of P(Yes) over the same images, by the training's own
-  `recognition_metrics` (a recipe's: its final adapter, scored once at the end of the run);
+  `recognition_metrics` (a recipe's: the adapter the run tells a user to use, best/ as the concept's
+  validation split chose it, scored once after the run; the last step's own test figures are kept as `final_*`);
 - text-only QA: "What colour / pattern / shape is <name>?" with no image, scored against the
   concept's true attributes (the highest logit among the attribute's values), in the training
   wordings and in held-out ones (`checks.HELDOUT_QUESTIONS`);
@@ -57,6 +58,8 @@ from yochameleon.toyworld.concepts import CONCEPTS  # noqa: E402
 log = logging.getLogger("benchmarks.toy_recipes")
 
 GENERATION_PROMPT = templates.GENERATION_PROMPTS[0]  # "A photo of <sks>."
+RECOGNITION = {"recognition": "weighted", "recognition_auroc": "auroc", "recognition_positive": "positive",
+               "recognition_negative": "negative"}  # benchmark.json key -> recognition_metrics' name
 SETTINGS = ("concepts", "recipes", "seeds", "images", "overrides", "backbone")  # must match to add runs to an --out
 
 
@@ -118,19 +121,28 @@ def compose_run(concept: str, recipe: str, seed: int, cache_dir: Path, extra: li
 
 def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: Path, n_images: int,
                extra: list[str]) -> tuple[dict, list]:
-    """Train one adapter and measure its final rows."""
+    """Train one adapter and measure the one the run tells a user to use: best/ as its validation split chose it
+    (understanding rows by recognition, g-token rows by the generation NLL), else the last step's adapter/. The
+    last step's test recognition, which the training scores itself, is kept beside it (`final_*`)."""
+    from evaluation.methods import adapter_method
+    from yochameleon.data.concept import ConceptData
+    from yochameleon.metrics.recognition import recognition_metrics
     from yochameleon.toyworld.judge import load_judge
     from yochameleon.training.recipe import train
 
     cfg = compose_run(concept, recipe, seed, cache_dir, extra)
     started = time.perf_counter()
     summary = train(cfg, run_dir)
+    train_seconds = round(time.perf_counter() - started, 1)
+    chosen = Path(summary["best_adapter"] or summary["adapter"])
+    pm = PersonalizedModel.load(chosen, device="cpu", cache_dir=cache_dir)
+    split = ConceptData.from_config(cfg.concept).test_split()
+    builder = adapter_method(pm, {concept: concept}).builder(concept)  # reads the split's files; no VQ cache
+    test = recognition_metrics(pm.model, builder, split, int(cfg.trainer.eval_batch_size), "test")
     final = summary["final"]
-    figures = {"steps": summary["steps"], "train_seconds": round(time.perf_counter() - started, 1),
-               "recognition": final["eval/recognition/weighted"], "recognition_auroc": final["eval/recognition/auroc"],
-               "recognition_positive": final["eval/recognition/positive"],
-               "recognition_negative": final["eval/recognition/negative"]}
-    pm = PersonalizedModel.load(run_dir / "adapter", device="cpu", cache_dir=cache_dir)
+    figures = {"adapter": chosen.name, "steps": summary["steps"], "train_seconds": train_seconds,
+               **{key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()},
+               **{f"final_{key}": final[f"eval/recognition/{part}"] for key, part in RECOGNITION.items()}}
     figures.update(text_qa(pm, concept))
     # Measured for every recipe, also those that never train generation (their g-tokens are untrained).
     scores, images = generation(pm, concept, load_judge(pm.backbone.path), n_images, seed)
@@ -151,10 +163,8 @@ def run_baseline(concept: str, kind: str, seed: int, cache_dir: Path, n_images: 
     method = baseline(kind, backbone, concept, data.description)
     builder = method.builder(concept)
     test = recognition_metrics(method.model, builder, data.test_split(), int(cfg.trainer.eval_batch_size), "test")
-    figures = {"steps": None, "train_seconds": None, "recognition": test["test/recognition/weighted"],
-               "recognition_auroc": test["test/recognition/auroc"],
-               "recognition_positive": test["test/recognition/positive"],
-               "recognition_negative": test["test/recognition/negative"],
+    figures = {"steps": None, "train_seconds": None,
+               **{key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()},
                "prefix": backbone.tokenizer.decode(builder.prefix_ids())}
     figures.update(score_text_qa(method.model, builder, concept))
     scores, images = generation(PromptedBackbone(backbone, builder), concept, load_judge(backbone.path), n_images, seed)
