@@ -143,6 +143,7 @@ def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: P
     figures = {"adapter": chosen.name, "steps": summary["steps"], "train_seconds": train_seconds,
                **{key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()},
                **{f"final_{key}": final[f"eval/recognition/{part}"] for key, part in RECOGNITION.items()}}
+    figures.update(validation_figures(run_dir))
     figures.update(text_qa(pm, concept))
     # Measured for every recipe, also those that never train generation (their g-tokens are untrained).
     scores, images = generation(pm, concept, load_judge(pm.backbone.path), n_images, seed)
@@ -205,15 +206,40 @@ def _write(path: Path, text: str) -> None:
 
 
 def collected(out: Path, settings: dict) -> list[dict]:
-    """The finished runs in `out` that the settings ask for."""
+    """The finished runs in `out` that the settings ask for (a recipe's validation figures read from its run
+    folder where its benchmark.json predates them)."""
     rows = []
     for concept in settings["concepts"]:
         for seed in settings["seeds"]:
             for method in [*settings["recipes"], *BASELINES]:
                 path = run_path(out, concept, seed, method) / "benchmark.json"
                 if path.is_file():
-                    rows.append(json.loads(path.read_text()))
+                    row = json.loads(path.read_text())
+                    if row.get("kind") == "recipe" and "val_recognition" not in row:
+                        row |= validation_figures(path.parent)
+                    rows.append(row)
     return rows
+
+
+def validation_figures(run_dir: Path) -> dict:
+    """What the concept's validation split read of the run's best/: weighted accuracy and AUROC at the step its
+    understanding rows come from, the generation NLL of its g-token rows (None where nothing was chosen)."""
+    figures = dict.fromkeys(("val_recognition", "val_recognition_auroc", "val_generation_nll"))
+    config = run_dir / "best" / "adapter_config.json"
+    if not config.is_file():
+        return figures
+    selection = json.loads(config.read_text()).get("selection") or {}
+    understanding, generation = selection.get("understanding") or {}, selection.get("generation") or {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("step") == understanding.get("step") and record.get("eval/split") == "val":
+            figures["val_recognition"] = record["eval/recognition/weighted"]
+            figures["val_recognition_auroc"] = record["eval/recognition/auroc"]
+            # One step's rows for every task (shared tokens): that step's NLL, when the recipe scores generation.
+            figures["val_generation_nll"] = record.get("eval/generation/nll")
+    if generation.get("metric") == "eval/generation/nll":  # g-token rows chosen on their own
+        figures["val_generation_nll"] = generation["score"]
+    return figures
 
 
 def check_settings(out: Path, settings: dict) -> None:

@@ -41,7 +41,8 @@ def benchmark_rows(incomplete: bool = False) -> list[dict]:
 def test_table_marks_significant_differences_and_judges_the_claims(tmp_path):
     text = R.table(benchmark_rows(incomplete=True), SETTINGS, tmp_path)
     assert "--seeds 0 1 2" in text and "trainer.max_steps=2" in text and "Seeds 0 1 2" in text
-    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    test_table = text.split("The validation split")[0]  # the validation table, under it, has rows of its own
+    lines = {line.split(" | ")[0].strip("| "): line for line in test_table.splitlines() if line.startswith("| ")}
     assert lines["shared-tokens"].split(" | ")[3].endswith("*")  # AUROC: 0.8 vs 0.6 in every run
     assert not lines["shared-tokens"].split(" | ")[2].endswith("*")  # recognition weighted: equal
     assert lines["understanding-only"].split(" | ")[1] == "3 of 6"
@@ -89,6 +90,43 @@ def test_table_only_reads_whatever_runs_are_done(tmp_path, capsys):
     assert len(results["runs"]) == 5 and results["summary"]["yochameleon"]["n"] == 2
     with pytest.raises(SystemExit, match="holds no benchmark"):
         B.main(["--out", str(tmp_path / "none"), "--table-only"])
+
+
+def test_validation_figures_are_what_chose_best_and_are_tabled_apart_from_the_test_split(tmp_path):
+    """A recipe's validation figures are those of the evaluation that chose best/'s understanding rows (not the test
+    record at the same step) and the NLL that chose its g-token rows; a benchmark.json written before they were
+    recorded gets them from its run folder; the table shows them for the recipes only."""
+    out = tmp_path / "bench"
+    B.check_settings(out, SETTINGS)
+    run = B.run_path(out, "bo", 0, "yochameleon")
+    (run / "best").mkdir(parents=True)
+    selection = {"understanding": {"metric": "eval/recognition/weighted", "score": 0.75, "step": 20},
+                 "generation": {"metric": "eval/generation/nll", "score": 3.8, "step": 30}}
+    (run / "best" / "adapter_config.json").write_text(json.dumps({"selection": selection}))
+    records = [{"step": 10, "eval/split": "val", "eval/recognition/weighted": 0.6, "eval/recognition/auroc": 0.6},
+               {"step": 20, "train/loss": 1.0},
+               {"step": 20, "eval/split": "val", "eval/recognition/weighted": 0.75, "eval/recognition/auroc": 0.81},
+               {"step": 20, "test/split": "test", "test/recognition/weighted": 0.5, "test/recognition/auroc": 0.5}]
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+    expected = {"val_recognition": 0.75, "val_recognition_auroc": 0.81, "val_generation_nll": 3.8}
+    assert B.validation_figures(run) == expected
+    assert B.validation_figures(tmp_path / "no-run") == dict.fromkeys(expected)  # no best/: nothing was chosen
+    shared = tmp_path / "shared"  # shared tokens: one step's rows serve every task, and that step's NLL is theirs
+    (shared / "best").mkdir(parents=True)
+    (shared / "best" / "adapter_config.json").write_text(json.dumps({"selection": {"understanding": selection[
+        "understanding"], "generation": None}}))
+    (shared / "metrics.jsonl").write_text(json.dumps(records[2] | {"eval/generation/nll": 4.2}) + "\n")
+    assert B.validation_figures(shared) == expected | {"val_generation_nll": 4.2}
+    (run / "benchmark.json").write_text(json.dumps(row("yochameleon", "bo", 0, kind="recipe")))
+    plain = B.run_path(out, "bo", 0, "baseline-plain")
+    plain.mkdir(parents=True)
+    (plain / "benchmark.json").write_text(json.dumps(row("baseline-plain", "bo", 0, kind="baseline")))
+    rows = {r["method"]: r for r in B.collected(out, SETTINGS)}
+    assert rows["yochameleon"].items() >= expected.items() and "val_recognition" not in rows["baseline-plain"]
+    text = R.table(list(rows.values()), SETTINGS, out)
+    validation = text.split("The validation split")[1]
+    assert "| val weighted | val AUROC | val generation NLL (lower is better) |" in validation
+    assert "| yochameleon | 1 of 6 | 0.750 | 0.810 | 3.800 |" in validation and "baseline" not in validation
 
 
 def test_toy_concept_descriptions_are_the_definitions_pretraining_used():
