@@ -269,6 +269,7 @@ def _encoder_cfg(cache_dir, root, *extra):
         return compose("train_encoder", overrides=overrides)
 
 
+@pytest.mark.slow  # an end-to-end run (39 s): the fast suite read 540 s of its 600 on 2026-12-05
 def test_an_interrupted_encoder_run_resumes_exactly(tmp_path, cache_dir, tiny_path):
     from safetensors.torch import load_file
 
