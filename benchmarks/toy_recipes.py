@@ -125,8 +125,6 @@ def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: P
     (understanding rows by recognition, g-token rows by the generation NLL), else the last step's adapter/. The
     last step's test recognition, which the training scores itself, is kept beside it (`final_*`)."""
     from evaluation.methods import adapter_method
-    from yochameleon.data.concept import ConceptData
-    from yochameleon.metrics.recognition import recognition_metrics
     from yochameleon.toyworld.judge import load_judge
     from yochameleon.training.recipe import train
 
@@ -136,12 +134,10 @@ def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: P
     train_seconds = round(time.perf_counter() - started, 1)
     chosen = Path(summary["best_adapter"] or summary["adapter"])
     pm = PersonalizedModel.load(chosen, device="cpu", cache_dir=cache_dir)
-    split = ConceptData.from_config(cfg.concept).test_split()
     builder = adapter_method(pm, {concept: concept}).builder(concept)  # reads the split's files; no VQ cache
-    test = recognition_metrics(pm.model, builder, split, int(cfg.trainer.eval_batch_size), "test")
     final = summary["final"]
     figures = {"adapter": chosen.name, "steps": summary["steps"], "train_seconds": train_seconds,
-               **{key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()},
+               **recognition_on_test(pm.model, builder, cfg),
                **{f"final_{key}": final[f"eval/recognition/{part}"] for key, part in RECOGNITION.items()}}
     figures.update(validation_figures(run_dir))
     figures.update(text_qa(pm, concept))
@@ -154,7 +150,6 @@ def run_baseline(concept: str, kind: str, seed: int, cache_dir: Path, n_images: 
                  ) -> tuple[dict, list]:
     """Measure a prompting baseline on the plain backbone, on the recipes' splits, with the recipes' code."""
     from yochameleon.data.concept import ConceptData
-    from yochameleon.metrics.recognition import recognition_metrics
     from yochameleon.sources import load_configured_backbone
     from yochameleon.toyworld.judge import load_judge
 
@@ -163,13 +158,21 @@ def run_baseline(concept: str, kind: str, seed: int, cache_dir: Path, n_images: 
     backbone = load_configured_backbone(cfg.model, cfg.cache_dir, "cpu")
     method = baseline(kind, backbone, concept, data.description)
     builder = method.builder(concept)
-    test = recognition_metrics(method.model, builder, data.test_split(), int(cfg.trainer.eval_batch_size), "test")
-    figures = {"steps": None, "train_seconds": None,
-               **{key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()},
+    figures = {"steps": None, "train_seconds": None, **recognition_on_test(method.model, builder, cfg),
                "prefix": backbone.tokenizer.decode(builder.prefix_ids())}
     figures.update(score_text_qa(method.model, builder, concept))
     scores, images = generation(PromptedBackbone(backbone, builder), concept, load_judge(backbone.path), n_images, seed)
     return figures | scores, images
+
+
+def recognition_on_test(model, builder, cfg) -> dict:
+    """Recognition on the concept's test split, under benchmark.json's keys: a recipe's and a baseline's alike."""
+    from yochameleon.data.concept import ConceptData
+    from yochameleon.metrics.recognition import recognition_metrics
+
+    split = ConceptData.from_config(cfg.concept).test_split()
+    test = recognition_metrics(model, builder, split, int(cfg.trainer.eval_batch_size), "test")
+    return {key: test[f"test/recognition/{part}"] for key, part in RECOGNITION.items()}
 
 
 def run_one(concept: str, method: str, seed: int, out: Path, cache_dir: Path, n_images: int,
