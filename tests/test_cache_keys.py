@@ -49,6 +49,8 @@ def test_the_preparation_key_covers_the_generated_conversations(key_inputs, monk
     keys.append(key())  # shorter answers
     monkeypatch.setattr(concept, "class_noun", "corgi")
     keys.append(key())  # the questions name another noun
+    cfg.recipe.conversations.agree = False
+    keys.append(key())  # each photo's own answer, not the agreed one
     cfg.recipe.tasks.text_qa = False
     keys.append(key())  # no text QA: nothing is generated
     assert len(set(keys)) == len(keys)

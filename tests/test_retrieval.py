@@ -130,6 +130,57 @@ def test_generated_conversations_name_the_subject_sks(tmp_path, backbone, cache_
     assert all("<sks>" in turn["question"] and "dog" not in turn["question"] for turn in prep.conversations)
 
 
+def test_agreed_answer_is_the_most_likely_summed_over_the_photos(backbone, demo_photos):
+    """`agreed_answer` scores each candidate (its ids, then end of turn) under every photo's prompt in one padded
+    batch; the same sums computed one unpadded row at a time, from the log-softmax, must pick the same answer."""
+    from yochameleon.data.images import load_image
+    from yochameleon.data.preparation import agreed_answer
+    from yochameleon.model.chat import chat_layout
+    from yochameleon.model.personalized import PersonalizedChameleon
+
+    plain, layout = PersonalizedChameleon(backbone.model, []), chat_layout(backbone)
+    prompts = [layout.prompt(layout.text(question), image=layout.image(backbone.shown_image_codes(load_image(p))))
+               for p, question in zip(demo_photos[:3], ["What color is it?", "What color?", "What color is the dog?"])]
+    words = ["brown.", "a brown and white dog.", "white", "it is black"]
+    candidates = {w: layout.text(w) for w in words}  # different lengths: padding must not count
+
+    def summed(ids):
+        total = 0.0
+        for prompt in prompts:
+            target = layout.answer(ids)
+            seq = torch.tensor([[*prompt, *target]])
+            with torch.no_grad():
+                hidden, _ = plain.hidden_states(seq, torch.ones_like(seq))
+                logp = torch.log_softmax(plain.logits(hidden[0, len(prompt) - 1:-1]).float(), dim=-1)
+            total += float(logp.gather(1, torch.tensor(target)[:, None]).sum())
+        return total
+
+    expected = max(words, key=lambda w: summed(candidates[w]))
+    assert agreed_answer(plain, backbone, layout, prompts, candidates) == expected
+    for other in words:  # a lone candidate is the answer; of two, the likelier
+        assert agreed_answer(plain, backbone, layout, prompts, {other: candidates[other]}) == other
+    loser = min(words, key=lambda w: summed(candidates[w]))
+    assert agreed_answer(plain, backbone, layout, prompts, {loser: candidates[loser], expected: candidates[expected]}
+                         ) == expected
+
+
+def test_agreed_conversations_give_each_question_one_of_the_photos_answers(backbone, demo_photos):
+    from types import SimpleNamespace
+
+    from yochameleon.data.images import load_image
+    from yochameleon.data.preparation import generate_conversations
+
+    photos = demo_photos[:3]
+    images = [load_image(p) for p in photos]
+    concept = SimpleNamespace(class_noun="dog", category="pet")
+    own = generate_conversations(backbone, photos, images, concept, progress=False)
+    agreed = generate_conversations(backbone, photos, images, concept, progress=False, agree=True)
+    assert [(t["source_photo"], t["question"]) for t in agreed] == [(t["source_photo"], t["question"]) for t in own]
+    for question in {t["question"] for t in own}:
+        answers = {t["answer"] for t in agreed if t["question"] == question}
+        assert len(answers) == 1 and answers <= {t["answer"] for t in own if t["question"] == question}
+
+
 def test_open_clip_embedder_from_a_local_checkpoint(tmp_path):
     import open_clip
     from PIL import Image

@@ -102,6 +102,7 @@ class SoftPositivesConfig:
 @dataclass
 class ConversationsConfig:
     generate_when_missing: bool = MISSING
+    agree: bool = MISSING
 
 
 @dataclass
@@ -299,6 +300,7 @@ class EncoderDataConfig:
     category: str = "object"
     qa_photos: int = 2             # photos of each training concept the backbone is asked about
     folder_qa: bool = True         # a concept folder's qa.json, where it has one, is its text QA target
+    qa_agree: bool = True          # the backbone's answers about a folder agree on one per question (generate_conversations)
 
 
 @dataclass

@@ -74,7 +74,7 @@ def preparation_key(cfg, concept, backbone, embedder_key: str) -> str:
         # What the generated conversations are made of: whether they are generated, the questions asked
         # (per category) and how long an answer may be.
         "generated_qa": None if concept.conversations or not _generates_conversations(cfg) else
-        generated_qa_facts(concept),
+        generated_qa_facts(concept) | {"agree": bool(cfg.recipe.conversations.agree)},
         "noun": concept.class_noun, "category": concept.category, "seed": int(cfg.seed),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -150,7 +150,7 @@ def _prepare(cfg, concept, backbone, out: Path, key: str, progress: bool) -> Non
     conversations = []
     if not concept.conversations and _generates_conversations(cfg):
         conversations = generate_conversations(backbone, photos, photo_images, concept, progress,
-                                               CONVERSATION_MAX_NEW_TOKENS)
+                                               CONVERSATION_MAX_NEW_TOKENS, agree=bool(cfg.recipe.conversations.agree))
 
     manifest = {
         "concept": concept.name, "key": key, "embedder": embedder.key, "embedder_quality": embedder.quality,
@@ -254,8 +254,14 @@ CONVERSATION_MAX_NEW_TOKENS = 32  # the longest generated answer (part of the pr
 
 @torch.no_grad()
 def generate_conversations(backbone, photos, images, concept, progress: bool,
-                           max_new_tokens: int = CONVERSATION_MAX_NEW_TOKENS) -> list[dict]:
-    """Ask the plain backbone attribute questions about each photo; answers become text-only QA about <sks>."""
+                           max_new_tokens: int = CONVERSATION_MAX_NEW_TOKENS, agree: bool = False) -> list[dict]:
+    """Ask the plain backbone attribute questions about each photo; answers become text-only QA about <sks>.
+
+    `agree`: the photos show one subject, so each question gets one answer: of the answers the backbone gave
+    to it over the photos, the one most likely under all of them (`agreed_answer`); every photo's turn keeps its
+    place and takes that answer. Off, each photo's own answer is its target (the Yo'LLaVA way), and a backbone
+    that reads one photo wrong teaches two answers to one question.
+    """
     from tqdm.auto import tqdm
 
     from yochameleon.model.personalized import PersonalizedChameleon, decode_text
@@ -264,7 +270,7 @@ def generate_conversations(backbone, photos, images, concept, progress: bool,
     plain = PersonalizedChameleon(backbone.model, [])
     layout = chat_layout(backbone)
     subject = re.compile(rf"\b(the|this|that|a|an)\s+{re.escape(noun)}\b|\b{re.escape(noun)}\b", re.IGNORECASE)
-    turns = []
+    asked = []  # (photo, question, prompt ids, answer ids, answer text)
     for path, image in tqdm(list(zip(photos, images)), desc="ask the base model about each photo",
                             disable=not progress):
         shown = layout.image(backbone.shown_image_codes(image))
@@ -275,6 +281,46 @@ def generate_conversations(backbone, photos, images, concept, progress: bool,
                                       backbone.text_banned_ids(), backbone.text_stop_ids())[0]
             answer = decode_text(backbone, [], out)
             if answer:
-                turns.append({"image": None, "source_photo": str(path),
-                              "question": subject.sub("<sks>", text), "answer": subject.sub("<sks>", answer)})
-    return turns
+                asked.append((path, text, prompt, out, answer))
+    if agree:
+        asked = _agreed(plain, backbone, layout, asked)
+    return [{"image": None, "source_photo": str(path), "question": subject.sub("<sks>", text),
+             "answer": subject.sub("<sks>", answer)} for path, text, _, _, answer in asked]
+
+
+def _agreed(plain, backbone, layout, asked: list[tuple]) -> list[tuple]:
+    """`asked` with each question's answers replaced by the one `agreed_answer` picks over its photos."""
+    by_question: dict[str, list[tuple]] = {}
+    for turn in asked:
+        by_question.setdefault(turn[1], []).append(turn)
+    chosen = {}
+    for question, turns in by_question.items():
+        candidates = {}
+        for _, _, _, ids, answer in turns:
+            candidates.setdefault(answer, ids)
+        if len(candidates) > 1:
+            prompts = [prompt for _, _, prompt, _, _ in turns]
+            chosen[question] = agreed_answer(plain, backbone, layout, prompts, candidates)
+    return [(path, text, prompt, ids, chosen.get(text, answer)) for path, text, prompt, ids, answer in asked]
+
+
+@torch.no_grad()
+def agreed_answer(plain, backbone, layout, prompts: list[list[int]], candidates: dict[str, list[int]]) -> str:
+    """The candidate answer with the highest log-likelihood summed over the prompts (one per photo): the answer
+    the photos agree on, each photo a vote weighted by how sure the backbone is. Ties go to the first candidate."""
+    best, best_score = None, float("-inf")
+    for answer, ids in candidates.items():
+        target = layout.answer(ids)  # the answer as training will teach it: its ids, then end of turn
+        rows = [[*prompt, *target] for prompt in prompts]
+        input_ids = torch.full((len(rows), max(map(len, rows))), backbone.tokenizer.pad_token_id, dtype=torch.long)
+        mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+        for row, (prompt, seq) in enumerate(zip(prompts, rows)):
+            input_ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+            labels[row, len(prompt):len(seq)] = torch.tensor(target)
+        device = backbone.device
+        nll = plain(input_ids.to(device), mask.to(device), labels.to(device))["per_sample"]  # mean per answer token
+        score = -float(nll.sum()) * len(target)
+        if score > best_score:
+            best, best_score = answer, score
+    return best

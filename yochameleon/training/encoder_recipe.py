@@ -125,7 +125,8 @@ def _asked_qa(backbone, folders, cache_dir, data_cfg, progress: bool) -> dict:
     asked = SimpleNamespace(class_noun=str(data_cfg.class_noun), category=str(data_cfg.category))
     questions_per_photo_from = int(data_cfg.qa_photos)
     # Keyed as the preparation's generated QA is: the backbone, the photos' content, the questions as asked.
-    blob = json.dumps({"backbone": backbone.fingerprint(), "qa": generated_qa_facts(asked),
+    agree = bool(getattr(data_cfg, "qa_agree", True))  # data.qa_agree
+    blob = json.dumps({"backbone": backbone.fingerprint(), "qa": generated_qa_facts(asked) | {"agree": agree},
                        "photos": {f.name: [file_digest(p) for p in f.photos[:questions_per_photo_from]]
                                   for f in folders}}, sort_keys=True)
     path = Path(cache_dir) / "encoder_qa" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
@@ -137,7 +138,7 @@ def _asked_qa(backbone, folders, cache_dir, data_cfg, progress: bool) -> dict:
     for folder in tqdm(folders, desc="ask the backbone about each training concept", disable=not progress):
         photos = folder.photos[:questions_per_photo_from]
         out[folder.name] = [{"question": t["question"], "answer": t["answer"]} for t in generate_conversations(
-            backbone, photos, [load_image(p) for p in photos], asked, progress=False)]
+            backbone, photos, [load_image(p) for p in photos], asked, progress=False, agree=agree)]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, out)
     return out
