@@ -13,7 +13,8 @@ backbone was pretrained on), and `baseline-plain`, the bare name token. Each run
 - test recognition, weighted accuracy (the concept's 40 test renders vs 80 test negatives, a
   third of them look-alikes), and the AUROC of P(Yes) over the same images, by the training's own
   `recognition_metrics` (a recipe's: the adapter the run tells a user to use, best/ as the concept's
-  validation split chose it, scored once after the run; the last step's own test figures are kept as `final_*`);
+  validation split chose it, scored once at the end of its run; the last step's adapter/ on the same split is
+  kept as `final_*`);
 - text-only QA: "What colour / pattern / shape is <name>?" with no image, scored against the
   concept's true attributes (the highest logit among the attribute's values), in the training
   wordings and in held-out ones (`checks.HELDOUT_QUESTIONS`);
@@ -122,8 +123,9 @@ def compose_run(concept: str, recipe: str, seed: int, cache_dir: Path, extra: li
 def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: Path, n_images: int,
                extra: list[str]) -> tuple[dict, list]:
     """Train one adapter and measure the one the run tells a user to use: best/ as its validation split chose it
-    (understanding rows by recognition, g-token rows by the generation NLL), else the last step's adapter/. The
-    last step's test recognition, which the training scores itself, is kept beside it (`final_*`)."""
+    (understanding rows by recognition, g-token rows by the generation NLL), else the last step's adapter/. Its
+    test recognition is the training's own end-of-run score; the last step's adapter/ is scored on the same split
+    beside it (`final_*`), to show what choosing on validation changed."""
     from evaluation.methods import adapter_method
     from yochameleon.toyworld.judge import load_judge
     from yochameleon.training.recipe import train
@@ -132,13 +134,14 @@ def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: P
     started = time.perf_counter()
     summary = train(cfg, run_dir)
     train_seconds = round(time.perf_counter() - started, 1)
-    chosen = Path(summary["best_adapter"] or summary["adapter"])
-    pm = PersonalizedModel.load(chosen, device="cpu", cache_dir=cache_dir)
-    builder = adapter_method(pm, {concept: concept}).builder(concept)  # reads the split's files; no VQ cache
-    final = summary["final"]
+    chosen = Path(summary["scored_adapter"])  # best/, what the end-of-run scores in summary["final"] are of
+    last = PersonalizedModel.load(summary["adapter"], device="cpu", cache_dir=cache_dir)
+    last_builder = adapter_method(last, {concept: concept}).builder(concept)  # reads the split's files; no VQ cache
     figures = {"adapter": chosen.name, "steps": summary["steps"], "train_seconds": train_seconds,
-               **recognition_on_test(pm.model, builder, cfg),
-               **{f"final_{key}": final[f"eval/recognition/{part}"] for key, part in RECOGNITION.items()}}
+               **{key: summary["final"][f"eval/recognition/{part}"] for key, part in RECOGNITION.items()},
+               **{f"final_{key}": value for key, value in recognition_on_test(last.model, last_builder, cfg).items()}}
+    del last, last_builder
+    pm = PersonalizedModel.load(chosen, device="cpu", cache_dir=cache_dir)
     figures.update(validation_figures(run_dir))
     figures.update(text_qa(pm, concept))
     # Measured for every recipe, also those that never train generation (their g-tokens are untrained).

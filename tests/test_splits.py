@@ -71,7 +71,7 @@ def test_validation_files_shared_with_other_splits_are_refused(splits):
         _concept(**{**splits, "val_negatives": splits["test_negatives"]})
 
 
-def test_best_adapter_is_chosen_on_validation_and_test_is_scored_once(tmp_path, cache_dir, splits):
+def test_best_adapter_is_chosen_on_validation_and_test_is_scored_once(tmp_path, cache_dir, splits, capsys):
     from yochameleon.training.recipe import train
 
     overrides = [f"concept.{k}={v}" if k.endswith("photos") else f"concept.{k}=[{v}]" for k, v in splits.items()]
@@ -88,6 +88,29 @@ def test_best_adapter_is_chosen_on_validation_and_test_is_scored_once(tmp_path, 
     evaluations = [r for r in records if "eval/split" in r]
     assert [r["eval/split"] for r in evaluations] == ["val", "val"]  # during training: never the test split
     assert [r["step"] for r in records if "test/split" in r] == [4]  # the test split: once, at the end
+    # The end-of-run figures are best/'s (what the run tells a user to use), not the last step's adapter/'s.
+    from evaluation.methods import adapter_method
+    from yochameleon.inference import PersonalizedModel
+    from yochameleon.metrics.recognition import recognition_metrics
+
+    assert summary["scored_adapter"] == summary["best_adapter"] == str(tmp_path / "run" / "best")
+    cfg = compose(["+concept=demo", *overrides], cache_dir)
+    scores = {}
+    for name in ("best", "adapter"):
+        pm = PersonalizedModel.load(tmp_path / "run" / name, device="cpu", cache_dir=cache_dir)
+        split = ConceptData.from_config(cfg.concept).test_split()
+        builder = adapter_method(pm, {"corgi": "corgi"}).builder("corgi")  # reads the photos: no VQ cache
+        scores[name] = recognition_metrics(pm.model, builder, split, 8, "eval")
+    for key in ("eval/recognition/weighted", "eval/recognition/mean_p_yes_positive"):
+        assert summary["final"][key] == pytest.approx(scores["best"][key], abs=1e-5), key
+    if best["step"] != 4:  # best/ is another step's rows: the last step's would read otherwise
+        assert scores["adapter"]["eval/recognition/mean_p_yes_positive"] != pytest.approx(
+            scores["best"]["eval/recognition/mean_p_yes_positive"], abs=1e-5)
+    from yochameleon.train import _print_summary
+
+    _print_summary(summary)  # each line says which adapter it scores
+    printed = capsys.readouterr().out
+    assert "(validation photos; best/)" in printed and "(test photos, scored once at the end; best/)" in printed
 
 
 def test_without_validation_the_final_adapter_is_kept_and_no_best_is_chosen(tmp_path, cache_dir):

@@ -223,7 +223,8 @@ def test_workers_run_the_benchmark_side_by_side_and_the_starter_writes_the_table
     done = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/seed-*/*/benchmark.json"))
     assert done == [f"bo/seed-{s}/{m}" for s in (0, 1) for m in sorted(["yochameleon", *R.BASELINES])]
     assert "6 of 6 runs done" in (out / "table.md").read_text()
-    for seed in (0, 1):  # best/ is scored; chosen by the run's only evaluation (its last step), it is the last rows
+    for seed in (0, 1):  # best/ is scored by training; chosen by the run's only evaluation (its last step), it is
+        # the last rows, so the benchmark's own scoring of adapter/ (final_*) must read the same
         run = json.loads((out / f"bo/seed-{seed}/yochameleon/benchmark.json").read_text())
         assert run["adapter"] == "best"
         assert run["recognition_auroc"] == pytest.approx(run["final_recognition_auroc"], abs=1e-6)

@@ -277,7 +277,7 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
         assert summary["final_split"] == "test" and summary["selected_on"] == "val", summary
         assert read_adapter_config(tmp_path / label / "best").selected_on == "val"
         _check_final_samples(tmp_path / label, summary, counts[label])
-        pm = PersonalizedModel.load([tmp_path / label / "adapter"], device="cpu", cache_dir=cache_dir)
+        pm = PersonalizedModel.load([tmp_path / label / "best"], device="cpu", cache_dir=cache_dir)  # as scored
         figures[label] = {"auroc": summary["final"]["eval/recognition/auroc"],
                           "weighted": summary["final"]["eval/recognition/weighted"],
                           "nll": summary["final"].get("eval/generation/nll"),

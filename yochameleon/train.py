@@ -28,10 +28,11 @@ _SPLIT_WORDS = {"test": "test photos, scored once at the end", "val": "validatio
                "train": "TRAINING photos: no held-out split"}
 
 
-def _recognition_line(label: str, metrics: dict) -> str:
+def _recognition_line(label: str, metrics: dict, adapter: str) -> str:
     split = metrics.get("eval/split", "train")
     words = _SPLIT_WORDS.get(split, split) if metrics.get("eval/split_is_heldout") or split == "train" else (
         "held-out positives vs TRAINING negatives")
+    words += f"; {adapter}/"
     return (f"  {label:<13} positive {metrics['eval/recognition/positive']:.3f}  negative "
             f"{metrics['eval/recognition/negative']:.3f}  weighted {metrics['eval/recognition/weighted']:.3f}"
             f"  AUROC {metrics.get('eval/recognition/auroc', float('nan')):.3f}  ({words})")
@@ -57,17 +58,18 @@ def _print_summary(summary: dict) -> None:
         f"  loss          {summary.get('loss_first_10pct', float('nan')):.4f} (first 10% of steps) -> "
         f"{summary.get('loss_last_10pct', float('nan')):.4f} (last 10%)",
     ]
+    scored = Path(summary["scored_adapter"]).name  # best/ when one was chosen: what the lines below score
     if summary.get("val"):
-        lines.append(_recognition_line("validation", summary["val"]))
-    lines.append(_recognition_line("recognition", final))
+        lines.append(_recognition_line("validation", summary["val"], scored))
+    lines.append(_recognition_line("recognition", final, scored))
     if "eval/generation/nll" in final:
         lines.append(f"  generation    NLL {final['eval/generation/nll']:.3f} nats per image token of the "
                      f"{_SPLIT_WORDS.get(final['eval/split'], final['eval/split'])} under \"A photo of <name>.\" "
-                     f"(uniform {final['eval/generation/nll_uniform']:.3f})")
+                     f"(uniform {final['eval/generation/nll_uniform']:.3f}; {scored}/)")
     if summary.get("text_qa"):
         qa = summary["text_qa"]
         lines.append(f"  text QA       {qa['text_qa']:.3f} (training wordings)  {qa['text_qa_heldout']:.3f} "
-                     "(held-out wordings)")
+                     f"(held-out wordings; {scored}/)")
     lines.append(f"  sample answer {summary['sample_answer']!r}")
     if summary.get("contact_sheet"):
         lines.append(_generation_line(summary))

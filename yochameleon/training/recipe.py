@@ -5,8 +5,8 @@
     train_step(step)   one optimizer step over the global batch (this process's share of it)
     evaluate(done)     `_score` the validation split, `_draw_sample`, `_keep_best` (best/)
     save_checkpoint()  rows + optimizer + state, atomically, for an exact resume
-    finish()           the last adapter, the test split scored once, the final samples and
-                       their contact sheet, the summary
+    finish()           the last adapter; best/ scored on validation and (once) on the test split, its final
+                       samples and their contact sheet; the summary
 
 `train(cfg, run_dir)` runs them in order. What differs between one process, DDP and ZeRO lives
 in `training/distributed.py`; preparation in `data/preparation.py`; decoding in `model/decoding.py`;
@@ -156,6 +156,7 @@ class PersonalizationRecipe:
         self.tcfg, self.recipe = cfg.trainer, cfg.recipe
         self.batch_size, self.accum = int(self.tcfg.batch_size), int(self.tcfg.grad_accum)
         self.last_eval: dict | None = None  # the latest evaluation's metrics
+        self.final_val: dict | None = None  # the scored adapter's validation figures (`_final_scores`)
         self.losses: list[float] = []  # this process's steps' training losses
 
     # ---------------------------------------------------------------- setup
@@ -498,7 +499,8 @@ class PersonalizationRecipe:
 
     # ---------------------------------------------------------------- finish
     def finish(self) -> dict:
-        """The last step's adapter, the test split once, text QA, and the run's summary."""
+        """The last step's adapter/; best/ (what the run tells a user to use) scored on validation, on the test
+        split once and on text QA; its final samples; the run's summary."""
         barrier()
         dist, run_dir, total = self.dist, self.run_dir, self.total_steps
         with dist.whole_rows(self.tokens):
@@ -523,17 +525,24 @@ class PersonalizationRecipe:
         return summary
 
     def _final_scores(self) -> tuple[dict, dict | None, dict | None, str]:
-        if self.last_eval is None or self.start_step == self.total_steps:  # nothing evaluated the last step here
-            self.last_eval = self._score(self.select_split)
-        # The test split, once, for reporting: nothing above read it.
-        test = self._score(self.test_split, prefix="test") if self.test_split else None
-        self.model.eval()
-        final = _unprefixed(test, "test") if test else self.last_eval
-        # The concept's multiple-choice text checks (the toy concepts carry theirs), in both wordings.
-        checks = self.concept.text_checks
-        text_qa = score_text_checks(self.inner, self.builder, checks) if checks else None
-        # Forced token group: shows what the rows learnt, whatever the inference setting.
-        answer = generate_answer(self.inner, self.builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
+        """The adapter the run tells a user to use (best/ when the validation split chose one, else the last
+        step's rows), scored: its validation figures (`self.final_val`), the test split once, the text checks and
+        a sample answer. best/ joins rows of two steps (understanding and g-token rows), so its validation figures
+        are scored here, not read from either step's evaluation."""
+        chosen = self._chosen_adapter()
+        if chosen is None and (self.last_eval is None or self.start_step == self.total_steps):
+            self.last_eval = self._score(self.select_split)  # nothing evaluated the last step here
+        with self._rows_of(chosen):
+            self.final_val = self._score(self.select_split) if chosen is not None else self.last_eval
+            # The test split, once, for reporting: nothing above read it.
+            test = self._score(self.test_split, prefix="test") if self.test_split else None
+            self.model.eval()
+            final = _unprefixed(test, "test") if test else self.final_val
+            # The concept's multiple-choice text checks (the toy concepts carry theirs), in both wordings.
+            checks = self.concept.text_checks
+            text_qa = score_text_checks(self.inner, self.builder, checks) if checks else None
+            # Forced token group: shows what the rows learnt, whatever the inference setting.
+            answer = generate_answer(self.inner, self.builder, templates.FALLBACK_TEXT_QA[0][0], max_new_tokens=24)
         return final, test, text_qa, answer
 
     def _chosen_adapter(self) -> Path | None:
@@ -611,7 +620,8 @@ class PersonalizationRecipe:
             "run_dir": str(run_dir), "adapter": str(run_dir / "adapter"),
             "best_adapter": str(run_dir / "best") if self._chosen_adapter() and (run_dir / "best").is_dir() else None,
             "selected_on": selected_on, "final_split": final["eval/split"],
-            "val": self.last_eval if selected_on else None, "text_qa": text_qa,
+            "scored_adapter": str(self._chosen_adapter() or run_dir / "adapter"),  # what final, val and text_qa score
+            "val": self.final_val if selected_on else None, "text_qa": text_qa,
             "metrics": str(run_dir / "metrics.jsonl"), "wandb": self.logger.wandb_dir,
             "samples": str(run_dir / "samples") if self.draw_samples else None, "steps": self.total_steps,
             "resumed_from": self.start_step if self.resuming else None,
