@@ -179,6 +179,9 @@ def test_agreed_conversations_give_each_question_one_of_the_photos_answers(backb
     for question in {t["question"] for t in own}:
         answers = {t["answer"] for t in agreed if t["question"] == question}
         assert len(answers) == 1 and answers <= {t["answer"] for t in own if t["question"] == question}
+    for mine, theirs in zip(agreed, own):  # a photo read otherwise keeps its own reading beside the agreed answer
+        assert mine.get("photo_answer", mine["answer"]) == theirs["answer"] and "photo_answer" not in theirs
+    assert any("photo_answer" in turn for turn in agreed)
 
 
 def test_open_clip_embedder_from_a_local_checkpoint(tmp_path):

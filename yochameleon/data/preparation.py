@@ -282,14 +282,19 @@ def generate_conversations(backbone, photos, images, concept, progress: bool,
             answer = decode_text(backbone, [], out)
             if answer:
                 asked.append((path, text, prompt, out, answer))
-    if agree:
-        asked = _agreed(plain, backbone, layout, asked)
-    return [{"image": None, "source_photo": str(path), "question": subject.sub("<sks>", text),
-             "answer": subject.sub("<sks>", answer)} for path, text, _, _, answer in asked]
+    agreed = _agreed(plain, backbone, layout, asked) if agree else [turn[4] for turn in asked]
+    turns = []
+    for (path, text, _, _, own), answer in zip(asked, agreed):
+        turn = {"image": None, "source_photo": str(path), "question": subject.sub("<sks>", text),
+                "answer": subject.sub("<sks>", answer)}
+        if answer != own:  # the manifest shows what this photo alone was read as
+            turn["photo_answer"] = subject.sub("<sks>", own)
+        turns.append(turn)
+    return turns
 
 
-def _agreed(plain, backbone, layout, asked: list[tuple]) -> list[tuple]:
-    """`asked` with each question's answers replaced by the one `agreed_answer` picks over its photos."""
+def _agreed(plain, backbone, layout, asked: list[tuple]) -> list[str]:
+    """Each turn of `asked`'s answer, replaced by the one `agreed_answer` picks over its question's photos."""
     by_question: dict[str, list[tuple]] = {}
     for turn in asked:
         by_question.setdefault(turn[1], []).append(turn)
@@ -301,7 +306,7 @@ def _agreed(plain, backbone, layout, asked: list[tuple]) -> list[tuple]:
         if len(candidates) > 1:
             prompts = [prompt for _, _, prompt, _, _ in turns]
             chosen[question] = agreed_answer(plain, backbone, layout, prompts, candidates)
-    return [(path, text, prompt, ids, chosen.get(text, answer)) for path, text, prompt, ids, answer in asked]
+    return [chosen.get(text, answer) for _, text, _, _, answer in asked]
 
 
 @torch.no_grad()
