@@ -54,7 +54,7 @@ from yochameleon.data import templates  # noqa: E402
 from yochameleon.inference import PersonalizedModel  # noqa: E402
 from yochameleon.toyworld import world  # noqa: E402
 from yochameleon.toyworld.checks import score_text_qa, text_qa  # noqa: E402
-from yochameleon.toyworld.concepts import CONCEPTS  # noqa: E402
+from yochameleon.toyworld.concepts import CONCEPTS, VALIDATION_CONCEPTS, thing_of  # noqa: E402
 
 log = logging.getLogger("benchmarks.toy_recipes")
 
@@ -82,7 +82,7 @@ def generation(pm, name: str, judge, n: int, seed: int) -> tuple[dict, list]:
     """Images for "A photo of <sks>." at `pm.generate_images`' default sampling; fractions the judge reads right."""
     images = pm.generate_images(GENERATION_PROMPT, n=n, seed=seed)
     verdicts = judge.predict(images)
-    thing = CONCEPTS[name]
+    thing = thing_of(name)
     right = [{a: v[a] == getattr(thing, a) for a in world.ATTRIBUTES} for v in verdicts]
     out = {"generation": sum(all(r.values()) for r in right) / n}
     out.update({f"generation_{a}": sum(r[a] for r in right) / n for a in world.ATTRIBUTES})
@@ -281,7 +281,9 @@ def write_results(out: Path, settings: dict) -> str:
 # ---- the command --------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS), choices=list(CONCEPTS))
+    parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS), choices=[*CONCEPTS, *VALIDATION_CONCEPTS],
+                        help="the test concepts (default; read once, for reporting) or validation ones (dax blick wug "
+                             "fep tupa: to choose a default on)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--images", type=int, default=32, help="images drawn per method and run for the judge (8 read the "

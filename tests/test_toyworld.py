@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import random
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from yochameleon.concept.adapter import read_adapter_config
 from yochameleon.toyworld import world
-from yochameleon.toyworld.concepts import CONCEPTS, concept_scenes
+from yochameleon.toyworld.concepts import CONCEPTS, VALIDATION_CONCEPTS, concept_scenes
 
 
 def test_scenes_are_deterministic_and_described_by_their_captions():
@@ -37,7 +38,7 @@ def test_look_alikes_share_exactly_two_attributes():
 
 
 def test_toy_concept_splits_hold_the_concept_only_where_they_should():
-    for name, thing in CONCEPTS.items():
+    for name, thing in {**CONCEPTS, **VALIDATION_CONCEPTS}.items():
         assert all(any(t.identity == thing.identity for t in s.things) for s in concept_scenes(name, "test"))
         negatives = concept_scenes(name, "test_negatives")
         assert all(all(t.identity != thing.identity for t in s.things) for s in negatives)
@@ -50,7 +51,7 @@ def test_toy_validation_split_is_its_own_and_the_concepts_use_it():
     """val / val_negatives come from their own seed streams: no scene is shared with train or test."""
     from yochameleon.config import CONFIG_DIR
 
-    for name, thing in CONCEPTS.items():
+    for name, thing in {**CONCEPTS, **VALIDATION_CONCEPTS}.items():
         val, val_negatives = concept_scenes(name, "val"), concept_scenes(name, "val_negatives")
         assert len(val) == 40 and len(val_negatives) == 80
         assert all(any(t.identity == thing.identity for t in s.things) for s in val)
@@ -60,6 +61,26 @@ def test_toy_validation_split_is_its_own_and_the_concepts_use_it():
         assert not ({*val, *val_negatives} & others)
         config = (CONFIG_DIR / "concept" / f"toy-{name}.yaml").read_text()
         assert f"${{toyworld:{name},val}}" in config and f"${{toyworld:{name},val_negatives}}" in config
+
+
+def test_validation_concepts_are_validation_identities_and_compose_like_the_test_concepts(tmp_path):
+    """dax, blick, wug, fep, tupa: identities of the encoder's validation split (never a test identity, so never one
+    of the 5 test concepts'), each config composing with its own renders, its checks and a judge that reads it."""
+    from conftest import compose
+    from yochameleon.toyworld.checks import text_checks
+    from yochameleon.toyworld.concepts import thing_of
+    from yochameleon.toyworld.identities import identity_name, identity_splits
+
+    splits = identity_splits()
+    names = {identity_name(t) for t in VALIDATION_CONCEPTS.values()}
+    assert names <= set(splits["val"]) and not names & set(splits["test"]) and not set(VALIDATION_CONCEPTS) & set(CONCEPTS)
+    for name, thing in VALIDATION_CONCEPTS.items():
+        cfg = compose([f"+concept=toy-{name}"], tmp_path)
+        assert cfg.concept.name == name and cfg.concept.description == f"a {thing.colour} {thing.pattern} {thing.shape}"
+        assert len(list(Path(cfg.concept.photos).glob("*.png"))) == 5
+        assert {c["answer"] for c in text_checks(name)} == {thing.shape, thing.colour, thing.pattern}
+    with pytest.raises(KeyError, match="dax, fep, tupa, wug"):
+        thing_of("nobody")
 
 
 def test_held_out_text_qa_wordings_were_never_trained_on():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from yochameleon.data.concept import parse_text_checks
 from yochameleon.metrics.options import score_text_checks
 from yochameleon.toyworld import world
-from yochameleon.toyworld.concepts import CONCEPTS
+from yochameleon.toyworld.concepts import thing_of
 
 # Held-out wordings of the three attribute questions: never in training (the concept's QA is asked in
 # templates.ATTRIBUTE_QUESTIONS["toy"] = world.CONCEPT_QUESTIONS' wording) nor in the backbone's
@@ -26,9 +26,7 @@ HELDOUT_QUESTIONS = {
 
 def text_checks(name: str) -> list[dict]:
     """`concept.text_checks` of toy concept `name`: each attribute in its training wording, then in held-out ones."""
-    if name not in CONCEPTS:
-        raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
-    return thing_checks(CONCEPTS[name])
+    return thing_checks(thing_of(name))
 
 
 def thing_checks(thing: world.Thing) -> list[dict]:

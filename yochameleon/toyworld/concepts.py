@@ -24,6 +24,28 @@ CONCEPTS = {
     "zuzu": world.Thing("diamond", "pink", "dotted"),
     "kiki": world.Thing("triangle", "green", "solid"),
 }
+# Validation concepts: five more, made the same way from identities of the concept encoder's validation split
+# (`identities.identity_splits()["val"]`; never a test identity), one of each other shape and the test concepts'
+# mix of patterns. What is chosen on concepts (a recipe default, a setting, a stopping rule) is chosen on these;
+# CONCEPTS above are the test concepts, read once for reporting (benchmarks/toy_recipes.py --concepts).
+VALIDATION_CONCEPTS = {
+    "dax": world.Thing("circle", "orange", "striped"),
+    "blick": world.Thing("triangle", "yellow", "striped"),
+    "wug": world.Thing("heart", "red", "dotted"),
+    "fep": world.Thing("square", "pink", "dotted"),
+    "tupa": world.Thing("star", "orange", "solid"),
+}
+
+
+def thing_of(name: str) -> world.Thing:
+    """The thing toy concept <name> is, test concept or validation concept; KeyError naming the known ones."""
+    if name in CONCEPTS:
+        return CONCEPTS[name]
+    if name in VALIDATION_CONCEPTS:
+        return VALIDATION_CONCEPTS[name]
+    raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))} (test), "
+                   f"{', '.join(sorted(VALIDATION_CONCEPTS))} (validation)")
+
 # The concept configs train on `train` (5 renders), choose (best/, defaults) on `val` x `val_negatives`
 # and report on `test_many` x `test_negatives_many` (40 x 80 each: with 10 x 20 an AUROC moved by
 # 0.1 between neighbouring evaluations). Every split has its own seed stream (`<name>:<split>`).
@@ -41,9 +63,7 @@ def concept_scenes(name: str, split: str) -> list[world.Scene]:
     drawn from their own streams, a third of them next to a second thing); negatives, val_negatives and
     test_negatives never do: a third are look-alikes sharing two of its three attributes, the rest are the world.
     """
-    if name not in CONCEPTS:
-        raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
-    thing = CONCEPTS[name]
+    thing = thing_of(name)
     rng = random.Random(f"{name}:{split}")
     scenes = []
     while len(scenes) < CONCEPT_SPLITS[split]:
@@ -89,10 +109,8 @@ def world_version() -> str:
 def render_key(name: str, split: str) -> str:
     """Everything that decides a split's renders: the world's drawing code, this module's code (which scenes
     a split holds), the concept's thing and the split's size. Change any one and the split is redrawn."""
-    if name not in CONCEPTS:
-        raise KeyError(f"unknown toy concept {name!r}; known: {', '.join(sorted(CONCEPTS))}")
     blob = json.dumps({"world": world_version(), "scenes": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-                       "thing": repr(CONCEPTS[name]), "size": CONCEPT_SPLITS[split], "positive": POSITIVE_SPLITS},
+                       "thing": repr(thing_of(name)), "size": CONCEPT_SPLITS[split], "positive": POSITIVE_SPLITS},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -56,9 +56,12 @@ def load_judge(path: str | Path) -> AttributeJudge:
 def drawing_judge(backbone_dir: str | Path, name: str):
     """The judge of drawings of toy concept <name>: images -> per image {attribute: read right}; None where `name`
     is no toy concept or `backbone_dir` holds no judge (`JUDGE_FILE`). What `sources.drawing_judge` gives training."""
-    from yochameleon.toyworld.concepts import CONCEPTS
+    from yochameleon.toyworld.concepts import thing_of
 
-    thing = CONCEPTS.get(name)
+    try:
+        thing = thing_of(name)
+    except KeyError:
+        thing = None
     if thing is None or not (Path(backbone_dir) / JUDGE_FILE).is_file():
         return None
     judge = load_judge(backbone_dir)
