@@ -130,14 +130,17 @@ def test_generated_conversations_name_the_subject_sks(tmp_path, backbone, cache_
     assert all("<sks>" in turn["question"] and "dog" not in turn["question"] for turn in prep.conversations)
 
 
-def test_agreed_answer_is_the_most_likely_summed_over_the_photos(backbone, demo_photos):
+@pytest.mark.parametrize("family", ["backbone", "janus_backbone"])
+def test_agreed_answer_is_the_most_likely_summed_over_the_photos(family, request, demo_photos):
     """`agreed_answer` scores each candidate (its ids, then end of turn) under every photo's prompt in one padded
-    batch; the same sums computed one unpadded row at a time, from the log-softmax, must pick the same answer."""
+    batch; the same sums computed one unpadded row at a time, from the log-softmax, must pick the same answer
+    (Chameleon: one softmax over every id; Janus: the text head's own)."""
     from yochameleon.data.images import load_image
     from yochameleon.data.preparation import agreed_answer
     from yochameleon.model.chat import chat_layout
     from yochameleon.model.personalized import PersonalizedChameleon
 
+    backbone = request.getfixturevalue(family)
     plain, layout = PersonalizedChameleon(backbone.model, []), chat_layout(backbone)
     prompts = [layout.prompt(layout.text(question), image=layout.image(backbone.shown_image_codes(load_image(p))))
                for p, question in zip(demo_photos[:3], ["What color is it?", "What color?", "What color is the dog?"])]
@@ -151,7 +154,9 @@ def test_agreed_answer_is_the_most_likely_summed_over_the_photos(backbone, demo_
             seq = torch.tensor([[*prompt, *target]])
             with torch.no_grad():
                 hidden, _ = plain.hidden_states(seq, torch.ones_like(seq))
-                logp = torch.log_softmax(plain.logits(hidden[0, len(prompt) - 1:-1]).float(), dim=-1)
+                logits = plain.logits(hidden[0, len(prompt) - 1:-1]).float()
+                split = backbone.model.text_vocab_size  # None on Chameleon; Janus scores text within its text head
+                logp = torch.log_softmax(logits if split is None else logits[:, :split], dim=-1)
             total += float(logp.gather(1, torch.tensor(target)[:, None]).sum())
         return total
 
