@@ -34,6 +34,7 @@ from yochameleon.errors import YoChameleonError
 from yochameleon.io import atomic_dir
 from yochameleon.model.chat import chat_layout
 from yochameleon.model.decoding import left_pad
+from yochameleon.model.personalized import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -318,7 +319,7 @@ def agreed_answer(plain, backbone, layout, prompts: list[list[int]], candidates:
         target = layout.answer(ids)  # the answer as training will teach it: its ids, then end of turn
         rows = [[*prompt, *target] for prompt in prompts]
         input_ids = torch.full((len(rows), max(map(len, rows))), backbone.tokenizer.pad_token_id, dtype=torch.long)
-        mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+        mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, IGNORE_INDEX)
         for row, (prompt, seq) in enumerate(zip(prompts, rows)):
             input_ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
