@@ -78,9 +78,10 @@ class PromptedBackbone(PersonalizedModel):
         return cond, self.baseline_builder.unconditional_image_prompt_ids(cond)
 
 
-def generation(pm, name: str, judge, n: int, seed: int) -> tuple[dict, list]:
-    """Images for "A photo of <sks>." at `pm.generate_images`' default sampling; fractions the judge reads right."""
-    images = pm.generate_images(GENERATION_PROMPT, n=n, seed=seed)
+def generation(pm, name: str, judge, n: int, seed: int, **sampling) -> tuple[dict, list]:
+    """Images for "A photo of <sks>." at `pm.generate_images`' default sampling (or the `sampling` settings given:
+    temperature, top_k, top_p, guidance_scale); fractions the judge reads right."""
+    images = pm.generate_images(GENERATION_PROMPT, n=n, seed=seed, **sampling)
     verdicts = judge.predict(images)
     thing = thing_of(name)
     right = [{a: v[a] == getattr(thing, a) for a in world.ATTRIBUTES} for v in verdicts]

@@ -225,9 +225,49 @@ def test_workers_run_the_benchmark_side_by_side_and_the_starter_writes_the_table
     assert "6 of 6 runs done" in (out / "table.md").read_text()
     for seed in (0, 1):  # best/ is scored by training; chosen by the run's only evaluation (its last step), it is
         # the last rows, so the benchmark's own scoring of adapter/ (final_*) must read the same
-        run = json.loads((out / f"bo/seed-{seed}/yochameleon/benchmark.json").read_text())
+        # (the same rows exactly; their scores to float noise: after one step P(Yes) nearly ties across photos,
+        # so a reordering of 1e-7 in a score, from another batch layout, moves the AUROC by a pair or two)
+        from safetensors.torch import load_file
+
+        run_dir = out / f"bo/seed-{seed}/yochameleon"
+        best, last = (load_file(run_dir / d / "adapter.safetensors") for d in ("best", "adapter"))
+        assert best.keys() == last.keys() and all(best[k].equal(last[k]) for k in best)
+        run = json.loads((run_dir / "benchmark.json").read_text())
         assert run["adapter"] == "best"
-        assert run["recognition_auroc"] == pytest.approx(run["final_recognition_auroc"], abs=1e-6)
-        assert run["recognition"] == pytest.approx(run["final_recognition"], abs=1e-6)
+        assert run["recognition_auroc"] == pytest.approx(run["final_recognition_auroc"], abs=2e-3)
+        assert run["recognition"] == pytest.approx(run["final_recognition"], abs=0.03)
     for index in (0, 1):
         assert f"worker {index} of 2 done (3 runs)" in (out / f"worker-{index}.log").read_text()
+    # the sampling sweep on the finished run set: every (concept, seed) x method x setting drawn once, resumable
+    S = benchmark_module("toy_sampling")
+    sweep = ["--runs", str(out), "--guidance", "1", "3", "--temperature", "1", "--images", "2",
+             "--cache-dir", str(cache_dir)]
+    S.main(sweep)
+    drawn = sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed-*/sampling/*.json"))
+    assert drawn == sorted(f"bo/seed-{s}/sampling/{m}-g{g}-t1-k0.json" for s in (0, 1) for g in (1, 3)
+                           for m in S.METHODS)
+    assert len((out / "sampling.md").read_text().splitlines()) == 4
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/sampling/*.json")}
+    S.main(sweep)
+    assert before == {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/sampling/*.json")}
+
+
+def test_sampling_table_pairs_each_setting_over_the_same_runs():
+    """benchmarks/toy_sampling.py: one row per sampling setting, sorted; best/ - definition is the mean of the
+    per-(concept, seed) differences; a setting missing one method's file cannot be paired and fails loudly."""
+    S = benchmark_module("toy_sampling")
+    rows = []
+    for concept, seed, learnt, words in (("dax", 0, 0.5, 0.75), ("dax", 1, 0.25, 0.25), ("wug", 0, 1.0, 0.5)):
+        for g in (3.0, 1.0):
+            for method, value in (("yochameleon", learnt * g / 3), ("yochameleon-last", 0.0),
+                                  ("baseline-description", words)):
+                rows.append({"concept": concept, "seed": seed, "method": method, "guidance_scale": g,
+                             "temperature": 1.0, "top_k": 0, "generation": value, "generation_shape": value,
+                             "generation_colour": 1.0, "generation_pattern": 1.0})
+    lines = S.table(rows).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1", "| 3"]
+    g3 = lines[3].split(" | ")
+    assert g3[3] == "3" and g3[4].startswith("0.583 ± ") and g3[6].startswith("0.500 ± ")
+    assert g3[7].startswith("0.083 ± ")  # (-0.25 + 0 + 0.5) / 3
+    with pytest.raises(KeyError):
+        S.table(rows[:-1])
