@@ -150,18 +150,24 @@ def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: P
     return figures | scores, images
 
 
+def baseline_on_backbone(concept: str, kind: str, seed: int, cache_dir: Path, extra: list[str]):
+    """The prompting baseline `kind` on the plain backbone, composed as the recipes' runs are:
+    (cfg, backbone, method, builder)."""
+    from yochameleon.data.concept import ConceptData
+    from yochameleon.sources import load_configured_backbone
+
+    cfg = compose_run(concept, DEFAULT_RECIPE, seed, cache_dir, extra)
+    backbone = load_configured_backbone(cfg.model, cfg.cache_dir, "cpu")
+    method = baseline(kind, backbone, concept, ConceptData.from_config(cfg.concept).description)
+    return cfg, backbone, method, method.builder(concept)
+
+
 def run_baseline(concept: str, kind: str, seed: int, cache_dir: Path, n_images: int, extra: list[str]
                  ) -> tuple[dict, list]:
     """Measure a prompting baseline on the plain backbone, on the recipes' splits, with the recipes' code."""
-    from yochameleon.data.concept import ConceptData
-    from yochameleon.sources import load_configured_backbone
     from yochameleon.toyworld.judge import load_judge
 
-    cfg = compose_run(concept, DEFAULT_RECIPE, seed, cache_dir, extra)
-    data = ConceptData.from_config(cfg.concept)
-    backbone = load_configured_backbone(cfg.model, cfg.cache_dir, "cpu")
-    method = baseline(kind, backbone, concept, data.description)
-    builder = method.builder(concept)
+    cfg, backbone, method, builder = baseline_on_backbone(concept, kind, seed, cache_dir, extra)
     figures = {"steps": None, "train_seconds": None, **recognition_on_test(method.model, builder, cfg),
                "prefix": backbone.tokenizer.decode(builder.prefix_ids())}
     figures.update(score_text_qa(method.model, builder, concept))

@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from paired_statistics import mean_ci  # noqa: E402
-from toy_recipes import BASELINES, PromptedBackbone, _write, baseline, compose_run, generation, run_path  # noqa: E402
+from toy_recipes import BASELINES, PromptedBackbone, _write, baseline_on_backbone, generation, run_path  # noqa: E402
 
 from yochameleon.inference import PersonalizedModel  # noqa: E402
 
@@ -39,20 +39,15 @@ def setting_name(setting: dict) -> str:
 
 
 def drawers(out: Path, concept: str, seed: int, cache_dir: Path):
-    """(method, PersonalizedModel) for the learnt concept's best/ and the definition in words, loaded lazily."""
-    from yochameleon.data.concept import ConceptData
-    from yochameleon.sources import load_configured_backbone
-
+    """(method, a loader of its PersonalizedModel) for the learnt concept's best/, its last adapter/ and the
+    definition in words."""
     for method, folder in (("yochameleon", "best"), ("yochameleon-last", "adapter")):
         path = run_path(out, concept, seed, "yochameleon") / folder
         yield method, lambda path=path: PersonalizedModel.load(path, device="cpu", cache_dir=cache_dir)
 
     def definition():
-        cfg = compose_run(concept, "yochameleon", seed, cache_dir, [])
-        backbone = load_configured_backbone(cfg.model, cfg.cache_dir, "cpu")
-        method = baseline(BASELINES["baseline-description"], backbone, concept,
-                          ConceptData.from_config(cfg.concept).description)
-        return PromptedBackbone(backbone, method.builder(concept))
+        _, backbone, _, builder = baseline_on_backbone(concept, BASELINES["baseline-description"], seed, cache_dir, [])
+        return PromptedBackbone(backbone, builder)
 
     yield "baseline-description", definition
 
@@ -79,14 +74,16 @@ def sweep(args: argparse.Namespace) -> list[dict]:
                 model = None
                 for setting in grid:
                     path = args.runs / concept / f"seed-{seed}" / "sampling" / f"{method}-{setting_name(setting)}.json"
-                    if not path.is_file() or json.loads(path.read_text()).get("images") != args.images:
+                    record = json.loads(path.read_text()) if path.is_file() else {}
+                    if record.get("images") != args.images:  # not drawn yet, or drawn with another --images
                         model = model or load()
                         judge = judge or load_judge(model.backbone.path)
                         scores, _ = generation(model, concept, judge, args.images, seed, **setting)
+                        record = {"concept": concept, "seed": seed, "method": method, "images": args.images,
+                                  **setting, **scores}
                         path.parent.mkdir(parents=True, exist_ok=True)
-                        _write(path, json.dumps({"concept": concept, "seed": seed, "method": method,
-                                                 "images": args.images, **setting, **scores}, indent=2))
-                    rows.append(json.loads(path.read_text()))
+                        _write(path, json.dumps(record, indent=2))
+                    rows.append(record)
                     bar.update(1)
     return rows
 
@@ -98,16 +95,15 @@ def table(rows: list[dict]) -> str:
     keyed = {(r["concept"], r["seed"], r["method"], setting_name(r)): r for r in rows}
     settings = sorted({setting_name(r): (r["guidance_scale"], r["temperature"], r["top_k"]) for r in rows}.items(),
                       key=lambda item: item[1])
+    def shown(values):
+        mean, half = mean_ci(values)
+        return f"{mean:.3f} ± {half:.3f}"
+
     for name, (g, t, k) in settings:
         pairs = sorted({(c, s) for c, s, _, n in keyed if n == name})
         learnt = [keyed[(c, s, "yochameleon", name)] for c, s in pairs]
         last = [keyed[(c, s, "yochameleon-last", name)] for c, s in pairs]
         words = [keyed[(c, s, "baseline-description", name)] for c, s in pairs]
-
-        def shown(values):
-            mean, half = mean_ci(values)
-            return f"{mean:.3f} ± {half:.3f}"
-
         attributes = " / ".join(f"{sum(r['generation_' + a] for r in learnt) / len(learnt):.3f}"
                                 for a in ("shape", "colour", "pattern"))
         lines.append(f"| {g:g} | {t:g} | {k} | {len(pairs)} | {shown([r['generation'] for r in learnt])} | "
