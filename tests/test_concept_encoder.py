@@ -391,6 +391,37 @@ def test_photo_features_are_remembered_within_a_memory_bound_and_computed_again_
     assert torch.equal(nothing_kept(photos[:1]), reference[:1]) and not nothing_kept.memory
 
 
+def test_features_from_a_chosen_decoder_layer_are_recorded_with_the_encoder_and_read_back(backbone, tmp_path):
+    """`encoder.feature_layer`: n reads the states after decoder layer n (the last layer's are the default's), is
+    written into the encoder's config and read back by `photo_features`; a layer the backbone lacks is refused."""
+    from yochameleon.concept.encoder import (EncoderError, PhotoFeatures, encoder_config_for, load_encoder,
+                                             new_encoder, photo_features, read_encoder_config, save_encoder)
+
+    photos = [str(p) for p in sorted((DEMO / "corgi").rglob("*.jpg"))[:2]]
+    layers = backbone.model.config.get_text_config().num_hidden_layers
+    default = PhotoFeatures(backbone)(photos)
+    assert torch.allclose(PhotoFeatures(backbone, layer=layers)(photos), default, atol=1e-5)
+    first = PhotoFeatures(backbone, layer=1)
+    assert first(photos).shape == default.shape and not torch.allclose(first(photos), default, atol=1e-3)
+    for wrong in (0, layers + 1):
+        with pytest.raises(EncoderError, match=f"feature_layer={wrong}: the backbone has decoder layers 1 to {layers}"):
+            PhotoFeatures(backbone, layer=wrong)
+    config = encoder_config_for(backbone, 4, 3, backbone.default_first_token, features=first, width=32, layers=1,
+                                heads=2)
+    assert config.feature_layer == 1
+    save_encoder(tmp_path / "enc", new_encoder(backbone, config), backbone.fingerprint())
+    loaded = load_encoder(tmp_path / "enc", backbone)
+    assert loaded.config.feature_layer == 1
+    assert torch.equal(photo_features(loaded.config, backbone)(photos), first(photos))
+    raw = json.loads((tmp_path / "enc" / "encoder_config.json").read_text())
+    (tmp_path / "enc" / "encoder_config.json").write_text(json.dumps(raw | {"feature_layer": "middle"}))
+    with pytest.raises(EncoderError, match="field 'feature_layer' is 'middle'"):
+        read_encoder_config(tmp_path / "enc")
+    del raw["feature_layer"]  # an encoder written before the field: the last hidden states
+    (tmp_path / "enc" / "encoder_config.json").write_text(json.dumps(raw))
+    assert read_encoder_config(tmp_path / "enc")[0].feature_layer is None
+
+
 def _tiny_vision_checkpoint(directory: Path, kind: str) -> Path:
     """A small random vision checkpoint in transformers' format, as a user's local DINOv2 or CLIP folder is."""
     from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config, Dinov2Model

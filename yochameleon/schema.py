@@ -316,6 +316,7 @@ class EncoderSizesConfig:
     max_photos: int = MISSING
     feature_source: FeatureSource = MISSING
     feature_model: Optional[Path] = None  # feature_source=vision: a local vision checkpoint's folder
+    feature_layer: Optional[int] = None  # feature_source=backbone: null, the last states; n, after layer n
 
 
 @dataclass

@@ -6,11 +6,13 @@ the encoder produces *every* row a trained adapter holds (identifier, `<g-tokens
 rows and output-head rows), so the result is a `PersonalizedTokens` that answers, draws, is evaluated,
 shares a prompt with other concepts and is saved as an adapter exactly like a trained one.
 
-    photos --(frozen backbone: last hidden states over each photo's image tokens)--> features (R*T, F)
+    photos --(frozen backbone: hidden states over each photo's image tokens)--> features (R*T, F)
            --(ConceptEncoder: input projection, learned queries cross-attending to the features)--> rows
 
 The image pathway is the backbone's own by default, so nothing is downloaded: Chameleon reads its VQ image
-tokens, Janus its SigLIP + aligner slots (`Backbone.shown_image_codes`), both through the frozen language model.
+tokens, Janus its SigLIP + aligner slots (`Backbone.shown_image_codes`), both through the frozen language model;
+`feature_layer` picks whose states: the last (normed) ones by default, or those after decoder layer n (the
+last layer's are the default's).
 `feature_source=vision` reads a local transformers vision checkpoint instead (DINOv2, CLIP, SigLIP: what PLVM
 found best is DINOv2), recorded with the encoder and checked when it is loaded (`VisionFeatures`).
 Each output row is the backbone's reserved row (where a fresh adapter starts) plus a zero-initialised
@@ -69,6 +71,9 @@ class EncoderConfig:
     feature_source: str = "backbone"
     # feature_source=vision: the checkpoint (`VisionFeatures.record()`: its path and what identifies it)
     feature_model: dict | None = None
+    # feature_source=backbone: None, the last hidden states (after the final norm); n, the states after decoder
+    # layer n (1 .. the backbone's layers), e.g. a middle layer that keeps more of the photo's layout
+    feature_layer: int | None = None
     # How the rows are used in prompts (the adapter's recipe facts): written into every adapter it makes.
     recipe: dict | None = None
 
@@ -183,16 +188,23 @@ class _FeatureMemory:
 
 
 class PhotoFeatures(_FeatureMemory):
-    """The frozen backbone's last hidden states over a photo's image tokens: (T, hidden) per photo.
+    """The frozen backbone's hidden states over a photo's image tokens: (T, hidden) per photo, the last (normed)
+    ones, or with `layer` n those after decoder layer n.
 
     The photo is shown as a prompt shows it (`shown_image_codes` in the family's chat layout) after
     begin-of-sentence, with no text.
     """
 
-    def __init__(self, backbone, code_cache=None, batch_size: int = 16, memory_gib: float = 4.0):
+    def __init__(self, backbone, code_cache=None, batch_size: int = 16, memory_gib: float = 4.0,
+                 layer: int | None = None):
         from yochameleon.model.personalized import PersonalizedChameleon
 
         super().__init__(batch_size, memory_gib)
+        layers = int(backbone.model.config.get_text_config().num_hidden_layers)
+        if layer is not None and not 1 <= int(layer) <= layers:
+            raise EncoderError(f"encoder.feature_layer={layer}: the backbone has decoder layers 1 to {layers} "
+                               "(null: the last hidden states)")
+        self.layer = None if layer is None else int(layer)
         self.backbone, self.cache = backbone, code_cache
         self.plain = PersonalizedChameleon(backbone.model, [])
         self.layout = chat_layout(backbone)
@@ -214,7 +226,12 @@ class PhotoFeatures(_FeatureMemory):
         rows = [[self.backbone.bos_id] + self.layout.image(
             self.backbone.shown_image_codes(self._readable(photo), False, self.cache)) for photo in photos]
         ids = torch.tensor(rows, device=self.backbone.device)
-        hidden, _ = self.plain.hidden_states(ids, torch.ones_like(ids))
+        if self.layer is None:
+            hidden, _ = self.plain.hidden_states(ids, torch.ones_like(ids))
+        else:  # hidden_states[0] is the embeddings, [n] the output of decoder layer n
+            out = self.plain.backbone.model(inputs_embeds=self.plain.embed(ids), attention_mask=torch.ones_like(ids),
+                                            output_hidden_states=True)
+            hidden = out.hidden_states[self.layer]
         first = 2  # begin-of-sentence, begin-of-image, then the image's tokens
         return [hidden[row, first:first + self.tokens_per_photo].float().cpu() for row in range(len(photos))]
 
@@ -264,7 +281,7 @@ def photo_features(config: EncoderConfig, backbone, code_cache=None, memory_gib:
     """The features an encoder of `config` reads: the backbone's, or its recorded vision checkpoint's (refused,
     naming the folder, when that checkpoint is missing or not the one the encoder was trained on)."""
     if config.feature_source == "backbone":
-        return PhotoFeatures(backbone, code_cache, memory_gib=memory_gib)
+        return PhotoFeatures(backbone, code_cache, memory_gib=memory_gib, layer=config.feature_layer)
     record = config.feature_model or {}
     directory = Path(str(record.get("path", "")))
     fix = f"put that checkpoint there, or edit feature_model.path in the encoder's {ENCODER_CONFIG}"
@@ -286,7 +303,8 @@ def encoder_config_for(backbone, k_g: int, k_u: int, first_token: str, features:
     `features` (None: the backbone's own; a `VisionFeatures`: that checkpoint's, recorded)."""
     names = reserved_token_names(backbone.vocabulary_map, first_token, 1 + k_g + k_u)
     ids = tuple(int(backbone.vocabulary_map[n]) for n in names)
-    source = {"feature_dim": int(backbone.hidden_size), "feature_tokens": int(backbone.image_seq_length)}
+    source = {"feature_dim": int(backbone.hidden_size), "feature_tokens": int(backbone.image_seq_length),
+              "feature_layer": getattr(features, "layer", None)}
     if isinstance(features, VisionFeatures):
         source = {"feature_dim": features.feature_dim, "feature_tokens": features.tokens_per_photo,
                   "feature_source": "vision", "feature_model": features.record()}
@@ -381,7 +399,8 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     values = {}
     for name in (f.name for f in fields(EncoderConfig)):
         if name not in raw:
-            if name in ("width", "layers", "heads", "max_photos", "feature_source", "feature_model", "recipe"):
+            if name in ("width", "layers", "heads", "max_photos", "feature_source", "feature_model", "feature_layer",
+                        "recipe"):
                 continue
             raise EncoderError(f"{path}: field {name!r} is missing; the encoder is damaged: copy it again")
         values[name] = raw[name]
@@ -397,6 +416,9 @@ def read_encoder_config(directory: str | Path) -> tuple[EncoderConfig, dict]:
     if values.get("feature_source", "backbone") not in FEATURE_SOURCES:
         raise EncoderError(f"{path}: feature_source {values['feature_source']!r} is not one of "
                            f"{', '.join(FEATURE_SOURCES)}; upgrade yochameleon or re-train the encoder")
+    layer = values.get("feature_layer")
+    if layer is not None and (not isinstance(layer, int) or isinstance(layer, bool) or layer < 1):
+        raise EncoderError(f"{path}: field 'feature_layer' is {layer!r}, expected null or a decoder layer (1, 2, ...)")
     if values.get("feature_source") == "vision" and not isinstance(values.get("feature_model"), dict):
         raise EncoderError(f"{path}: feature_source is vision but feature_model (the vision checkpoint) is missing; "
                            "the encoder is damaged: copy it again")

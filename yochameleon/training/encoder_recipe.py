@@ -201,7 +201,11 @@ class EncoderTrainer:
         """The photos' features: the backbone's own, or a local vision checkpoint's (encoder.feature_source)."""
         e, memory = self.cfg.encoder, float(self.tcfg.feature_memory_gib)
         if str(e.feature_source) == "backbone":
-            return PhotoFeatures(self.backbone, self.cache, memory_gib=memory)
+            return PhotoFeatures(self.backbone, self.cache, memory_gib=memory, layer=e.feature_layer)
+        if e.feature_layer is not None:
+            raise EncoderRunError(f"encoder.feature_layer={e.feature_layer} picks one of the backbone's layers; with "
+                                  "encoder.feature_source=vision the vision checkpoint's last states are read: "
+                                  "leave encoder.feature_layer=null")
         if e.feature_model is None:
             raise EncoderRunError("encoder.feature_source=vision needs encoder.feature_model=<the folder of a local "
                                   "DINOv2 / CLIP / SigLIP checkpoint> (nothing is downloaded)")
