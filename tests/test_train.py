@@ -36,7 +36,7 @@ def test_user_command_writes_adapter_metrics_and_wandb_run(model, tmp_path, cach
     assert "adapter" in result.stdout and str(run_dir / "adapter") in result.stdout
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["concept"] == "corgi" and config["k_g"] == 16 and config["k_u"] == 16
-    assert config["base_model"]["name"] == model and config["self_prompting"] is True
+    assert config["base_model"]["name"] == model and config["self_prompting"] is False  # the default recipe
     weights = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
     assert weights["input_rows"].shape == (33, 128)
     assert not (run_dir / "best").exists() and "nothing was chosen" in result.stdout  # demo: no validation split

@@ -18,6 +18,7 @@ import torch
 
 from yochameleon.data import templates
 from yochameleon.data.chat import ChatLayout, chat_layout
+from yochameleon.errors import YoChameleonError
 from yochameleon.model.personalized import IGNORE_INDEX
 
 TASKS = ("recognition", "vqa", "text_qa", "generation")
@@ -59,6 +60,24 @@ class SampleSpec:
     answer: str = ""  # text answer; empty for generation
     positive: bool = True
     n_tokens: int | None = None  # soft positive: described by only the first n generation tokens
+
+
+def check_self_prompt_settings(recipe) -> None:
+    """Refuse settings that only act under self-prompting when it is off, rather than ignore them: the default
+    recipe self-prompts nowhere (since 2026-12-06), so `recipe.generation_group=full` alone would change nothing."""
+    if bool(recipe["self_prompting"]):
+        return
+    group = str(recipe.get("generation_group", "none"))
+    if group not in ("none", "0"):
+        raise YoChameleonError(
+            f"recipe.generation_group={group} puts g-tokens before an image only under self-prompting, which this "
+            "recipe has off (recipe.self_prompting=false, the default): add recipe.self_prompting=true, or use "
+            "recipe=paper-layout (the paper's whole layout)")
+    mode = str(recipe.get("inference", {}).get("self_prompt", "forced"))
+    if mode != "forced":
+        raise YoChameleonError(
+            f"recipe.inference.self_prompt={mode} chooses how the self-prompt group is produced, and this recipe has "
+            "none (recipe.self_prompting=false, the default): add recipe.self_prompting=true or leave it forced")
 
 
 class SampleBuilder:

@@ -41,7 +41,7 @@ from yochameleon.data import templates
 from yochameleon.data.concept import ConceptData
 from yochameleon.data.images import load_image
 from yochameleon.data.preparation import prepare_concept
-from yochameleon.data.samples import EpochPlan, SampleBuilder, collate
+from yochameleon.data.samples import EpochPlan, SampleBuilder, check_self_prompt_settings, collate
 from yochameleon.data.vq_cache import VQCodeCache
 from yochameleon.errors import YoChameleonError
 from yochameleon.io import write_json
@@ -165,6 +165,7 @@ class PersonalizationRecipe:
         what it builds."""
         self.started = time.time()
         self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume), self.tcfg.max_steps)
+        check_self_prompt_settings(self.recipe)
         self.concept = ConceptData.from_config(self.cfg.concept)  # validate data before loading a large model
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator, self.dist = self._setup_launcher()
