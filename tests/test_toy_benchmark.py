@@ -63,6 +63,18 @@ def test_disagreement_is_a_significant_difference_the_other_way():
     assert claims["(i) separate g/u tokens beat shared ones, recognition AUROC"] == "disagrees"
 
 
+def test_the_self_prompting_claim_reads_the_self_prompting_recipe_against_the_default(tmp_path):
+    """The default recipe self-prompts nowhere: claim (iii) is self-prompting − yochameleon, not the reverse."""
+    rows = [r for r in benchmark_rows() if r["method"] == "yochameleon"]
+    rows += [r | {"method": "self-prompting", "recognition_auroc": r["recognition_auroc"] + 0.05} for r in rows]
+    claims = {c["claim"]: c for c in R.judged_claims(rows)}
+    auroc = claims["(iii) self-prompting helps, recognition AUROC"]
+    assert (auroc["better"], auroc["worse"], auroc["verdict"]) == ("self-prompting", "yochameleon", "agrees")
+    assert auroc["difference"] == pytest.approx(0.05)
+    text = R.table(rows, SETTINGS | {"recipes": ["yochameleon", "self-prompting"]}, tmp_path)
+    assert "(iii) self-prompting helps, recognition AUROC: self-prompting − yochameleon = +0.050" in text
+
+
 def test_runs_resume_under_the_same_settings_only(tmp_path):
     out = tmp_path / "bench"
     B.check_settings(out, SETTINGS)
