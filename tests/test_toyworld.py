@@ -283,14 +283,14 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     A per-adapter drawing rate on <bo> runs 0.12-0.38 (seeds 0-2, 24 samples each), so 8 samples read 0 on one
     machine and 1 on another (CI, 2026-12-04): the judge's bar is one of 32, the NLL carries the margin.
     """
-    from conftest import compose
+    from conftest import benchmark_module, compose
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.checks import text_qa
     from yochameleon.training.recipe import train
 
-    runs = {"control": ["model.eval_every=100000", "trainer.lr=0", "trainer.max_steps=1", "trainer.sample_images=false"],
-            "understanding": ["recipe=understanding-only", "model.eval_every=100000", "trainer.final_samples=8"],
-            "default": ["trainer.final_samples=32"]}
+    # The runs benchmarks/toy_gate_bars.py reads the bars from on validation (it draws 24 with the default recipe)
+    runs = {**benchmark_module("toy_gate_bars").GATE_RUNS}
+    runs["default"] = [*runs["default"], "trainer.final_samples=32"]
     counts = {"control": 0, "understanding": 8, "default": 32}
     figures = {}
     for label, extra in runs.items():
@@ -307,7 +307,8 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     # The untrained rows rank look-alikes above the concept on a drawing build (test AUROC 0.36-0.45): the
     # check is one-sided, no better than chance.
     assert control["auroc"] <= 0.5 + GATE["control_auroc_slack"] and control["weighted"] <= 0.55, figures
-    assert control["text_qa"] <= GATE["control_text_qa"] and control["text_qa_heldout"] <= GATE["control_text_qa"], figures
+    assert control["text_qa"] <= GATE["control_text_qa"], figures
+    assert control["text_qa_heldout"] <= GATE["control_text_qa_heldout"], figures
     assert trained["auroc"] >= GATE["auroc"] and trained["weighted"] >= GATE["weighted"], figures
     assert trained["text_qa"] >= GATE["text_qa"], figures
     assert trained["text_qa_heldout"] >= GATE["text_qa_heldout"], figures
@@ -337,13 +338,14 @@ def _check_final_samples(run_dir, summary: dict, count: int) -> None:
     assert {k.removeprefix("final/generation/"): v for k, v in last.items() if k.startswith("final/generation/")} == judged
 
 
-# Set from the validation split of build 7 (the shipped pack), seeds 0, 1, 2, 2026-12-03 (docs/toyworld.md, "The CI
-# quality gate"); never from the test split. Understanding-only: validation AUROC 0.773 / 0.803 / 0.675, weighted
-# 0.719 / 0.719 / 0.513, text QA 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21);
-# the untrained rows answer 1 of 3 and 2 of 6 (build 4's answered none).
-# Drawing, 2026-12-04, seeds 1 and 2 (not the gate's seed): best/'s validation generation NLL 3.72 / 3.77 nats a
-# code (the untrained rows' 4.59; uniform 6.24), 4 / 8 of 24 final samples judged all three right (untrained rows
-# 0 of 24; understanding-only 0 of 8 on every seed). NLL bars about 0.25 from each side; the judge's, one of 32.
-GATE = {"auroc": 0.62, "weighted": 0.50, "text_qa": 0.6, "text_qa_heldout": 0.5, "control_text_qa": 1 / 3,
-        "control_auroc_slack": 0.1, "nll": 4.0, "control_nll": 4.3,
+# Set from the validation split of build 7 (the shipped pack) with the default recipe of 2026-12-06 (self-prompting
+# off), seeds 0, 1, 2 (docs/toyworld.md, "The CI quality gate"); never from the test split. Understanding-only:
+# validation AUROC 0.710 / 0.754 / 0.824, weighted 0.650 / 0.669 / 0.731 (bars about 0.1 below the lowest), text QA
+# 3/3 in the training wordings and 3-5 of 6 in held-out ones (chance 0.21); the untrained rows answer 1 of 3 and
+# 3 of 6 (without a self-prompt group they answer from the backbone's own guess, which holds for <bo>'s pattern).
+# Drawing, seeds 1 and 2 (not the gate's seed): best/'s validation generation NLL 3.75 / 3.74 nats a code (the
+# untrained rows' 4.59; uniform 6.24), 8 / 7 of 24 final samples judged all three right; understanding-only 0 of 8
+# on every seed. NLL bars about 0.25 from each side; the judge's, one of 32.
+GATE = {"auroc": 0.61, "weighted": 0.55, "text_qa": 0.6, "text_qa_heldout": 0.5, "control_text_qa": 1 / 3,
+        "control_text_qa_heldout": 0.5, "control_auroc_slack": 0.1, "nll": 4.0, "control_nll": 4.3,
         "drawn": 1 / 32, "drawn_without_g_tokens": 1 / 8}
