@@ -385,10 +385,14 @@ def test_photo_features_are_remembered_within_a_memory_bound_and_computed_again_
     assert torch.equal(bounded(photos), reference)
     assert list(bounded.memory) == photos[1:] and bounded.memory_bytes == 2 * one_photo
     bounded(photos[1:2])  # photos[1] is now the most recently used: photos[2] goes first
-    assert torch.equal(bounded(photos[:1]), reference[:1])
+    # A photo computed again alone is computed in a batch of one: on several threads its last bits may differ from
+    # its row of the batch of three, so it is compared with the same photo computed alone.
+    alone = PhotoFeatures(backbone)(photos[:1])
+    assert torch.allclose(alone, reference[:1], atol=1e-5)
+    assert torch.equal(bounded(photos[:1]), alone)
     assert list(bounded.memory) == [photos[1], photos[0]]
     nothing_kept = PhotoFeatures(backbone, memory_gib=0)  # a photo larger than the bound is computed, not kept
-    assert torch.equal(nothing_kept(photos[:1]), reference[:1]) and not nothing_kept.memory
+    assert torch.equal(nothing_kept(photos[:1]), alone) and not nothing_kept.memory
 
 
 def test_features_from_a_chosen_decoder_layer_are_recorded_with_the_encoder_and_read_back(backbone, tmp_path):
