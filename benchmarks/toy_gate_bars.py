@@ -20,6 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from toy_recipes import compose_train  # noqa: E402
+
 GATE_RUNS = {  # the gate's own overrides (tests/test_toyworld.py), over trainer.final_samples=0
     "control": ["model.eval_every=100000", "trainer.lr=0", "trainer.max_steps=1", "trainer.sample_images=false"],
     "understanding": ["recipe=understanding-only", "model.eval_every=100000", "trainer.final_samples=8"],
@@ -28,14 +30,9 @@ GATE_RUNS = {  # the gate's own overrides (tests/test_toyworld.py), over trainer
 
 
 def compose_gate_run(seed: int, extra: list[str], cache_dir: Path):
-    from hydra import compose, initialize_config_dir
-
-    from yochameleon.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"cache_dir={cache_dir}", "trainer.progress=false", "trainer.final_samples=0",
-                                           "+concept=toy-bo", "logger=none", f"seed={seed}", *extra])
+    """One of the gate's runs on toy-bo: `extra` is one of GATE_RUNS, over the test suite's own settings."""
+    return compose_train([f"cache_dir={cache_dir}", "trainer.progress=false", "trainer.final_samples=0",
+                          "+concept=toy-bo", "logger=none", f"seed={seed}", *extra])
 
 
 def run_one(label: str, seed: int, out: Path, cache_dir: Path) -> dict:

@@ -108,17 +108,21 @@ def baseline(kind: str, backbone, concept: str, description: str | None):
     return method
 
 
-def compose_run(concept: str, recipe: str, seed: int, cache_dir: Path, extra: list[str]):
-    """The training config of one run (the baselines read the same concept, model and splits from it)."""
+def compose_train(overrides: list[str]):
+    """The training config as `python -m yochameleon.train <overrides>` composes it."""
     from hydra import compose, initialize_config_dir
 
     from yochameleon.config import CONFIG_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"+concept=toy-{concept}", f"recipe={recipe}", f"seed={seed}",
-                                           "logger=none", f"cache_dir={cache_dir}", "trainer.progress=false",
-                                           "trainer.sample_images=false", *extra])
+        return compose("train", overrides=overrides)
+
+
+def compose_run(concept: str, recipe: str, seed: int, cache_dir: Path, extra: list[str]):
+    """The training config of one run (the baselines read the same concept, model and splits from it)."""
+    return compose_train([f"+concept=toy-{concept}", f"recipe={recipe}", f"seed={seed}", "logger=none",
+                          f"cache_dir={cache_dir}", "trainer.progress=false", "trainer.sample_images=false", *extra])
 
 
 def run_recipe(concept: str, recipe: str, seed: int, run_dir: Path, cache_dir: Path, n_images: int,

@@ -283,18 +283,20 @@ def test_quality_gate_personalizing_a_toy_concept_lifts_recognition_text_qa_and_
     A per-adapter drawing rate on <bo> runs 0.12-0.38 (seeds 0-2, 24 samples each), so 8 samples read 0 on one
     machine and 1 on another (CI, 2026-12-04): the judge's bar is one of 32, the NLL carries the margin.
     """
-    from conftest import benchmark_module, compose
+    from conftest import benchmark_module
     from yochameleon.inference import PersonalizedModel
     from yochameleon.toyworld.checks import text_qa
     from yochameleon.training.recipe import train
 
-    # The runs benchmarks/toy_gate_bars.py reads the bars from on validation (it draws 24 with the default recipe)
-    runs = {**benchmark_module("toy_gate_bars").GATE_RUNS}
+    # Composed as benchmarks/toy_gate_bars.py composes the runs it reads the bars from on validation (it draws 24
+    # with the default recipe), on the gate's seed 0
+    bars = benchmark_module("toy_gate_bars")
+    runs = {**bars.GATE_RUNS}
     runs["default"] = [*runs["default"], "trainer.final_samples=32"]
     counts = {"control": 0, "understanding": 8, "default": 32}
     figures = {}
     for label, extra in runs.items():
-        summary = train(compose(["+concept=toy-bo", "logger=none", "seed=0", *extra], cache_dir), tmp_path / label)
+        summary = train(bars.compose_gate_run(0, extra, cache_dir), tmp_path / label)
         assert summary["final_split"] == "test" and summary["selected_on"] == "val", summary
         assert read_adapter_config(tmp_path / label / "best").selected_on == "val"
         _check_final_samples(tmp_path / label, summary, counts[label])
