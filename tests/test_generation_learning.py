@@ -220,3 +220,53 @@ def test_generation_lr_scale_zero_keeps_the_g_rows_where_they_started(tmp_path, 
             initial = getattr(start, name).detach()
             assert torch.equal(rows[name][g], initial[g]) != g_moves, (scale, name)
             assert not torch.equal(rows[name][0], initial[0])  # the identifier always learns
+
+
+def test_cap_input_norms_scales_only_the_long_rows_and_keeps_their_direction():
+    """recipe.max_row_norm's step: a row longer than the limit is scaled back onto it, the others stay bit-equal."""
+    from yochameleon.concept.tokens import PersonalizedTokens
+
+    torch.manual_seed(0)
+    rows = torch.randn(5, 8)
+    rows[1] *= 10
+    rows[3] *= 0.01
+    tokens = PersonalizedTokens("x", [f"<reserved{i}>" for i in range(5)], list(range(5)), 2, 2, rows, rows.clone())
+    limit = float(rows[3].norm() * 50)
+    before = tokens.input_rows.detach().clone()
+    tokens.cap_input_norms(limit)
+    after = tokens.input_rows.detach()
+    long = before.norm(dim=-1) > limit
+    assert long.any() and not long.all()
+    assert torch.allclose(after[long].norm(dim=-1), torch.full((int(long.sum()),), limit), atol=1e-5)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(after[long], before[long]), torch.ones(int(long.sum())))
+    assert torch.equal(after[~long], before[~long])
+    assert torch.equal(tokens.output_rows.detach(), rows)  # output rows are not capped
+
+
+def test_max_row_norm_keeps_every_trained_input_row_within_the_limit(tmp_path, cache_dir, backbone):
+    """The user's switch on the user's path: with recipe.max_row_norm=1 every saved input row is at most the
+    backbone's median input-row norm; the default (null) lets the rows grow past it at the toy learning rate."""
+    from safetensors.torch import load_file
+
+    from yochameleon.training.recipe import train
+
+    norms = backbone.model.get_input_embeddings().weight.detach().float().norm(dim=-1)
+    limit = float(norms[norms > 0].median())
+    base = ["+concept=demo", "logger=none", "trainer.max_steps=6", "trainer.eval_every=100",
+            "trainer.sample_images=false", "trainer.lr=0.5"]
+    longest = {}
+    for setting in ("null", "1"):
+        run = tmp_path / f"cap{setting}"
+        train(compose([*base, f"recipe.max_row_norm={setting}"], cache_dir), run)
+        rows = load_file(str(run / "adapter" / "adapter.safetensors"))
+        longest[setting] = float(rows["input_rows"].norm(dim=-1).max())
+    assert longest["1"] <= limit * (1 + 1e-5) < longest["null"], (longest, limit)
+
+
+def test_max_row_norm_must_be_positive(tmp_path, cache_dir):
+    from yochameleon.errors import YoChameleonError
+    from yochameleon.training.recipe import train
+
+    with pytest.raises(YoChameleonError, match="recipe.max_row_norm=0"):
+        train(compose(["+concept=demo", "logger=none", "trainer.max_steps=1", "recipe.max_row_norm=0"], cache_dir),
+              tmp_path / "run")

@@ -136,6 +136,7 @@ class RecipeConfig:
     generation_repeats: int = MISSING  # each photo's generation samples per epoch
     generation_weight: float = MISSING  # a generation sample's loss weight relative to a text sample's
     generation_lr_scale: float = MISSING  # the g-token rows learn at trainer.lr times this
+    max_row_norm: Optional[float] = None  # input rows kept within this multiple of the backbone's median row norm
     init: RecipeInit = MISSING  # rows start as the backbone's reserved rows, or the g-tokens from its description
     encoder: Optional[Path] = None  # recipe.init=encoder: the concept encoder whose output the rows start from
     encoder_lr_scale: float = MISSING  # recipe.init=encoder: trainer.lr times this

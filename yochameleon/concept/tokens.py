@@ -105,6 +105,12 @@ class PersonalizedTokens(nn.Module):
         """The soft prompt: `<sks> is <g-tokens><u-tokens>.`"""
         return f"{self.identifier} is {self.g_tokens}{self.u_tokens}."
 
+    @torch.no_grad()
+    def cap_input_norms(self, limit: float) -> None:
+        """Scale every input row longer than `limit` back to that length (recipe.max_row_norm)."""
+        norms = self.input_rows.norm(dim=-1, keepdim=True)
+        self.input_rows.mul_(torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms)))
+
     # ---- the math ---------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None,
                 hidden: torch.Tensor | None = None, logits: torch.Tensor | None = None) -> torch.Tensor:

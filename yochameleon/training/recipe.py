@@ -166,6 +166,9 @@ class PersonalizationRecipe:
         self.started = time.time()
         self.resuming = _check_run_dir(self.run_dir, bool(self.tcfg.resume), self.tcfg.max_steps)
         check_self_prompt_settings(self.recipe)
+        if self.recipe.max_row_norm is not None and float(self.recipe.max_row_norm) <= 0:
+            raise YoChameleonError(f"recipe.max_row_norm={self.recipe.max_row_norm} must be a positive number (a "
+                                   "multiple of the backbone's median input-row norm) or null")
         self.concept = ConceptData.from_config(self.cfg.concept)  # validate data before loading a large model
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator, self.dist = self._setup_launcher()
@@ -202,6 +205,10 @@ class PersonalizationRecipe:
             raise YoChameleonError(f"recipe.generation_lr_scale={self.recipe.generation_lr_scale} is not available "
                                    f"under DeepSpeed (ZeRO-{dist.zero_stage}); set recipe.generation_lr_scale=1 or "
                                    "train with one process or DDP")
+        if dist.zero_stage is not None and self.recipe.max_row_norm is not None:  # the same: a cap here would be lost
+            raise YoChameleonError(f"recipe.max_row_norm={self.recipe.max_row_norm} is not available under DeepSpeed "
+                                   f"(ZeRO-{dist.zero_stage}); set recipe.max_row_norm=null or train with one process "
+                                   "or DDP")
         return accelerator, dist
 
     def _setup_backbone(self):
@@ -218,9 +225,21 @@ class PersonalizationRecipe:
             backbone.default_first_token if first == "auto" else first, bool(recipe.shared_tokens))
         tokens.generation_group = str(recipe.generation_group)  # saved with the recipe; loading sets it back
         tokens.to(self.accelerator.device)
+        self.row_norm_limit = self._row_norm_limit(backbone)
         if self.resuming:
             check_run_facts(self.run_dir, self._run_facts(tokens))
         return backbone, tokens
+
+    def _row_norm_limit(self, backbone) -> float | None:
+        """recipe.max_row_norm x the median norm of the backbone's non-zero input rows (None: no cap)."""
+        factor = self.recipe.max_row_norm
+        if factor is None:
+            return None
+        norms = backbone.model.get_input_embeddings().weight.detach().float().norm(dim=-1)
+        limit = float(factor) * float(norms[norms > 0].median())
+        if self.dist.main:
+            log.info("recipe.max_row_norm=%s: input rows kept within norm %.4f", factor, limit)
+        return limit
 
     def _setup_data(self) -> tuple[VQCodeCache, SampleBuilder, object]:
         """The VQ code cache (warmed with every image the run reads), the sample builder and the preparation."""
@@ -392,6 +411,8 @@ class PersonalizationRecipe:
                     self.optimizer.step()  # accumulating: accelerate's wrapper does not step
                 if accelerator.sync_gradients:  # once per optimizer step, whatever grad_accum
                     self.lr_scheduler.step()
+                    if self.row_norm_limit is not None:  # recipe.max_row_norm
+                        self.tokens.cap_input_norms(self.row_norm_limit)
                 self.optimizer.zero_grad(set_to_none=True)
             counted = batch["tasks"] if loss_factor else []  # a stand-in sample is not part of the batch
             for task, value in dist.gather(counted, out["per_sample"].detach()):
