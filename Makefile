@@ -67,5 +67,5 @@ lint: setup
 # choose it, 24 test identities, the 5 toy concepts' among them, are scored once), then copied into the
 # package as yochameleon/assets/toyworld/encoder (docs/encoder.md; about 45 min on 2 cores).
 toyworld-encoder: setup
-	OMP_NUM_THREADS=1 $(PY) -m yochameleon.train_encoder run_name=toyworld-encoder
+	OMP_NUM_THREADS=1 $(PY) -m yochameleon.train_encoder run_name=toyworld-encoder encoder.feature_layer=2
 	$(PY) -m yochameleon.toyworld.encoder_pack outputs/encoders/toyworld-encoder/best

@@ -178,6 +178,9 @@ def test_deepspeed_on_cpu_matches_one_process(config, tmp_path, cache_dir, singl
         blend = launch("run_name=blend", "recipe.generation_lr_scale=2")
         assert blend.returncode != 0 and "recipe.generation_lr_scale=1" in blend.stderr, blend.stderr[-3000:]
         assert not (tmp_path / "corgi" / "blend" / "checkpoint").exists()
+        capped = launch("run_name=capped", "recipe.max_row_norm=2")  # the same for the rows' norm cap
+        assert capped.returncode != 0 and "recipe.max_row_norm=null" in capped.stderr, capped.stderr[-3000:]
+        assert not (tmp_path / "corgi" / "capped" / "checkpoint").exists()
         steps = [r["step"] for r in _step_records(resumed_dir)]
         assert steps == list(range(1, STEPS + 1))
         assert [m["train/loss"] for m in _step_records(resumed_dir)] == pytest.approx(
