@@ -173,6 +173,7 @@ class PersonalizationRecipe:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator, self.dist = self._setup_launcher()
         self.backbone, self.tokens = self._setup_backbone()
+        self.row_norm_limit = self._row_norm_limit()
         # Evaluations during training score the validation split (or the training photos); only a
         # validation split chooses best/. The test split is scored once, at the end, to report.
         self.select_split, self.test_split = self.concept.selection_split(), self.concept.test_split()
@@ -200,15 +201,15 @@ class PersonalizationRecipe:
             log.info("launcher: %s, %d process(es), device %s, precision %s",
                      accelerator.distributed_type.value, dist.world, accelerator.device, precision)
         dist.check(self.batch_size, self.resuming, self.run_dir)
-        if dist.zero_stage is not None and float(self.recipe.generation_lr_scale) != 1.0:
-            # DeepSpeed steps its own (partitioned, fp32 master) copy of the rows: a blend here would be lost.
-            raise YoChameleonError(f"recipe.generation_lr_scale={self.recipe.generation_lr_scale} is not available "
-                                   f"under DeepSpeed (ZeRO-{dist.zero_stage}); set recipe.generation_lr_scale=1 or "
-                                   "train with one process or DDP")
-        if dist.zero_stage is not None and self.recipe.max_row_norm is not None:  # the same: a cap here would be lost
-            raise YoChameleonError(f"recipe.max_row_norm={self.recipe.max_row_norm} is not available under DeepSpeed "
-                                   f"(ZeRO-{dist.zero_stage}); set recipe.max_row_norm=null or train with one process "
-                                   "or DDP")
+        # Settings that edit the rows after the optimizer's step (the g rows' blend, the norm cap): DeepSpeed steps
+        # its own (partitioned, fp32 master) copy of the rows, so an edit here would be lost.
+        after_step = (("generation_lr_scale", float(self.recipe.generation_lr_scale) != 1.0, "1"),
+                      ("max_row_norm", self.recipe.max_row_norm is not None, "null"))
+        for key, used, off in after_step:
+            if dist.zero_stage is not None and used:
+                raise YoChameleonError(f"recipe.{key}={self.recipe[key]} is not available under DeepSpeed "
+                                       f"(ZeRO-{dist.zero_stage}); set recipe.{key}={off} or train with one process "
+                                       "or DDP")
         return accelerator, dist
 
     def _setup_backbone(self):
@@ -225,17 +226,16 @@ class PersonalizationRecipe:
             backbone.default_first_token if first == "auto" else first, bool(recipe.shared_tokens))
         tokens.generation_group = str(recipe.generation_group)  # saved with the recipe; loading sets it back
         tokens.to(self.accelerator.device)
-        self.row_norm_limit = self._row_norm_limit(backbone)
         if self.resuming:
             check_run_facts(self.run_dir, self._run_facts(tokens))
         return backbone, tokens
 
-    def _row_norm_limit(self, backbone) -> float | None:
+    def _row_norm_limit(self) -> float | None:
         """recipe.max_row_norm x the median norm of the backbone's non-zero input rows (None: no cap)."""
         factor = self.recipe.max_row_norm
         if factor is None:
             return None
-        norms = backbone.model.get_input_embeddings().weight.detach().float().norm(dim=-1)
+        norms = self.backbone.model.get_input_embeddings().weight.detach().float().norm(dim=-1)
         limit = float(factor) * float(norms[norms > 0].median())
         if self.dist.main:
             log.info("recipe.max_row_norm=%s: input rows kept within norm %.4f", factor, limit)
